@@ -1,0 +1,1 @@
+"""The ctrflow Kubeflow pipeline, its compiled spec and the `ctrflow` command line."""
