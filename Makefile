@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ctrflow-installed
 # Pinned versions: the same file the image installs from (images/Dockerfile).
 CONSTRAINTS := constraints.txt
+# meson-python runs meson and ninja from PATH, also when the editable install rebuilds on import.
+export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint typecheck unit bench compile clean
+.PHONY: install run test lint typecheck unit bench compile clean image image-ref
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,3 +51,19 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build $(VENV)
+
+## The project image, tagged <registry>/ctrflow:<version>: the reference `ctrflow compile` writes by
+## default (pipelines/_image.py). Version from meson.build, the one source ctrflow.__version__ has.
+CTRFLOW_IMAGE_REGISTRY ?= ghcr.io/ctrflow
+REGISTRY ?= $(CTRFLOW_IMAGE_REGISTRY)
+VERSION := $(shell sed -n "s/^ *version: *'\([^']*\)'.*/\1/p" meson.build | head -n 1)
+IMAGE ?= $(REGISTRY)/ctrflow:$(VERSION)
+DOCKER ?= docker
+
+image:
+	$(DOCKER) build -f images/Dockerfile --build-arg VERSION=$(VERSION) \
+	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) -t $(IMAGE) .
+
+image-ref:
+	@echo $(IMAGE)
