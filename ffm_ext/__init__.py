@@ -1,0 +1,24 @@
+"""ffm_ext: Field-aware Factorization Machines (LIBFFM's model) in C and Cython.
+
+    train = ffm_ext.read_libffm("train.ffm")          # errors name file, line, token
+    model = ffm_ext.FFM(k=4, eta=0.2, lam=2e-5, epochs=15)
+    history = model.fit(train, valid=valid)            # early stopping keeps the best epoch
+    p = model.predict(test)                            # float32 probabilities, GIL released
+"""
+
+from ffm_ext._dataset import Dataset, read_libffm
+from ffm_ext._errors import FFMDivergenceError, FFMFormatError, FFMModelFileError
+from ffm_ext._model import FFM, EpochCallback, FitHistory
+from ffm_ext._sklearn import FFMClassifier
+
+__all__ = [
+    "FFM",
+    "Dataset",
+    "EpochCallback",
+    "FFMClassifier",
+    "FFMDivergenceError",
+    "FFMFormatError",
+    "FFMModelFileError",
+    "FitHistory",
+    "read_libffm",
+]

@@ -1,0 +1,64 @@
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+class Engine:
+    def __init__(self, n: int, m: int, k: int) -> None: ...
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+    @property
+    def weights(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def accumulators(self) -> npt.NDArray[np.float32] | None: ...
+    def initialize(self, seed: int) -> None: ...
+    def start_training(self) -> None: ...
+    def stop_training(self) -> None: ...
+    def snapshot(self, into: Any = None) -> Any: ...
+    def restore(self, snapshot: Any) -> None: ...
+    def weights_finite(self) -> bool: ...
+    def train_epoch(
+        self,
+        indptr: npt.NDArray[np.int64],
+        fields: npt.NDArray[np.int32],
+        features: npt.NDArray[np.int32],
+        values: npt.NDArray[np.float32],
+        labels: npt.NDArray[np.float32],
+        order: npt.NDArray[np.int64],
+        eta: float,
+        lam: float,
+        normalize: bool,
+        n_threads: int,
+    ) -> float: ...
+    def margins(
+        self,
+        indptr: npt.NDArray[np.int64],
+        fields: npt.NDArray[np.int32],
+        features: npt.NDArray[np.int32],
+        values: npt.NDArray[np.float32],
+        normalize: bool,
+        n_threads: int,
+    ) -> npt.NDArray[np.float32]: ...
+    def margin_one(
+        self,
+        fields: npt.NDArray[np.int32],
+        features: npt.NDArray[np.int32],
+        values: npt.NDArray[np.float32],
+        normalize: bool,
+    ) -> float: ...
+
+def max_threads() -> int: ...
+def permutation(count: int, seed: int) -> npt.NDArray[np.int64]: ...
+def logloss_from_margins(margins: npt.NDArray[np.float32], labels: npt.NDArray[np.float32]) -> float: ...
+def sigmoid_inplace(values: npt.NDArray[np.float32]) -> None: ...
+def parse_libffm_file(
+    path: str, skip_empty_lines: bool
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float32],
+    int,
+    int,
+]: ...

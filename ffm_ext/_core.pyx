@@ -1,0 +1,316 @@
+# Cython bindings over the C kernels (ffm_kernels.c, libffm_text.c). Memory the C side allocates
+# is owned by small Python objects that NumPy arrays keep as their base, so arrays view it
+# without a copy and it is freed when the last view goes.
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdlib cimport free, realloc
+
+cimport numpy as cnp
+import os
+
+import numpy as np
+
+from ffm_ext._errors import FFMFormatError
+
+cnp.import_array()
+
+
+cdef extern from "ffm_kernels.h" nogil:
+    ctypedef struct ffm_model:
+        int64_t n
+        int64_t m
+        int64_t k
+        int64_t kp
+        float *w
+        float *g
+
+    ctypedef struct ffm_rows:
+        const int64_t *indptr
+        const int32_t *fields
+        const int32_t *features
+        const float *values
+        const float *labels
+        int64_t n_rows
+
+    int FFM_LANES
+    float *ffm_alloc(int64_t count)
+    void ffm_free(float *p)
+    void ffm_init(ffm_model *model, uint64_t seed)
+    void ffm_fill(float *p, int64_t count, float value)
+    void ffm_copy(float *dst, const float *src, int64_t count)
+    void ffm_permutation(int64_t *order, int64_t count, uint64_t seed)
+    double ffm_train_epoch(ffm_model *model, const ffm_rows *rows, const int64_t *order,
+                           float eta, float lam, int normalize, int n_threads)
+    int ffm_margins(const ffm_model *model, const ffm_rows *rows, int normalize, int n_threads,
+                    float *out)
+    double ffm_logloss_from_margins(const float *margins, const float *labels, int64_t count)
+    void ffm_sigmoid_inplace(float *values, int64_t count)
+    float ffm_margin_one(const ffm_model *model, const int32_t *fields, const int32_t *features,
+                         const float *values, int64_t length, int normalize)
+    int ffm_all_finite(const float *p, int64_t count)
+    int ffm_max_threads()
+
+
+cdef extern from "libffm_text.h" nogil:
+    ctypedef struct ffm_text:
+        int64_t *indptr
+        int32_t *fields
+        int32_t *features
+        float *values
+        float *labels
+        int64_t n_rows
+        int64_t nnz
+        int64_t max_field
+        int64_t max_feature
+        int error
+        int64_t error_line
+        int64_t error_column
+        int error_errno
+        char error_token[97]
+
+    int FFM_TEXT_OK
+    int FFM_TEXT_IO
+    int ffm_text_parse_file(const char *path, int skip_empty, ffm_text *out)
+    void ffm_text_free(ffm_text *out)
+    const char *ffm_text_message(int error)
+
+
+cdef class _AlignedFloats:
+    """Owner of one aligned float buffer allocated by the C side."""
+    cdef float *ptr
+    cdef readonly int64_t size
+
+    def __dealloc__(self):
+        ffm_free(self.ptr)
+
+
+cdef _AlignedFloats _aligned_floats(int64_t count):
+    cdef _AlignedFloats buf = _AlignedFloats.__new__(_AlignedFloats)
+    buf.ptr = ffm_alloc(count)
+    if buf.ptr == NULL:
+        raise MemoryError(f"cannot allocate {count * 4 / 2**20:.1f} MiB for FFM weights")
+    buf.size = count
+    return buf
+
+
+cdef class _Malloced:
+    """Owner of one malloc'd buffer handed over by the text parser."""
+    cdef void *ptr
+
+    def __dealloc__(self):
+        free(self.ptr)
+
+
+cdef object _owned_array(void *ptr, int64_t count, int typenum, int itemsize):
+    """A 1-D array over malloc'd memory that it frees when the last view goes (count may be 0)."""
+    cdef _Malloced owner = _Malloced.__new__(_Malloced)
+    cdef void *shrunk = realloc(ptr, <size_t>(count if count > 0 else 1) * itemsize)
+    owner.ptr = shrunk if shrunk != NULL else ptr
+    cdef cnp.npy_intp dims[1]
+    dims[0] = count
+    arr = cnp.PyArray_SimpleNewFromData(1, dims, typenum, owner.ptr)
+    cnp.set_array_base(arr, owner)
+    return arr
+
+
+def max_threads() -> int:
+    """OpenMP's thread count (1 when built without OpenMP)."""
+    return ffm_max_threads()
+
+
+def permutation(int64_t count, uint64_t seed):
+    """A seeded uniform permutation of range(count) (int64)."""
+    order = np.empty(count, dtype=np.int64)
+    cdef int64_t[::1] view = order
+    if count > 0:
+        with nogil:
+            ffm_permutation(&view[0], count, seed)
+    return order
+
+
+cdef inline void _fill_rows(ffm_rows *rows, const int64_t[::1] indptr, const int32_t[::1] fields,
+                            const int32_t[::1] features, const float[::1] values,
+                            const float *labels) noexcept:
+    rows.n_rows = indptr.shape[0] - 1
+    rows.indptr = &indptr[0]
+    rows.fields = &fields[0] if fields.shape[0] > 0 else NULL
+    rows.features = &features[0] if features.shape[0] > 0 else NULL
+    rows.values = &values[0] if values.shape[0] > 0 else NULL
+    rows.labels = labels
+
+
+cdef class Engine:
+    """Weights (and, while training, AdaGrad accumulators) of one FFM, in C memory."""
+    cdef ffm_model model
+    cdef _AlignedFloats _weights
+    cdef _AlignedFloats _accumulators
+
+    def __cinit__(self, int64_t n, int64_t m, int64_t k):
+        if n < 1 or m < 1 or k < 1:
+            raise ValueError(f"n, m and k must be >= 1, got n={n}, m={m}, k={k}")
+        self.model.n = n
+        self.model.m = m
+        self.model.k = k
+        self.model.kp = (k + FFM_LANES - 1) // FFM_LANES * FFM_LANES
+        self._weights = _aligned_floats(n * m * self.model.kp)
+        self.model.w = self._weights.ptr
+        self.model.g = NULL
+
+    @property
+    def shape(self):
+        return (self.model.n, self.model.m, self.model.k)
+
+    @property
+    def weights(self):
+        """(n, m, k) float32 view of the C weights: no copy, keeps the memory alive."""
+        return self._view(self._weights)
+
+    @property
+    def accumulators(self):
+        """(n, m, k) view of the AdaGrad accumulators, or None outside training."""
+        return None if self._accumulators is None else self._view(self._accumulators)
+
+    cdef object _view(self, _AlignedFloats buf):
+        cdef cnp.npy_intp dims[3]
+        dims[0] = self.model.n
+        dims[1] = self.model.m
+        dims[2] = self.model.kp
+        arr = cnp.PyArray_SimpleNewFromData(3, dims, cnp.NPY_FLOAT32, buf.ptr)
+        cnp.set_array_base(arr, buf)
+        return arr if self.model.kp == self.model.k else arr[:, :, :self.model.k]
+
+    def initialize(self, uint64_t seed):
+        """LIBFFM's random initialisation of the weights; accumulators (if any) back to 1."""
+        with nogil:
+            ffm_init(&self.model, seed)
+
+    def start_training(self):
+        """Allocate AdaGrad accumulators, all 1 (LIBFFM's start value)."""
+        if self._accumulators is None:
+            self._accumulators = _aligned_floats(self._weights.size)
+            self.model.g = self._accumulators.ptr
+        with nogil:
+            ffm_fill(self.model.g, self._weights.size, 1.0)
+
+    def stop_training(self):
+        """Free the accumulators: a trained model needs only its weights."""
+        self._accumulators = None
+        self.model.g = NULL
+
+    def snapshot(self, _AlignedFloats into=None):
+        """Copy of the weights (into an earlier snapshot's buffer when given)."""
+        if into is None:
+            into = _aligned_floats(self._weights.size)
+        with nogil:
+            ffm_copy(into.ptr, self.model.w, self._weights.size)
+        return into
+
+    def restore(self, _AlignedFloats snapshot):
+        with nogil:
+            ffm_copy(self.model.w, snapshot.ptr, self._weights.size)
+
+    def weights_finite(self) -> bool:
+        cdef int ok
+        with nogil:
+            ok = ffm_all_finite(self.model.w, self._weights.size)
+        return ok == 1
+
+    def train_epoch(self, const int64_t[::1] indptr, const int32_t[::1] fields,
+                    const int32_t[::1] features, const float[::1] values,
+                    const float[::1] labels, const int64_t[::1] order, float eta, float lam,
+                    bint normalize, int n_threads) -> float:
+        """One Hogwild SGD epoch in `order`; returns the mean pre-update training logloss."""
+        if self.model.g == NULL:
+            raise RuntimeError("start_training() first")
+        cdef ffm_rows rows
+        _fill_rows(&rows, indptr, fields, features, values, &labels[0] if labels.shape[0] else NULL)
+        if order.shape[0] != rows.n_rows or labels.shape[0] != rows.n_rows:
+            raise ValueError("order and labels must have one entry per row")
+        cdef double loss = 0.0
+        if rows.n_rows == 0:
+            return 0.0
+        with nogil:
+            loss = ffm_train_epoch(&self.model, &rows, &order[0], eta, lam, normalize, n_threads)
+        if loss < 0:
+            raise MemoryError("cannot allocate per-thread scratch memory")
+        return loss
+
+    def margins(self, const int64_t[::1] indptr, const int32_t[::1] fields,
+                const int32_t[::1] features, const float[::1] values, bint normalize,
+                int n_threads):
+        """phi(x) of every row, float32, computed with the GIL released."""
+        cdef ffm_rows rows
+        _fill_rows(&rows, indptr, fields, features, values, NULL)
+        out = np.empty(rows.n_rows, dtype=np.float32)
+        cdef float[::1] view = out
+        cdef int rc = 0
+        if rows.n_rows > 0:
+            with nogil:
+                rc = ffm_margins(&self.model, &rows, normalize, n_threads, &view[0])
+        if rc != 0:
+            raise MemoryError("cannot allocate per-thread scratch memory")
+        return out
+
+    def margin_one(self, const int32_t[::1] fields, const int32_t[::1] features,
+                   const float[::1] values, bint normalize) -> float:
+        """phi(x) of one row given as parallel arrays (the serving path)."""
+        cdef int64_t length = fields.shape[0]
+        if features.shape[0] != length or values.shape[0] != length:
+            raise ValueError(
+                f"fields, features and values must have the same length, got "
+                f"{fields.shape[0]}, {features.shape[0]}, {values.shape[0]}")
+        if length == 0:
+            return 0.0
+        cdef int64_t i
+        for i in range(length):
+            if fields[i] < 0 or fields[i] >= self.model.m:
+                raise ValueError(
+                    f"field {fields[i]} at position {i} is outside the model's fields "
+                    f"0..{self.model.m - 1}")
+        return ffm_margin_one(&self.model, &fields[0], &features[0], &values[0], length,
+                              normalize)
+
+
+def logloss_from_margins(const float[::1] margins, const float[::1] labels) -> float:
+    """Mean logistic loss of margins against 0/1 labels (stable for large margins)."""
+    if margins.shape[0] != labels.shape[0]:
+        raise ValueError("margins and labels differ in length")
+    if margins.shape[0] == 0:
+        return float("nan")
+    cdef double loss
+    with nogil:
+        loss = ffm_logloss_from_margins(&margins[0], &labels[0], margins.shape[0])
+    return loss
+
+
+def sigmoid_inplace(float[::1] values):
+    if values.shape[0]:
+        with nogil:
+            ffm_sigmoid_inplace(&values[0], values.shape[0])
+
+
+def parse_libffm_file(path, bint skip_empty_lines):
+    """Parse a LIBFFM text file in C without the GIL.
+
+    Returns (indptr, fields, features, values, labels, max_field, max_feature); raises
+    FFMFormatError naming the file, line, column and token of the first bad input.
+    """
+    cdef bytes encoded = os.fsencode(path)
+    cdef const char *cpath = encoded
+    cdef ffm_text res
+    cdef int rc
+    with nogil:
+        rc = ffm_text_parse_file(cpath, skip_empty_lines, &res)
+    if rc != FFM_TEXT_OK:
+        token = bytes(res.error_token).decode("utf-8", "replace")
+        ffm_text_free(&res)
+        if rc == FFM_TEXT_IO:
+            raise OSError(res.error_errno, os.strerror(res.error_errno), os.fspath(path))
+        raise FFMFormatError(
+            os.fspath(path), res.error_line, res.error_column, token,
+            ffm_text_message(rc).decode())
+    indptr = _owned_array(res.indptr, res.n_rows + 1, cnp.NPY_INT64, 8)
+    fields = _owned_array(res.fields, res.nnz, cnp.NPY_INT32, 4)
+    features = _owned_array(res.features, res.nnz, cnp.NPY_INT32, 4)
+    values = _owned_array(res.values, res.nnz, cnp.NPY_FLOAT32, 4)
+    labels = _owned_array(res.labels, res.n_rows, cnp.NPY_FLOAT32, 4)
+    return indptr, fields, features, values, labels, res.max_field, res.max_feature

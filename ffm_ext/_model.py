@@ -1,0 +1,405 @@
+"""FFM: the model, its training loop (epochs, validation, early stopping) and its files."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import struct
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+
+from ffm_ext import _core
+from ffm_ext._dataset import Dataset
+from ffm_ext._errors import FFMDivergenceError, FFMModelFileError
+from ffm_ext._threads import resolve_threads
+
+__all__ = ["FFM", "EpochCallback", "FitHistory"]
+
+#: callback(epoch (1-based), train logloss, valid logloss or None) -> True to stop training.
+EpochCallback = Callable[[int, float, "float | None"], "bool | None"]
+
+_MAGIC = b"CTRFFM\x00\x00"
+_FILE_VERSION = 1
+# magic, version, header bytes, n, m, k, normalize, payload crc32, params-json bytes
+_HEADER = struct.Struct("<8sIIqqqBxxxII")
+_LIBFFM_HEADER = struct.Struct("<iii?")
+
+
+@dataclass
+class FitHistory:
+    """What happened in fit(): per-epoch losses and where early stopping landed."""
+
+    train_logloss: list[float] = field(default_factory=list)
+    valid_logloss: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    best_epoch: int = 0  # 1-based; the epoch whose weights the model keeps
+    best_valid_logloss: float | None = None
+    stopped_early: bool = False
+    stop_reason: str = "epochs"  # "epochs" | "early_stopping" | "callback"
+
+
+def _check(name: str, value: float, ok: bool, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+
+class FFM:
+    """Field-aware Factorization Machine (LIBFFM's model and training algorithm).
+
+    k latent factors per (feature, field); AdaGrad with learning rate `eta` and L2 `lam`;
+    instance-wise normalisation (each row scaled to unit squared norm) when `normalize`;
+    shuffled epochs; with a validation set, training stops after `patience` epochs without
+    improvement and keeps the best epoch's weights. `n_threads` threads train lock-free
+    (Hogwild); with one thread, results are bit-identical for the same `seed`.
+
+    Unknown ids at prediction time: tokens whose feature is beyond the model's features are
+    dropped (as if absent: they count neither in the pairs nor in the normalisation), in batch
+    and one-row prediction alike. A field beyond the model's fields is an error (ValueError):
+    it means the data was built with another feature spec.
+    """
+
+    def __init__(
+        self,
+        k: int = 4,
+        eta: float = 0.2,
+        lam: float = 2e-5,
+        epochs: int = 15,
+        normalize: bool = True,
+        n_threads: int = 1,
+        seed: int = 0,
+        patience: int = 1,
+        progress: bool | None = None,
+    ) -> None:
+        _check("k", k, isinstance(k, int | np.integer) and k >= 1, "an integer >= 1")
+        _check("eta", eta, math.isfinite(eta) and eta > 0, "a finite number > 0")
+        _check("lam", lam, math.isfinite(lam) and lam >= 0, "a finite number >= 0")
+        _check("epochs", epochs, isinstance(epochs, int | np.integer) and epochs >= 1, ">= 1")
+        _check("patience", patience, isinstance(patience, int | np.integer) and patience >= 1, ">= 1")
+        _check("seed", seed, isinstance(seed, int | np.integer) and seed >= 0, "an integer >= 0")
+        resolve_threads(n_threads)  # validates
+        self.k = int(k)
+        self.eta = float(eta)
+        self.lam = float(lam)
+        self.epochs = int(epochs)
+        self.normalize = bool(normalize)
+        self.n_threads = int(n_threads)
+        self.seed = int(seed)
+        self.patience = int(patience)
+        self.progress = progress
+        self._engine: _core.Engine | None = None
+
+    # -- state --------------------------------------------------------------------------------
+    def _fitted(self) -> _core.Engine:
+        if self._engine is None:
+            raise RuntimeError("this FFM has no weights yet: call fit() or load a model")
+        return self._engine
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def n_features(self) -> int:
+        return int(self._fitted().shape[0])
+
+    @property
+    def n_fields(self) -> int:
+        return int(self._fitted().shape[1])
+
+    @property
+    def weights(self) -> npt.NDArray[np.float32]:
+        """(n_features, n_fields, k) float32 view of the weights in C memory (no copy)."""
+        weights: npt.NDArray[np.float32] = self._fitted().weights
+        return weights
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "eta": self.eta,
+            "lam": self.lam,
+            "epochs": self.epochs,
+            "normalize": self.normalize,
+            "n_threads": self.n_threads,
+            "seed": self.seed,
+            "patience": self.patience,
+        }
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.get_params().items())
+        return f"FFM({args})"
+
+    def init_weights(self, n_features: int, n_fields: int) -> None:
+        """Fresh weights with LIBFFM's random initialisation (what fit() starts from)."""
+        engine = _core.Engine(n_features, n_fields, self.k)
+        engine.initialize(self.seed)
+        self._engine = engine
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(
+        self,
+        train: Dataset,
+        valid: Dataset | None = None,
+        *,
+        callback: EpochCallback | None = None,
+        shuffle: bool = True,
+        warm_start: bool = False,
+    ) -> FitHistory:
+        """Train; returns the per-epoch history. With `valid`, early stopping keeps the best
+        epoch's weights. `callback` runs after every epoch and stops training by returning
+        True; exceptions it raises (e.g. optuna.TrialPruned) propagate with the model left at
+        the last epoch's weights. `warm_start` continues from the current weights (with fresh
+        AdaGrad accumulators) when their shape fits the data."""
+        if not isinstance(train, Dataset):
+            raise TypeError(f"train must be an ffm_ext.Dataset, got {type(train).__name__}")
+        if valid is not None and not isinstance(valid, Dataset):
+            raise TypeError(f"valid must be an ffm_ext.Dataset, got {type(valid).__name__}")
+        if train.n_rows == 0:
+            raise ValueError("the training set has no rows")
+        # Like LIBFFM, size the model for every id seen in training or validation.
+        n = max(train.n_features, valid.n_features if valid is not None else 0, 1)
+        m = max(train.n_fields, valid.n_fields if valid is not None else 0, 1)
+        engine = self._engine
+        if not (warm_start and engine is not None and engine.shape == (n, m, self.k)):
+            engine = _core.Engine(n, m, self.k)
+            engine.initialize(self.seed)
+        self._engine = engine
+        threads = resolve_threads(self.n_threads)
+        history = FitHistory()
+        best: Any = None  # snapshot of the best epoch's weights (weights only, no accumulators)
+        bad_epochs = 0
+        bar = self._progress_bar()
+        engine.start_training()
+        try:
+            for epoch in range(1, self.epochs + 1):
+                started = time.perf_counter()
+                order = (
+                    _core.permutation(train.n_rows, self.seed * 1_000_003 + epoch)
+                    if shuffle
+                    else np.arange(train.n_rows, dtype=np.int64)
+                )
+                loss = engine.train_epoch(
+                    train.indptr, train.fields, train.features, train.values, train.labels,
+                    order, self.eta, self.lam, self.normalize, threads,
+                )  # fmt: skip
+                if not math.isfinite(loss):
+                    raise self._diverged(epoch, "training logloss", loss)
+                history.train_logloss.append(loss)
+                valid_loss = None
+                if valid is not None:
+                    valid_loss = self._logloss(engine, valid, threads)
+                    if not math.isfinite(valid_loss):
+                        raise self._diverged(epoch, "validation logloss", valid_loss)
+                    history.valid_logloss.append(valid_loss)
+                    if history.best_valid_logloss is None or valid_loss < history.best_valid_logloss:
+                        history.best_valid_logloss = valid_loss
+                        history.best_epoch = epoch
+                        bad_epochs = 0
+                        if epoch < self.epochs:  # the last epoch's weights need no copy
+                            best = engine.snapshot(best)
+                    else:
+                        bad_epochs += 1
+                else:
+                    history.best_epoch = epoch
+                history.epoch_seconds.append(time.perf_counter() - started)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(train=f"{loss:.5f}", valid=f"{valid_loss or float('nan'):.5f}")
+                if valid is not None and bad_epochs >= self.patience:
+                    history.stopped_early, history.stop_reason = True, "early_stopping"
+                    break
+                if callback is not None and callback(epoch, loss, valid_loss):
+                    history.stopped_early, history.stop_reason = True, "callback"
+                    break
+        finally:
+            engine.stop_training()
+            if bar is not None:
+                bar.close()
+        if valid is not None and history.best_epoch != len(history.train_logloss):
+            engine.restore(best)
+        if not engine.weights_finite():
+            raise self._diverged(history.best_epoch, "weights", float("nan"))
+        return history
+
+    def _diverged(self, epoch: int, what: str, value: float) -> FFMDivergenceError:
+        self._engine = None  # never leave a NaN model behind
+        return FFMDivergenceError(
+            f"training diverged at epoch {epoch}: {what} is {value}; "
+            f"lower eta (now {self.eta}) or raise lam (now {self.lam})"
+        )
+
+    def _progress_bar(self) -> Any:
+        show = self.progress if self.progress is not None else sys.stderr.isatty()
+        if not show:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.epochs, desc="FFM epochs", unit="epoch", leave=False)
+
+    # -- prediction ---------------------------------------------------------------------------
+    def _check_fields(self, engine: _core.Engine, data: Dataset) -> None:
+        m = engine.shape[1]
+        if data.n_fields > m and data.nnz and int(data.fields.max()) >= m:
+            raise ValueError(
+                f"the data holds field {int(data.fields.max())} but the model has fields "
+                f"0..{m - 1}: was it built with another feature spec?"
+            )
+
+    def _margins(self, engine: _core.Engine, data: Dataset, threads: int) -> npt.NDArray[np.float32]:
+        self._check_fields(engine, data)
+        margins: npt.NDArray[np.float32] = engine.margins(
+            data.indptr, data.fields, data.features, data.values, self.normalize, threads
+        )
+        return margins
+
+    def _logloss(self, engine: _core.Engine, data: Dataset, threads: int) -> float:
+        return float(_core.logloss_from_margins(self._margins(engine, data, threads), data.labels))
+
+    def predict(self, data: Dataset) -> npt.NDArray[np.float32]:
+        """Click probabilities (float32) for every row; threads run with the GIL released."""
+        engine = self._fitted()
+        out = self._margins(engine, data, resolve_threads(self.n_threads))
+        _core.sigmoid_inplace(out)
+        return out
+
+    def decision_function(self, data: Dataset) -> npt.NDArray[np.float32]:
+        """Margins phi(x) (log-odds) for every row."""
+        engine = self._fitted()
+        return self._margins(engine, data, resolve_threads(self.n_threads))
+
+    def logloss(self, data: Dataset) -> float:
+        """Mean logistic loss on a labelled dataset."""
+        engine = self._fitted()
+        return self._logloss(engine, data, resolve_threads(self.n_threads))
+
+    def predict_one(
+        self, fields: npt.ArrayLike, features: npt.ArrayLike, values: npt.ArrayLike
+    ) -> float:
+        """Probability for one row (serving path). Fastest with int32/int32/float32 arrays."""
+        engine = self._engine
+        if engine is None:
+            self._fitted()
+            raise AssertionError  # unreachable: _fitted raised
+        if type(fields) is not np.ndarray or fields.dtype != np.int32:
+            fields = np.ascontiguousarray(fields, dtype=np.int32)
+        if type(features) is not np.ndarray or features.dtype != np.int32:
+            features = np.ascontiguousarray(features, dtype=np.int32)
+        if type(values) is not np.ndarray or values.dtype != np.float32:
+            values = np.ascontiguousarray(values, dtype=np.float32)
+        t = engine.margin_one(fields, features, values, self.normalize)
+        return 1.0 / (1.0 + math.exp(-t)) if t > -700 else 0.0
+
+    # -- files --------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Versioned binary file: checked header (sizes, CRC32), then the float32 weights."""
+        with open(path, "wb") as out:
+            self._write(out)
+
+    def _write(self, out: BinaryIO) -> None:
+        engine = self._fitted()
+        n, m, k = engine.shape
+        weights = np.ascontiguousarray(engine.weights)  # a copy only when k is padded
+        payload = memoryview(weights).cast("B")
+        params = json.dumps(self.get_params(), sort_keys=True).encode()
+        header_size = _HEADER.size + len(params)
+        crc = zlib.crc32(payload)
+        out.write(_HEADER.pack(_MAGIC, _FILE_VERSION, header_size, n, m, k, self.normalize, crc, len(params)))
+        out.write(params)
+        out.write(payload)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> FFM:
+        """Read a file written by save(); truncation, corruption or a foreign file is an error."""
+        name = os.fspath(path)
+        with open(name, "rb") as src:
+            return cls._read(src, name, os.fstat(src.fileno()).st_size)
+
+    @classmethod
+    def _read(cls, src: BinaryIO, name: str, size: int) -> FFM:
+        head = src.read(_HEADER.size)
+        if len(head) < _HEADER.size or not head.startswith(_MAGIC):
+            raise FFMModelFileError(f"{name}: not a ctrflow FFM model file (bad magic or too short)")
+        magic, version, header_size, n, m, k, normalize, crc, params_len = _HEADER.unpack(head)
+        if version != _FILE_VERSION:
+            raise FFMModelFileError(f"{name}: model file version {version}, this ffm_ext reads {_FILE_VERSION}")
+        if min(n, m, k) < 1 or header_size != _HEADER.size + params_len:
+            raise FFMModelFileError(f"{name}: corrupted header (n={n}, m={m}, k={k})")
+        expected = header_size + n * m * k * 4
+        if size != expected:
+            raise FFMModelFileError(
+                f"{name}: file has {size} bytes, header says {expected}: truncated or corrupted"
+            )
+        try:
+            params = json.loads(src.read(params_len))
+            model = cls(**{**params, "k": k, "normalize": bool(normalize)})
+        except (ValueError, TypeError) as exc:
+            raise FFMModelFileError(f"{name}: corrupted parameters in header: {exc}") from None
+        engine = _core.Engine(n, m, k)
+        target = engine.weights
+        buffer = target if target.flags.c_contiguous else np.empty((n, m, k), np.float32)
+        if src.readinto(memoryview(buffer).cast("B")) != n * m * k * 4:  # type: ignore[attr-defined]
+            raise FFMModelFileError(f"{name}: truncated weights")
+        if zlib.crc32(memoryview(buffer).cast("B")) != crc:
+            raise FFMModelFileError(f"{name}: weights fail their CRC32 check: the file is corrupted")
+        if buffer is not target:
+            target[...] = buffer
+        model._engine = engine
+        return model
+
+    @classmethod
+    def load_libffm(cls, path: str | os.PathLike[str]) -> FFM:
+        """Import a model file written by LIBFFM's ffm-train (its weights; its accumulators are
+        dropped). Layout: int32 n, m, k, a byte for normalisation, then for every (feature,
+        field) and every group of 4 latent lanes (k rounded up to 4), 4 weights then their 4
+        AdaGrad accumulators."""
+        name = os.fspath(path)
+        with open(name, "rb") as src:
+            head = src.read(_LIBFFM_HEADER.size)
+            size = os.fstat(src.fileno()).st_size
+        if len(head) < _LIBFFM_HEADER.size:
+            raise FFMModelFileError(f"{name}: too short for a LIBFFM model header")
+        n, m, k, normalize = _LIBFFM_HEADER.unpack(head)
+        if min(n, m, k) < 1:
+            raise FFMModelFileError(f"{name}: not a LIBFFM model (n={n}, m={m}, k={k})")
+        k4 = (k + 3) // 4 * 4
+        expected = _LIBFFM_HEADER.size + n * m * 2 * k4 * 4
+        if size != expected:
+            raise FFMModelFileError(
+                f"{name}: LIBFFM model of n={n}, m={m}, k={k} needs {expected} bytes, file has {size}"
+            )
+        blocks = np.fromfile(name, dtype="<f4", offset=_LIBFFM_HEADER.size)
+        weights = blocks.reshape(n, m, k4 // 4, 2, 4)[:, :, :, 0, :].reshape(n, m, k4)[:, :, :k]
+        if not np.isfinite(weights).all():
+            raise FFMModelFileError(f"{name}: LIBFFM model holds non-finite weights")
+        model = cls(k=k, normalize=bool(normalize))
+        engine = _core.Engine(n, m, k)
+        engine.weights[...] = weights
+        model._engine = engine
+        return model
+
+    # -- pickle -------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = {"params": self.get_params(), "progress": self.progress, "model": None}
+        if self._engine is not None:
+            buffer = io.BytesIO()
+            self._write(buffer)
+            state["model"] = buffer.getvalue()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        blob = state["model"]
+        if blob is None:
+            self.__init__(**state["params"], progress=state["progress"])  # type: ignore[misc]
+            return
+        loaded = FFM._read(io.BytesIO(blob), "<pickle>", len(blob))
+        self.__dict__.update(loaded.__dict__)
+        self.n_threads = state["params"]["n_threads"]
+        self.progress = state["progress"]

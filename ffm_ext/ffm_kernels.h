@@ -1,0 +1,81 @@
+/* Field-aware Factorization Machine kernels (Juan, Zhuang, Chin, Lin, RecSys 2016).
+ *
+ *   phi(x) = sum_{a<b} <w[j_a, f_b], w[j_b, f_a]> * x_a * x_b * r,   r = 1 / sum_a x_a^2 (or 1)
+ *
+ * trained with per-coordinate AdaGrad on the logistic loss plus L2, one row at a time (SGD).
+ * Everything here runs without the Python GIL. Tokens whose feature is >= n or field >= m are
+ * dropped from the row before anything else (they count neither in the pairs nor in r), in
+ * training and in both prediction paths alike; the Python layer rejects fields >= m up front.
+ */
+#ifndef FFM_KERNELS_H
+#define FFM_KERNELS_H
+
+#include <stdint.h>
+
+/* Latent vectors are padded to a multiple of this many floats (one SSE/NEON register); the
+ * padding stays exactly 0 through training, so it never changes a dot product. */
+#define FFM_LANES 4
+#define FFM_ALIGN 64
+
+typedef struct {
+    int64_t n;  /* features */
+    int64_t m;  /* fields */
+    int64_t k;  /* latent factors */
+    int64_t kp; /* k rounded up to FFM_LANES */
+    float *w;   /* n * m * kp weights, FFM_ALIGN-aligned */
+    float *g;   /* n * m * kp AdaGrad accumulators, or NULL outside training */
+} ffm_model;
+
+typedef struct {
+    const int64_t *indptr; /* n_rows + 1 */
+    const int32_t *fields;
+    const int32_t *features;
+    const float *values;
+    const float *labels; /* 0/1; may be NULL for prediction */
+    int64_t n_rows;
+} ffm_rows;
+
+/* Aligned, zero-filled float buffer (free with ffm_free); NULL when out of memory. */
+float *ffm_alloc(int64_t count);
+void ffm_free(float *p);
+
+/* LIBFFM's initialisation: w ~ U(0, 1) / sqrt(k) on the k real lanes (padding 0), g = 1. */
+void ffm_init(ffm_model *model, uint64_t seed);
+void ffm_fill(float *p, int64_t count, float value);
+
+/* Longest row, to size per-thread scratch. */
+int64_t ffm_max_row_length(const ffm_rows *rows);
+
+/* A uniformly shuffled permutation of 0..count-1 (Fisher-Yates on a seeded xoshiro256**). */
+void ffm_permutation(int64_t *order, int64_t count, uint64_t seed);
+
+/* One SGD epoch over rows in `order` (NULL = 0..n_rows-1), lock-free across n_threads threads
+ * (Hogwild); each thread takes a contiguous slice of the order. Returns the mean training
+ * logloss measured before each row's update, or a negative value when scratch memory ran out. */
+double ffm_train_epoch(ffm_model *model, const ffm_rows *rows, const int64_t *order, float eta,
+                       float lambda, int normalize, int n_threads);
+
+/* Margins phi(x) for every row (n_threads threads). Returns 0, or -1 when out of memory. */
+int ffm_margins(const ffm_model *model, const ffm_rows *rows, int normalize, int n_threads,
+                float *out);
+
+/* Mean logistic loss of margins against 0/1 labels, computed stably from the margin. */
+double ffm_logloss_from_margins(const float *margins, const float *labels, int64_t count);
+
+/* In place: margins -> probabilities. */
+void ffm_sigmoid_inplace(float *values, int64_t count);
+
+/* Margin of one row given as parallel arrays (the serving path). */
+float ffm_margin_one(const ffm_model *model, const int32_t *fields, const int32_t *features,
+                     const float *values, int64_t len, int normalize);
+
+/* 1 when every value is finite. */
+int ffm_all_finite(const float *p, int64_t count);
+
+/* Copy the k real lanes of every (feature, field) vector between padded buffers. */
+void ffm_copy(float *dst, const float *src, int64_t count);
+
+/* Number of OpenMP threads available (1 without OpenMP). */
+int ffm_max_threads(void);
+
+#endif
