@@ -1,0 +1,202 @@
+"""An exact global trial budget for many workers sharing one study.
+
+Optuna's ``MaxTrialsCallback`` counts finished trials *after* each trial, so N workers overshoot
+by up to N-1. Here a worker decides to start a trial only under a study-wide lock, and keeps the
+lock until ``study.ask()`` has committed the new RUNNING trial:
+
+    lock; fail stale trials; count; if COMPLETE+PRUNED+RUNNING < budget: ask (RUNNING); unlock
+
+Invariant: COMPLETE + PRUNED + RUNNING <= budget at every moment, because a trial becomes RUNNING
+only inside the lock after the check, and the counted states only move RUNNING -> finished (or
+RUNNING -> FAIL, which frees a slot). A trial failed by its heartbeat (its worker was killed) frees
+its slot; its retry waits as WAITING and is popped by the next admitted ``ask``, so it counts once.
+The lock is a PostgreSQL session advisory lock (released by the server when a killed worker's
+connection drops) or, for SQLite, ``flock`` on a file beside the database (released by the
+kernel when the process dies).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import fcntl
+import os
+import pathlib
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import optuna
+import sqlalchemy
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+__all__ = ["BudgetCounts", "StudyLock", "TrialBudget"]
+
+# Two-int advisory lock key: a constant for "ctrflow budget" and the study id.
+_PG_LOCK_CLASS = 0x63747266
+_MEMORY_LOCKS: dict[str, threading.Lock] = {}
+_MEMORY_LOCKS_GUARD = threading.Lock()
+
+
+@dataclass(frozen=True)
+class BudgetCounts:
+    by_state: dict[str, int]
+    budget: int
+
+    @property
+    def finished(self) -> int:
+        """Trials that count against the budget."""
+        return self.by_state.get("COMPLETE", 0) + self.by_state.get("PRUNED", 0)
+
+    @property
+    def running(self) -> int:
+        return self.by_state.get("RUNNING", 0)
+
+    @property
+    def done(self) -> bool:
+        return self.finished >= self.budget
+
+    @property
+    def full(self) -> bool:
+        """Every remaining slot is taken by a running trial: wait, do not start one."""
+        return self.finished + self.running >= self.budget
+
+
+class StudyLock:
+    """A study-wide mutex across processes and machines; ``release`` is idempotent."""
+
+    def __init__(self, storage: RDBStorage, study_id: int) -> None:
+        self._engine = storage.engine
+        self._study_id = study_id
+        self._backend = self._engine.url.get_backend_name()
+        self._conn: sqlalchemy.Connection | None = None
+        self._fd: int | None = None
+        self._mem: threading.Lock | None = None
+        if self._backend == "sqlite":
+            database = self._engine.url.database
+            if not database or database == ":memory:":
+                key = f"{id(self._engine)}:{study_id}"
+                with _MEMORY_LOCKS_GUARD:
+                    self._mem = _MEMORY_LOCKS.setdefault(key, threading.Lock())
+            else:
+                self._lock_path = f"{pathlib.Path(database).resolve()}.budget-{study_id}.lock"
+        elif self._backend != "postgresql":
+            raise ValueError(f"no study lock for storage backend {self._backend!r}")
+        self._held = False
+
+    def acquire(self) -> None:
+        if self._held:
+            raise RuntimeError("StudyLock is not reentrant")
+        if self._mem is not None:
+            self._mem.acquire()
+        elif self._backend == "sqlite":
+            self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        else:
+            conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                conn.execute(
+                    sqlalchemy.text("SELECT pg_advisory_lock(:cls, :sid)"),
+                    {"cls": _PG_LOCK_CLASS, "sid": self._study_id},
+                )
+            except BaseException:
+                conn.invalidate()
+                conn.close()
+                raise
+            self._conn = conn
+        self._held = True
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        if self._mem is not None:
+            self._mem.release()
+        elif self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+        elif self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.execute(
+                    sqlalchemy.text("SELECT pg_advisory_unlock(:cls, :sid)"),
+                    {"cls": _PG_LOCK_CLASS, "sid": self._study_id},
+                )
+            except Exception:
+                conn.invalidate()  # closing the session releases the lock server-side
+            finally:
+                conn.close()
+
+    @contextmanager
+    def held(self) -> Iterator[StudyLock]:
+        self.acquire()
+        try:
+            yield self
+        finally:
+            self.release()
+
+
+class TrialBudget:
+    """Counts a study's trials and frees the slots of dead workers' trials."""
+
+    def __init__(self, storage: RDBStorage, study_id: int, budget: int) -> None:
+        if budget < 1:
+            raise ValueError(f"the trial budget must be >= 1, got {budget}")
+        self._storage = storage
+        self._study_id = study_id
+        self.budget = budget
+
+    def lock(self) -> StudyLock:
+        return StudyLock(self._storage, self._study_id)
+
+    def counts(self) -> BudgetCounts:
+        with self._storage.engine.connect() as conn:
+            rows = conn.execute(
+                sqlalchemy.text(
+                    "SELECT state, COUNT(*) FROM trials WHERE study_id = :sid GROUP BY state"
+                ),
+                {"sid": self._study_id},
+            ).all()
+        return BudgetCounts({str(state): int(n) for state, n in rows}, self.budget)
+
+    def reclaim(self, study: optuna.Study) -> None:
+        """Fail trials whose worker died (stale heartbeat, or none ever written) and retry them."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        self._fail_orphans(study)
+
+    def _fail_orphans(self, study: optuna.Study) -> None:
+        # Optuna never fails a RUNNING trial that has no heartbeat row at all: a worker killed
+        # between `ask` and its first heartbeat would hold a budget slot forever. Such a trial is
+        # treated as stale once it is older than the grace period plus one heartbeat interval.
+        interval = self._storage.heartbeat_interval
+        if interval is None:
+            return
+        grace = self._storage.grace_period or 2 * interval
+        cutoff = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(
+            seconds=grace + interval
+        )
+        with self._storage.engine.connect() as conn:
+            orphans = conn.execute(
+                sqlalchemy.text(
+                    "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h"
+                    " ON h.trial_id = t.trial_id WHERE t.study_id = :sid"
+                    " AND t.state = 'RUNNING' AND h.trial_id IS NULL"
+                    " AND t.datetime_start < :cutoff"
+                ),
+                {"sid": self._study_id, "cutoff": cutoff},
+            ).all()
+        callback = self._storage.get_heartbeat_stale_trial_callback()
+        for (trial_id,) in orphans:
+            try:
+                if not self._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    continue
+            except UpdateFinishedTrialError:
+                continue  # another worker got there first
+            if callback is not None:
+                callback(study, copy.deepcopy(self._storage.get_trial(trial_id)))

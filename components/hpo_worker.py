@@ -1,0 +1,239 @@
+"""hpo_worker step: join the shared study and run trials until its global budget is exact.
+
+Any number of these run at once (pods in a ParallelFor, processes here). Each trial starts only
+after the budget check under the study lock (see ``_trial_budget``), so exactly ``budget`` trials
+end COMPLETE or PRUNED. A worker whose slots are all taken by other workers' running trials waits
+and keeps failing stale trials (a killed worker's trial ends FAIL, its retry is enqueued and run
+here), so the budget is reached as long as one worker lives.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from ctrflow.components._optuna_storage import StorageSettings, dispose, make_storage
+from ctrflow.components._study_config import StudyConfig, build_pruner, build_sampler
+from ctrflow.components._trial_budget import BudgetCounts, TrialBudget
+from ctrflow.components.objectives import make_objective
+from kfp import dsl
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial
+
+__all__ = ["WorkerResult", "hpo_worker_component", "run_worker"]
+
+_log = logging.getLogger(__name__)
+Objective = Callable[[optuna.Trial], float]
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    study_name: str
+    budget: int
+    trials_run: int  # trials this worker ran, whatever their end state
+    finished: int  # COMPLETE + PRUNED in the whole study when this worker stopped
+    by_state: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Progress:
+    """A tqdm bar of the study-wide budget on a terminal; plain log lines otherwise."""
+
+    def __init__(self, budget: int, finished: int, enabled: bool | None, name: str) -> None:
+        self._bar: Any = None
+        if enabled is None:
+            enabled = sys.stderr.isatty()
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=budget, initial=finished, desc=name, unit="trial")
+
+    def trial_done(self, trial: FrozenTrial, counts: BudgetCounts) -> None:
+        if self._bar is not None:
+            self._bar.n = min(counts.finished, counts.budget)
+            self._bar.set_postfix(last=trial.state.name, refresh=False)
+            self._bar.refresh()
+        else:
+            _log.info(
+                "trial %d %s value=%s; study %d/%d finished",
+                trial.number,
+                trial.state.name,
+                trial.value,
+                counts.finished,
+                counts.budget,
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _load(storage: optuna.storages.BaseStorage, study_name: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise ValueError(
+            f"study {study_name!r} does not exist: run `ctrflow hpo create` first"
+        ) from None
+
+
+def _resolve_budget(config: StudyConfig, budget: int | None, study_name: str) -> int:
+    if config.budget is not None and budget is not None and budget != config.budget:
+        raise ValueError(
+            f"budget {budget} differs from the {config.budget} study {study_name!r} was created "
+            "with; all workers must share one budget"
+        )
+    resolved = budget if budget is not None else config.budget
+    if resolved is None:
+        raise ValueError(f"study {study_name!r} records no budget: pass one")
+    return resolved
+
+
+def run_worker(
+    *,
+    storage_url: str,
+    study_name: str,
+    budget: int | None = None,
+    train_dir: str | pathlib.Path | None = None,
+    valid_dir: str | pathlib.Path | None = None,
+    n_threads: int = 1,
+    seed: int | None = None,
+    settings: StorageSettings | None = None,
+    objective: Objective | None = None,
+    poll_interval: float | None = None,
+    progress: bool | None = None,
+) -> WorkerResult:
+    """Run trials of ``study_name`` until exactly ``budget`` are COMPLETE or PRUNED study-wide.
+
+    ``objective`` replaces the model objective built from ``train_dir``/``valid_dir`` (tests,
+    benchmarks). ``seed`` seeds this worker's sampler: give each worker its own (None: random).
+    An exception raised by the objective fails that trial and stops this worker with it.
+    """
+    settings = settings or StorageSettings()
+    storage = make_storage(storage_url, settings)
+    try:
+        study = _load(storage, study_name)
+        config = StudyConfig.from_study(study)
+        total = _resolve_budget(config, budget, study_name)
+        study = optuna.load_study(
+            study_name=study_name,
+            storage=storage,
+            sampler=build_sampler(config.sampler, storage, seed),
+            pruner=build_pruner(config.pruner),
+        )
+        if objective is None:
+            if train_dir is None or valid_dir is None:
+                raise ValueError("train_dir and valid_dir are needed to build the objective")
+            objective = make_objective(
+                space=config.space,
+                train_dir=train_dir,
+                valid_dir=valid_dir,
+                n_threads=n_threads,
+                seed=config.seed,
+            )
+        guard = TrialBudget(storage, storage.get_study_id_from_name(study_name), total)
+        poll = poll_interval or float(settings.heartbeat_interval or 1)
+        return _loop(study, objective, guard, poll, progress)
+    finally:
+        dispose(storage)
+
+
+def _loop(
+    study: optuna.Study,
+    objective: Objective,
+    guard: TrialBudget,
+    poll: float,
+    progress_enabled: bool | None,
+) -> WorkerResult:
+    lock = guard.lock()
+    counts = guard.counts()
+    progress = _Progress(guard.budget, counts.finished, progress_enabled, study.study_name)
+    trials_run = 0
+
+    def admitted(trial: optuna.Trial) -> float:
+        # The trial is RUNNING in the storage now, so the next worker's count includes it.
+        lock.release()
+        return objective(trial)
+
+    def finished(study: optuna.Study, trial: FrozenTrial) -> None:
+        progress.trial_done(trial, guard.counts())
+
+    try:
+        while True:
+            started = False
+            lock.acquire()
+            try:
+                guard.reclaim(study)
+                counts = guard.counts()
+                if counts.done:
+                    break
+                if not counts.full:
+                    started = True
+                    trials_run += 1
+                    try:
+                        study.optimize(admitted, n_trials=1, callbacks=[finished])
+                    except UpdateFinishedTrialError:
+                        # This worker stalled past the grace period: another worker failed the
+                        # trial and enqueued its retry. Only the retry counts.
+                        _log.warning("a trial of this worker was failed as stale meanwhile")
+            finally:
+                lock.release()
+            if not started:
+                time.sleep(poll)  # all slots taken: wait for them to finish or go stale
+    finally:
+        progress.close()
+    _log.info(
+        "study %s: %d/%d trials finished; this worker ran %d",
+        study.study_name,
+        counts.finished,
+        guard.budget,
+        trials_run,
+    )
+    return WorkerResult(
+        study_name=study.study_name,
+        budget=guard.budget,
+        trials_run=trials_run,
+        finished=counts.finished,
+        by_state=counts.by_state,
+    )
+
+
+def hpo_worker_component(
+    *,
+    study_name: str,
+    budget: int,
+    worker_index: int,
+    n_threads: int,
+    train: dsl.Input[dsl.Dataset],
+    valid: dsl.Input[dsl.Dataset],
+) -> int:
+    """KFP step (one per ParallelFor item); storage URL from env CTRFLOW_STORAGE_URL.
+
+    Returns the number of trials this worker ran. The sampler seed differs per worker, so
+    workers do not propose the same points.
+    """
+    import logging
+
+    from ctrflow.components._optuna_storage import storage_url_from_env
+    from ctrflow.components.hpo_worker import run_worker
+
+    logging.basicConfig(level=logging.INFO)
+    result = run_worker(
+        storage_url=storage_url_from_env(),
+        study_name=study_name,
+        budget=budget,
+        train_dir=train.path,
+        valid_dir=valid.path,
+        n_threads=n_threads,
+        seed=1000 + worker_index,
+        progress=False,
+    )
+    return result.trials_run
