@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -59,6 +60,9 @@ def _as_postgres_user() -> tuple[list[str], int | None, int | None]:
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a throwaway PostgreSQL server: postgresql+psycopg://ctrflow:<pw>@127.0.0.1:PORT/ctrflow."""
     base = tmp_path_factory.mktemp("pg")
+    if os.geteuid() == 0:
+        # pytest's base temp dir is 0700 root: the `postgres` user could not reach its data dir.
+        base = pathlib.Path(tempfile.mkdtemp(prefix="ctrflow-pg-"))
     data_dir = base / "data"
     _, uid, gid = _as_postgres_user()
 
@@ -99,6 +103,8 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             [_pg_bin("pg_ctl"), "-D", str(data_dir), "-m", "immediate", "stop"],
             check=False, capture_output=True, preexec_fn=demote,
         )
+        if base.parent == pathlib.Path(tempfile.gettempdir()):
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: pathlib.Path, timeout: float) -> None:
