@@ -20,6 +20,8 @@ cdef extern from "ffm_kernels.h" nogil:
         int64_t m
         int64_t k
         int64_t kp
+        int64_t fs
+        int64_t js
         float *w
         float *g
 
@@ -36,6 +38,8 @@ cdef extern from "ffm_kernels.h" nogil:
     void ffm_free(float *p)
     void ffm_init(ffm_model *model, uint64_t seed)
     void ffm_fill(float *p, int64_t count, float value)
+    void ffm_pack(float *state, const float *weights, int64_t vectors, int64_t kp)
+    void ffm_unpack(float *weights, const float *state, int64_t vectors, int64_t kp)
     void ffm_copy(float *dst, const float *src, int64_t count)
     void ffm_permutation(int64_t *order, int64_t count, uint64_t seed)
     double ffm_train_epoch(ffm_model *model, const ffm_rows *rows, const int64_t *order,
@@ -48,6 +52,7 @@ cdef extern from "ffm_kernels.h" nogil:
                          const float *values, int64_t length, int normalize)
     int ffm_all_finite(const float *p, int64_t count)
     int ffm_max_threads()
+    const char *ffm_isa()
 
 
 cdef extern from "libffm_text.h" nogil:
@@ -112,6 +117,11 @@ cdef object _owned_array(void *ptr, int64_t count, int typenum, int itemsize):
     return arr
 
 
+def isa() -> str:
+    """Which hot-loop build this CPU runs: "avx2" or "generic"."""
+    return ffm_isa().decode()
+
+
 def max_threads() -> int:
     """OpenMP's thread count (1 when built without OpenMP)."""
     return ffm_max_threads()
@@ -139,10 +149,16 @@ cdef inline void _fill_rows(ffm_rows *rows, const int64_t[::1] indptr, const int
 
 
 cdef class Engine:
-    """Weights (and, while training, AdaGrad accumulators) of one FFM, in C memory."""
+    """Weights of one FFM in C memory, and while training, its AdaGrad accumulators.
+
+    Outside training the weights are one contiguous (n, m, kp) buffer. Training works on a
+    second layout where each weight vector is followed by its accumulators, so an update's
+    weight and accumulator share a cache line; stop_training() returns to the compact one.
+    """
     cdef ffm_model model
-    cdef _AlignedFloats _weights
-    cdef _AlignedFloats _accumulators
+    cdef _AlignedFloats _weights  # compact layout; None while training
+    cdef _AlignedFloats _state  # training layout; None outside training
+    cdef int64_t _vectors
 
     def __cinit__(self, int64_t n, int64_t m, int64_t k):
         if n < 1 or m < 1 or k < 1:
@@ -151,67 +167,92 @@ cdef class Engine:
         self.model.m = m
         self.model.k = k
         self.model.kp = (k + FFM_LANES - 1) // FFM_LANES * FFM_LANES
-        self._weights = _aligned_floats(n * m * self.model.kp)
+        self._vectors = n * m
+        self._weights = _aligned_floats(self._vectors * self.model.kp)
+        self._use_compact()
+
+    cdef void _use_compact(self):
         self.model.w = self._weights.ptr
         self.model.g = NULL
+        self.model.fs = self.model.kp
+        self.model.js = self.model.m * self.model.kp
 
     @property
     def shape(self):
         return (self.model.n, self.model.m, self.model.k)
 
     @property
-    def weights(self):
-        """(n, m, k) float32 view of the C weights: no copy, keeps the memory alive."""
-        return self._view(self._weights)
+    def training(self) -> bool:
+        return self._state is not None
 
     @property
-    def accumulators(self):
-        """(n, m, k) view of the AdaGrad accumulators, or None outside training."""
-        return None if self._accumulators is None else self._view(self._accumulators)
+    def weights(self):
+        """(n, m, k) float32 view of the C weights: no copy, keeps the memory alive.
 
-    cdef object _view(self, _AlignedFloats buf):
+        Outside training it is C-contiguous when k is a multiple of 4; during training
+        (e.g. in an epoch callback) it is a strided view of the training layout.
+        """
+        if self._state is not None:
+            return self._view(self._state, 2 * self.model.kp)
+        return self._view(self._weights, self.model.kp)
+
+    cdef object _view(self, _AlignedFloats buf, int64_t width):
         cdef cnp.npy_intp dims[3]
         dims[0] = self.model.n
         dims[1] = self.model.m
-        dims[2] = self.model.kp
+        dims[2] = width
         arr = cnp.PyArray_SimpleNewFromData(3, dims, cnp.NPY_FLOAT32, buf.ptr)
         cnp.set_array_base(arr, buf)
-        return arr if self.model.kp == self.model.k else arr[:, :, :self.model.k]
+        return arr if width == self.model.k else arr[:, :, :self.model.k]
 
     def initialize(self, uint64_t seed):
-        """LIBFFM's random initialisation of the weights; accumulators (if any) back to 1."""
+        """LIBFFM's random initialisation of the weights."""
         with nogil:
             ffm_init(&self.model, seed)
 
     def start_training(self):
-        """Allocate AdaGrad accumulators, all 1 (LIBFFM's start value)."""
-        if self._accumulators is None:
-            self._accumulators = _aligned_floats(self._weights.size)
-            self.model.g = self._accumulators.ptr
+        """Switch to the training layout, accumulators all 1 (LIBFFM's start value)."""
+        if self._state is not None:
+            return
+        self._state = _aligned_floats(2 * self._vectors * self.model.kp)
         with nogil:
-            ffm_fill(self.model.g, self._weights.size, 1.0)
+            ffm_pack(self._state.ptr, self._weights.ptr, self._vectors, self.model.kp)
+        self._weights = None  # the training layout holds the weights now
+        self.model.w = self._state.ptr
+        self.model.g = self._state.ptr + self.model.kp
+        self.model.fs = 2 * self.model.kp
+        self.model.js = 2 * self.model.m * self.model.kp
 
-    def stop_training(self):
-        """Free the accumulators: a trained model needs only its weights."""
-        self._accumulators = None
-        self.model.g = NULL
+    def stop_training(self, _AlignedFloats restore=None):
+        """Back to the compact layout, with the current weights or a snapshot's."""
+        if self._state is None:
+            return
+        if restore is not None:
+            self._weights = restore
+        else:
+            self._weights = _aligned_floats(self._vectors * self.model.kp)
+            with nogil:
+                ffm_unpack(self._weights.ptr, self._state.ptr, self._vectors, self.model.kp)
+        self._state = None
+        self._use_compact()
 
     def snapshot(self, _AlignedFloats into=None):
-        """Copy of the weights (into an earlier snapshot's buffer when given)."""
+        """Copy of the current weights in the compact layout (reusing `into` when given)."""
         if into is None:
-            into = _aligned_floats(self._weights.size)
-        with nogil:
-            ffm_copy(into.ptr, self.model.w, self._weights.size)
+            into = _aligned_floats(self._vectors * self.model.kp)
+        if self._state is not None:
+            with nogil:
+                ffm_unpack(into.ptr, self._state.ptr, self._vectors, self.model.kp)
+        else:
+            with nogil:
+                ffm_copy(into.ptr, self._weights.ptr, self._vectors * self.model.kp)
         return into
 
-    def restore(self, _AlignedFloats snapshot):
-        with nogil:
-            ffm_copy(self.model.w, snapshot.ptr, self._weights.size)
-
     def weights_finite(self) -> bool:
+        cdef _AlignedFloats buf = self._state if self._state is not None else self._weights
         cdef int ok
         with nogil:
-            ok = ffm_all_finite(self.model.w, self._weights.size)
+            ok = ffm_all_finite(buf.ptr, buf.size)
         return ok == 1
 
     def train_epoch(self, const int64_t[::1] indptr, const int32_t[::1] fields,
@@ -219,7 +260,7 @@ cdef class Engine:
                     const float[::1] labels, const int64_t[::1] order, float eta, float lam,
                     bint normalize, int n_threads) -> float:
         """One Hogwild SGD epoch in `order`; returns the mean pre-update training logloss."""
-        if self.model.g == NULL:
+        if self._state is None:
             raise RuntimeError("start_training() first")
         cdef ffm_rows rows
         _fill_rows(&rows, indptr, fields, features, values, &labels[0] if labels.shape[0] else NULL)

@@ -177,6 +177,7 @@ class FFM:
         best: Any = None  # snapshot of the best epoch's weights (weights only, no accumulators)
         bad_epochs = 0
         bar = self._progress_bar()
+        restore = None
         engine.start_training()
         try:
             for epoch in range(1, self.epochs + 1):
@@ -219,12 +220,12 @@ class FFM:
                 if callback is not None and callback(epoch, loss, valid_loss):
                     history.stopped_early, history.stop_reason = True, "callback"
                     break
+            if valid is not None and history.best_epoch != len(history.train_logloss):
+                restore = best  # the best epoch's weights replace the last ones, no copy
         finally:
-            engine.stop_training()
+            engine.stop_training(restore)
             if bar is not None:
                 bar.close()
-        if valid is not None and history.best_epoch != len(history.train_logloss):
-            engine.restore(best)
         if not engine.weights_finite():
             raise self._diverged(history.best_epoch, "weights", float("nan"))
         return history

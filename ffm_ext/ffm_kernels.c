@@ -1,43 +1,36 @@
 /* FFM training and prediction kernels; see ffm_kernels.h for the model. */
+#define _GNU_SOURCE /* madvise */
 #include "ffm_kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #ifdef FFM_HAVE_OPENMP
 #include <omp.h>
 #endif
 
-#if defined(__SSE__) || defined(__x86_64__)
-#include <immintrin.h>
-#define FFM_HAVE_SSE 1
-#endif
-
-/* Hot loops get an AVX2+FMA clone picked at load time (ifunc), so one portable binary is fast
- * on current x86 hosts and still runs on any x86-64. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define FFM_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FFM_HOT
-#endif
-
-typedef float v4 __attribute__((vector_size(16), aligned(16), may_alias));
-
-/* One valid token of a row: where its feature's (m, kp) block starts, its field, its value. */
-typedef struct {
-    int64_t off;
-    int32_t field;
-    float value;
-} token;
+#include "ffm_hot.h"
 
 /* ------------------------------------------------------------------ memory */
 
+#define FFM_HUGE_PAGE ((size_t)2 << 20)
+
 float *ffm_alloc(int64_t count) {
     size_t bytes = (size_t)(count > 0 ? count : 1) * sizeof(float);
-    bytes = (bytes + FFM_ALIGN - 1) / FFM_ALIGN * FFM_ALIGN;
+    /* Rows hit features at random all over the model: on 4 KiB pages nearly every feature
+     * costs a TLB miss. Large buffers ask for transparent huge pages (2 MiB) instead. */
+    const int huge = bytes >= 2 * FFM_HUGE_PAGE;
+    const size_t align = huge ? FFM_HUGE_PAGE : FFM_ALIGN;
+    bytes = (bytes + align - 1) / align * align;
     void *p = NULL;
-    if (posix_memalign(&p, FFM_ALIGN, bytes) != 0) return NULL;
+    if (posix_memalign(&p, align, bytes) != 0) return NULL;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (huge) madvise(p, bytes, MADV_HUGEPAGE);
+#endif
     memset(p, 0, bytes);
     return (float *)p;
 }
@@ -128,12 +121,24 @@ void ffm_init(ffm_model *model, uint64_t seed) {
     xoshiro rng;
     rng_seed(&rng, seed);
     const float coef = 1.0f / sqrtf((float)model->k);
-    const int64_t vectors = model->n * model->m;
+    for (int64_t j = 0; j < model->n; ++j)
+        for (int64_t f = 0; f < model->m; ++f) {
+            float *w = model->w + j * model->js + f * model->fs;
+            for (int64_t d = 0; d < model->kp; ++d)
+                w[d] = d < model->k ? coef * rng_uniform(&rng) : 0.0f;
+        }
+}
+
+void ffm_pack(float *state, const float *weights, int64_t vectors, int64_t kp) {
     for (int64_t v = 0; v < vectors; ++v) {
-        float *w = model->w + v * model->kp;
-        for (int64_t d = 0; d < model->kp; ++d) w[d] = d < model->k ? coef * rng_uniform(&rng) : 0.0f;
+        memcpy(state + 2 * v * kp, weights + v * kp, (size_t)kp * sizeof(float));
+        ffm_fill(state + 2 * v * kp + kp, kp, 1.0f);
     }
-    if (model->g) ffm_fill(model->g, vectors * model->kp, 1.0f);
+}
+
+void ffm_unpack(float *weights, const float *state, int64_t vectors, int64_t kp) {
+    for (int64_t v = 0; v < vectors; ++v)
+        memcpy(weights + v * kp, state + 2 * v * kp, (size_t)kp * sizeof(float));
 }
 
 void ffm_permutation(int64_t *order, int64_t count, uint64_t seed) {
@@ -148,7 +153,54 @@ void ffm_permutation(int64_t *order, int64_t count, uint64_t seed) {
     }
 }
 
-/* ------------------------------------------------------------------ row helpers */
+/* ------------------------------------------------------------------ dispatch */
+
+typedef double (*train_slice_fn)(ffm_model *, const ffm_rows *, const int64_t *, int64_t, int64_t,
+                                 float, float, int, ffm_token *);
+typedef void (*margin_slice_fn)(const ffm_model *, const ffm_rows *, int64_t, int64_t, int,
+                                ffm_token *, float *);
+typedef float (*margin_tokens_fn)(const ffm_model *, const int32_t *, const int32_t *,
+                                  const float *, int64_t, int, ffm_token *);
+
+enum { ISA_GENERIC, ISA_AVX2, ISA_AVX512 };
+
+/* The best build this CPU runs; FFM_ISA=generic|avx2|avx512 caps it (for tests and for
+ * comparing builds). */
+static int cpu_isa(void) {
+    static int cached = -1;
+    if (cached >= 0) return cached;
+    int isa = ISA_GENERIC;
+#if defined(FFM_HAVE_AVX2_BUILD) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = ISA_AVX2;
+    if (isa == ISA_AVX2 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        isa = ISA_AVX512;
+#endif
+    const char *cap = getenv("FFM_ISA");
+    if (cap && strcmp(cap, "generic") == 0) isa = ISA_GENERIC;
+    if (cap && strcmp(cap, "avx2") == 0 && isa > ISA_AVX2) isa = ISA_AVX2;
+    cached = isa;
+    return isa;
+}
+
+const char *ffm_isa(void) {
+    static const char *names[] = {"generic", "avx2", "avx512"};
+    return names[cpu_isa()];
+}
+
+#ifdef FFM_HAVE_AVX2_BUILD
+#define FFM_PICK(fn)                                                                               \
+    (cpu_isa() == ISA_AVX512 ? fn##_avx512 : cpu_isa() == ISA_AVX2 ? fn##_avx2 : fn##_generic)
+#else
+#define FFM_PICK(fn) fn##_generic
+#endif
+
+static train_slice_fn train_slice(void) { return FFM_PICK(ffm_train_slice); }
+static margin_slice_fn margin_slice(void) { return FFM_PICK(ffm_margin_slice); }
+static margin_tokens_fn margin_tokens(void) { return FFM_PICK(ffm_margin_tokens); }
+
+/* ------------------------------------------------------------------ epochs and batches */
 
 int64_t ffm_max_row_length(const ffm_rows *rows) {
     int64_t best = 0;
@@ -159,138 +211,11 @@ int64_t ffm_max_row_length(const ffm_rows *rows) {
     return best;
 }
 
-/* Valid tokens of one row into `out`; returns their count and sets *scale to r. */
-static inline int64_t gather(const ffm_model *model, const int32_t *fields,
-                             const int32_t *features, const float *values, int64_t len,
-                             int normalize, token *out, float *scale) {
-    const int64_t stride = model->m * model->kp;
-    int64_t count = 0;
-    float norm = 0.0f;
-    for (int64_t p = 0; p < len; ++p) {
-        /* Unsigned compares also drop negative ids read from an unchecked buffer. */
-        uint64_t j = (uint64_t)(uint32_t)features[p], f = (uint64_t)(uint32_t)fields[p];
-        if (j >= (uint64_t)model->n || f >= (uint64_t)model->m) continue;
-        float v = values[p];
-        out[count].off = (int64_t)j * stride;
-        out[count].field = (int32_t)f;
-        out[count].value = v;
-        norm += v * v;
-        ++count;
-    }
-    *scale = (normalize && norm > 0.0f) ? 1.0f / norm : 1.0f;
-    return count;
-}
-
-static inline float hsum(v4 x) { return (x[0] + x[1]) + (x[2] + x[3]); }
-
-static inline v4 rsqrt4(v4 x) {
-#ifdef FFM_HAVE_SSE
-    /* rsqrtps (12 bits) refined by one Newton step to ~22 bits: close to 1/sqrt at a
-     * fraction of sqrt+div's cost. */
-    v4 y = (v4)_mm_rsqrt_ps((__m128)x);
-    return y * (1.5f - 0.5f * x * y * y);
-#else
-    v4 y;
-    for (int d = 0; d < 4; ++d) y[d] = 1.0f / sqrtf(x[d]);
-    return y;
-#endif
-}
-
-/* sum_{a<b} <w[j_a, f_b], w[j_b, f_a]> x_a x_b  (without r) */
-static inline float pair_sum(const float *W, int64_t kp, const token *t, int64_t count) {
-    v4 acc = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int64_t a = 0; a < count; ++a) {
-        const float *wa = W + t[a].off;
-        const int64_t fa = (int64_t)t[a].field * kp;
-        const float va = t[a].value;
-        for (int64_t b = a + 1; b < count; ++b) {
-            const v4 *w1 = (const v4 *)(wa + (int64_t)t[b].field * kp);
-            const v4 *w2 = (const v4 *)(W + t[b].off + fa);
-            const float v = va * t[b].value;
-            for (int64_t d = 0; d < kp / 4; ++d) acc += w1[d] * w2[d] * v;
-        }
-    }
-    return hsum(acc);
-}
-
-/* AdaGrad step on every pair of the row for dloss/dphi = kappa (kr = kappa * r). */
-static inline void pair_update(float *W, float *G, int64_t kp, const token *t, int64_t count,
-                               float kr, float eta, float lambda) {
-    for (int64_t a = 0; a < count; ++a) {
-        float *wa = W + t[a].off;
-        float *ga = G + t[a].off;
-        const int64_t fa = (int64_t)t[a].field * kp;
-        const float va = kr * t[a].value;
-        for (int64_t b = a + 1; b < count; ++b) {
-            const int64_t fb = (int64_t)t[b].field * kp;
-            v4 *w1 = (v4 *)(wa + fb), *g1 = (v4 *)(ga + fb);
-            v4 *w2 = (v4 *)(W + t[b].off + fa), *g2 = (v4 *)(G + t[b].off + fa);
-            const float kv = va * t[b].value;
-            for (int64_t d = 0; d < kp / 4; ++d) {
-                const v4 x1 = w1[d], x2 = w2[d];
-                const v4 d1 = lambda * x1 + kv * x2;
-                const v4 d2 = lambda * x2 + kv * x1;
-                const v4 s1 = g1[d] + d1 * d1;
-                const v4 s2 = g2[d] + d2 * d2;
-                g1[d] = s1;
-                g2[d] = s2;
-                w1[d] = x1 - eta * d1 * rsqrt4(s1);
-                w2[d] = x2 - eta * d2 * rsqrt4(s2);
-            }
-        }
-    }
-}
-
-/* Stable log(1 + exp(-z)). */
-static inline double log1pexp_neg(double z) {
-    return z > 0 ? log1p(exp(-z)) : -z + log1p(exp(z));
-}
-
-/* Bring the next row's feature blocks towards the cache while this row computes: rows hit
- * random features, so without this each block start is a cache miss. */
-static inline void prefetch_row(const ffm_model *model, const ffm_rows *rows, int64_t row) {
-    const int64_t stride = model->m * model->kp;
-    const int64_t lines = (stride * (int64_t)sizeof(float) + 63) / 64;
-    for (int64_t p = rows->indptr[row]; p < rows->indptr[row + 1]; ++p) {
-        uint64_t j = (uint64_t)(uint32_t)rows->features[p];
-        if (j >= (uint64_t)model->n) continue;
-        const char *w = (const char *)(model->w + (int64_t)j * stride);
-        const char *g = (const char *)(model->g + (int64_t)j * stride);
-        for (int64_t l = 0; l < lines; ++l) {
-            __builtin_prefetch(w + 64 * l, 1, 3);
-            __builtin_prefetch(g + 64 * l, 1, 3);
-        }
-    }
-}
-
-/* ------------------------------------------------------------------ training */
-
-FFM_HOT static double train_slice(ffm_model *model, const ffm_rows *rows, const int64_t *order,
-                                  int64_t lo, int64_t hi, float eta, float lambda, int normalize,
-                                  token *scratch) {
-    double loss = 0.0;
-    for (int64_t i = lo; i < hi; ++i) {
-        const int64_t row = order ? order[i] : i;
-        if (i + 1 < hi) prefetch_row(model, rows, order ? order[i + 1] : i + 1);
-        const int64_t begin = rows->indptr[row];
-        float r;
-        const int64_t count =
-            gather(model, rows->fields + begin, rows->features + begin, rows->values + begin,
-                   rows->indptr[row + 1] - begin, normalize, scratch, &r);
-        const float t = r * pair_sum(model->w, model->kp, scratch, count);
-        const float y = rows->labels[row] > 0.5f ? 1.0f : -1.0f;
-        const float z = y * t;
-        loss += log1pexp_neg(z);
-        const float kappa = -y / (1.0f + expf(z)); /* d loss / d phi */
-        pair_update(model->w, model->g, model->kp, scratch, count, kappa * r, eta, lambda);
-    }
-    return loss;
-}
-
 double ffm_train_epoch(ffm_model *model, const ffm_rows *rows, const int64_t *order, float eta,
                        float lambda, int normalize, int n_threads) {
     const int threads = clamp_threads(n_threads);
     const int64_t max_len = ffm_max_row_length(rows);
+    const train_slice_fn run = train_slice();
     double total = 0.0;
     int failed = 0;
 #ifdef FFM_HAVE_OPENMP
@@ -302,18 +227,18 @@ double ffm_train_epoch(ffm_model *model, const ffm_rows *rows, const int64_t *or
 #else
         const int64_t tid = 0, nt = 1;
 #endif
-        /* Hogwild: threads update shared weights without locks; collisions are rare and
-         * harmless for sparse rows (Recht et al. 2011). Contiguous slices keep one thread's
-         * run identical to a single-threaded pass over the same slice. */
+        /* Hogwild (Recht et al. 2011): threads update shared weights without locks; rows are
+         * sparse, so collisions are rare and harmless. Contiguous slices keep one thread's run
+         * identical to a single-threaded pass over the same rows. */
         const int64_t lo = rows->n_rows * tid / nt, hi = rows->n_rows * (tid + 1) / nt;
-        token *scratch = (token *)malloc((size_t)(max_len > 0 ? max_len : 1) * sizeof(token));
+        ffm_token *scratch = malloc((size_t)(max_len > 0 ? max_len : 1) * sizeof(ffm_token));
         if (scratch == NULL) {
 #ifdef FFM_HAVE_OPENMP
 #pragma omp atomic write
 #endif
             failed = 1;
         } else {
-            total += train_slice(model, rows, order, lo, hi, eta, lambda, normalize, scratch);
+            total += run(model, rows, order, lo, hi, eta, lambda, normalize, scratch);
         }
         free(scratch);
     }
@@ -322,24 +247,11 @@ double ffm_train_epoch(ffm_model *model, const ffm_rows *rows, const int64_t *or
     return rows->n_rows > 0 ? total / (double)rows->n_rows : 0.0;
 }
 
-/* ------------------------------------------------------------------ prediction */
-
-FFM_HOT static void margin_slice(const ffm_model *model, const ffm_rows *rows, int64_t lo,
-                                 int64_t hi, int normalize, token *scratch, float *out) {
-    for (int64_t row = lo; row < hi; ++row) {
-        const int64_t begin = rows->indptr[row];
-        float r;
-        const int64_t count =
-            gather(model, rows->fields + begin, rows->features + begin, rows->values + begin,
-                   rows->indptr[row + 1] - begin, normalize, scratch, &r);
-        out[row] = r * pair_sum(model->w, model->kp, scratch, count);
-    }
-}
-
 int ffm_margins(const ffm_model *model, const ffm_rows *rows, int normalize, int n_threads,
                 float *out) {
     const int threads = clamp_threads(n_threads);
     const int64_t max_len = ffm_max_row_length(rows);
+    const margin_slice_fn run = margin_slice();
     int failed = 0;
 #ifdef FFM_HAVE_OPENMP
 #pragma omp parallel num_threads(threads)
@@ -351,14 +263,14 @@ int ffm_margins(const ffm_model *model, const ffm_rows *rows, int normalize, int
         const int64_t tid = 0, nt = 1;
 #endif
         const int64_t lo = rows->n_rows * tid / nt, hi = rows->n_rows * (tid + 1) / nt;
-        token *scratch = (token *)malloc((size_t)(max_len > 0 ? max_len : 1) * sizeof(token));
+        ffm_token *scratch = malloc((size_t)(max_len > 0 ? max_len : 1) * sizeof(ffm_token));
         if (scratch == NULL) {
 #ifdef FFM_HAVE_OPENMP
 #pragma omp atomic write
 #endif
             failed = 1;
         } else {
-            margin_slice(model, rows, lo, hi, normalize, scratch, out);
+            run(model, rows, lo, hi, normalize, scratch, out);
         }
         free(scratch);
     }
@@ -366,18 +278,18 @@ int ffm_margins(const ffm_model *model, const ffm_rows *rows, int normalize, int
     return failed ? -1 : 0;
 }
 
-FFM_HOT float ffm_margin_one(const ffm_model *model, const int32_t *fields,
-                             const int32_t *features, const float *values, int64_t len,
-                             int normalize) {
-    token stack[256];
-    token *scratch = len <= 256 ? stack : (token *)malloc((size_t)len * sizeof(token));
+float ffm_margin_one(const ffm_model *model, const int32_t *fields, const int32_t *features,
+                     const float *values, int64_t len, int normalize) {
+    ffm_token stack[256];
+    ffm_token *scratch = len <= 256 ? stack : malloc((size_t)len * sizeof(ffm_token));
     if (scratch == NULL) return NAN;
-    float r;
-    const int64_t count = gather(model, fields, features, values, len, normalize, scratch, &r);
-    const float t = r * pair_sum(model->w, model->kp, scratch, count);
+    const float t = margin_tokens()(model, fields, features, values, len, normalize, scratch);
     if (scratch != stack) free(scratch);
     return t;
 }
+
+/* Stable log(1 + exp(-z)). */
+static double log1pexp_neg(double z) { return z > 0 ? log1p(exp(-z)) : -z + log1p(exp(z)); }
 
 double ffm_logloss_from_margins(const float *margins, const float *labels, int64_t count) {
     double total = 0.0;

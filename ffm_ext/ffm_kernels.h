@@ -22,8 +22,13 @@ typedef struct {
     int64_t m;  /* fields */
     int64_t k;  /* latent factors */
     int64_t kp; /* k rounded up to FFM_LANES */
-    float *w;   /* n * m * kp weights, FFM_ALIGN-aligned */
-    float *g;   /* n * m * kp AdaGrad accumulators, or NULL outside training */
+    /* Vector (j, f) starts at w + j * js + f * fs. Serving layout: contiguous weights (fs = kp).
+     * Training layout: each weight vector followed by its accumulators (fs = 2 kp, g = w + kp),
+     * so the update's weight and accumulator share a cache line (half the misses). */
+    int64_t fs;
+    int64_t js;
+    float *w;
+    float *g; /* AdaGrad accumulators (training layout), or NULL */
 } ffm_model;
 
 typedef struct {
@@ -39,8 +44,13 @@ typedef struct {
 float *ffm_alloc(int64_t count);
 void ffm_free(float *p);
 
-/* LIBFFM's initialisation: w ~ U(0, 1) / sqrt(k) on the k real lanes (padding 0), g = 1. */
+/* LIBFFM's initialisation: w ~ U(0, 1) / sqrt(k) on the k real lanes (padding 0). */
 void ffm_init(ffm_model *model, uint64_t seed);
+
+/* Serving layout (vectors of kp) -> training layout (vectors of 2 kp, accumulators = 1). */
+void ffm_pack(float *state, const float *weights, int64_t vectors, int64_t kp);
+/* Training layout -> serving layout (weights only). */
+void ffm_unpack(float *weights, const float *state, int64_t vectors, int64_t kp);
 void ffm_fill(float *p, int64_t count, float value);
 
 /* Longest row, to size per-thread scratch. */
@@ -74,6 +84,9 @@ int ffm_all_finite(const float *p, int64_t count);
 
 /* Copy the k real lanes of every (feature, field) vector between padded buffers. */
 void ffm_copy(float *dst, const float *src, int64_t count);
+
+/* Which hot-loop build runs on this CPU: "avx2" or "generic". */
+const char *ffm_isa(void);
 
 /* Number of OpenMP threads available (1 without OpenMP). */
 int ffm_max_threads(void);

@@ -1,0 +1,120 @@
+"""The C trainer against the NumPy reference (tests/ffm_ext/ffm_reference.py): same initial
+weights, same row order, every instruction-set build of the hot loops."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from ffm_reference import train as reference_train
+
+import ffm_ext
+from ffm_ext import _core
+
+
+def random_dataset(
+    rng: np.random.Generator, rows: int, n_features: int, n_fields: int, *, repeat_fields: bool
+) -> ffm_ext.Dataset:
+    """Rows of 3..8 tokens; with repeat_fields a row may use a field (and a feature) twice."""
+    lengths = rng.integers(3, 9, size=rows)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    fields, features = [], []
+    for length in lengths:
+        if repeat_fields:
+            f = rng.integers(0, n_fields, size=length)
+        else:
+            f = np.sort(rng.choice(n_fields, size=length, replace=False))
+        fields.append(f)
+        features.append(rng.integers(0, n_features, size=length))
+    values = rng.uniform(0.2, 2.0, size=indptr[-1]).astype(np.float32)
+    labels = (rng.random(rows) < 0.4).astype(np.float32)
+    return ffm_ext.Dataset(
+        indptr, np.concatenate(fields), np.concatenate(features), values, labels,
+        n_features=n_features, n_fields=n_fields,
+    )  # fmt: skip
+
+
+def train_c(
+    data: ffm_ext.Dataset, k: int, epochs: int, normalize: bool
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    model = ffm_ext.FFM(k=k, eta=0.1, lam=1e-3, epochs=epochs, normalize=normalize, seed=3)
+    model.init_weights(data.n_features, data.n_fields)
+    w0 = model.weights.copy()
+    model.fit(data, shuffle=False, warm_start=True)
+    return w0, model.weights.copy()
+
+
+CASES = [
+    # k, epochs, normalize, repeat_fields
+    (4, 1, True, False),
+    (4, 4, True, False),
+    (4, 3, False, False),
+    (4, 3, True, True),
+    (6, 2, True, False),  # k padded to 8 lanes
+    (2, 2, False, True),
+]
+
+
+@pytest.mark.parametrize(("k", "epochs", "normalize", "repeat_fields"), CASES)
+def test_matches_reference(k: int, epochs: int, normalize: bool, repeat_fields: bool) -> None:
+    rng = np.random.default_rng(k * 100 + epochs)
+    data = random_dataset(rng, rows=60, n_features=40, n_fields=9, repeat_fields=repeat_fields)
+    w0, trained = train_c(data, k, epochs, normalize)
+    expected = reference_train(data, w0, eta=0.1, lam=1e-3, epochs=epochs, normalize=normalize)
+    assert not np.array_equal(trained, w0), "training changed nothing"
+    # float32 kernels (rsqrt + a Newton step) against float64 arithmetic
+    np.testing.assert_allclose(trained, expected, rtol=2e-4, atol=2e-6)
+
+
+_SUBPROCESS = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_reference import random_dataset, train_c
+from ffm_ext import _core
+rng = np.random.default_rng(7)
+data = random_dataset(rng, rows=80, n_features=50, n_fields=10, repeat_fields=False)
+w0, trained = train_c(data, 4, 3, True)
+np.save({out!r}, trained)
+print(json.dumps({{"isa": _core.isa()}}))
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_isa_build_matches(isa: str, tmp_path: pathlib.Path) -> None:
+    """Each hot-loop build (forced with FFM_ISA) trains the same weights as the reference."""
+    out = tmp_path / "w.npy"
+    code = _SUBPROCESS.format(tests=str(pathlib.Path(__file__).parent), out=str(out))
+    env = dict(os.environ, FFM_ISA=isa)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    used = json.loads(done.stdout.strip().splitlines()[-1])["isa"]
+    if used != isa:
+        assert isa != "generic"
+        pytest.skip(f"this CPU cannot run the {isa} build (runs {used})")
+    rng = np.random.default_rng(7)
+    data = random_dataset(rng, rows=80, n_features=50, n_fields=10, repeat_fields=False)
+    w0, _ = train_c(data, 4, 1, True)  # same seed -> same initial weights
+    expected = reference_train(data, w0, eta=0.1, lam=1e-3, epochs=3, normalize=True)
+    np.testing.assert_allclose(np.load(out), expected, rtol=2e-4, atol=2e-6)
+
+
+def test_margins_match_reference() -> None:
+    from ffm_reference import margin, row_tokens
+
+    rng = np.random.default_rng(11)
+    data = random_dataset(rng, rows=30, n_features=25, n_fields=7, repeat_fields=True)
+    model = ffm_ext.FFM(k=4, seed=5)
+    model.init_weights(data.n_features, data.n_fields)
+    w = model.weights.astype(np.float64)
+    expected = [margin(w, row_tokens(data, i, 25, 7), True) for i in range(data.n_rows)]
+    np.testing.assert_allclose(model.decision_function(data), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_isa_is_reported() -> None:
+    assert _core.isa() in {"generic", "avx2", "avx512"}
