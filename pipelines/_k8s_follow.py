@@ -95,7 +95,8 @@ class JobFollower:
         except ApiException as exc:
             return [f"(logs unavailable: {exc.status} {exc.reason})"]
         text = bytes(response.data or b"").decode("utf-8", errors="replace")
-        return text.splitlines()[-self.log_lines :] or ["(no log output)"]
+        lines = text.rstrip("\n").splitlines()[-self.log_lines :]
+        return lines if any(line.strip() for line in lines) else ["(no log output)"]
 
     # -- reporting ------------------------------------------------------------------------
     def _handle_pod(self, pod: dict[str, Any]) -> PodProblem | None:
@@ -126,6 +127,9 @@ class JobFollower:
         outcome = job_outcome(self._read_job())
         if outcome.finished:
             self._result.outcome = outcome
+            # Final sweep: the last state of every pod, including events not yet delivered.
+            for pod in self._list_pods()[0]:
+                self._handle_pod(pod)
         return outcome.finished
 
     # -- the loop -------------------------------------------------------------------------
