@@ -96,10 +96,13 @@ class Dataset:
             )
         if self.indptr[0] != 0 or self.indptr[-1] != nnz:
             raise ValueError(
-                f"indptr must start at 0 and end at nnz={nnz}, got {self.indptr[0]}..{self.indptr[-1]}"
+                f"indptr must start at 0 and end at nnz={nnz}, "
+                f"got {self.indptr[0]}..{self.indptr[-1]}"
             )
         if len(self.labels) != len(self.indptr) - 1:
-            raise ValueError(f"labels has {len(self.labels)} entries for {len(self.indptr) - 1} rows")
+            raise ValueError(
+                f"labels has {len(self.labels)} entries for {len(self.indptr) - 1} rows"
+            )
         steps = np.diff(self.indptr)
         if steps.size and steps.min() < 0:
             row = int(np.argmax(steps < 0))
@@ -195,27 +198,34 @@ class Dataset:
         (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, mmap: bool = True, validate: bool = False) -> Dataset:
+    def load(
+        cls, path: str | os.PathLike[str], *, mmap: bool = True, validate: bool = False
+    ) -> Dataset:
         """Open a saved dataset; arrays are memory-mapped read-only unless mmap=False."""
         src = pathlib.Path(path)
         meta_path = src / "meta.json"
         try:
             meta = json.loads(meta_path.read_text())
         except FileNotFoundError:
-            raise FileNotFoundError(f"{meta_path}: not a dataset directory (no meta.json)") from None
+            raise FileNotFoundError(
+                f"{meta_path}: not a dataset directory (no meta.json)"
+            ) from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"{meta_path}: invalid JSON: {exc}") from None
         if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"{meta_path}: unsupported dataset format {meta.get('format')!r} "
-                f"version {meta.get('format_version')!r} (expected {FORMAT_NAME!r} {FORMAT_VERSION})"
+                f"version {meta.get('format_version')!r} "
+                f"(expected {FORMAT_NAME!r} {FORMAT_VERSION})"
             )
         arrays = {}
         for name, dtype in _ARRAYS.items():
             file = src / f"{name}.npy"
             arr = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
             if arr.dtype != dtype or arr.ndim != 1:
-                raise ValueError(f"{file}: expected 1-D {np.dtype(dtype).name}, got {arr.dtype} {arr.shape}")
+                raise ValueError(
+                    f"{file}: expected 1-D {np.dtype(dtype).name}, got {arr.dtype} {arr.shape}"
+                )
             arrays[name] = arr
         for key, actual in (("n_rows", len(arrays["indptr"]) - 1), ("nnz", len(arrays["fields"]))):
             if meta.get(key) != actual:
@@ -247,7 +257,10 @@ def read_libffm(
     indptr, fields, features, values, labels, max_field, max_feature = _core.parse_libffm_file(
         os.fspath(path), skip_empty_lines
     )
-    for name, given, largest in (("n_fields", n_fields, max_field), ("n_features", n_features, max_feature)):
+    for name, given, largest in (
+        ("n_fields", n_fields, max_field),
+        ("n_features", n_features, max_feature),
+    ):
         if given is not None and largest >= given:
             raise ValueError(f"{os.fspath(path)}: {name}={given} but the file holds id {largest}")
     return Dataset(

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import pathlib
 import struct
 import sys
 import time
@@ -83,7 +84,9 @@ class FFM:
         _check("eta", eta, math.isfinite(eta) and eta > 0, "a finite number > 0")
         _check("lam", lam, math.isfinite(lam) and lam >= 0, "a finite number >= 0")
         _check("epochs", epochs, isinstance(epochs, int | np.integer) and epochs >= 1, ">= 1")
-        _check("patience", patience, isinstance(patience, int | np.integer) and patience >= 1, ">= 1")
+        _check(
+            "patience", patience, isinstance(patience, int | np.integer) and patience >= 1, ">= 1"
+        )
         _check("seed", seed, isinstance(seed, int | np.integer) and seed >= 0, "an integer >= 0")
         resolve_threads(n_threads)  # validates
         self.k = int(k)
@@ -200,7 +203,10 @@ class FFM:
                     if not math.isfinite(valid_loss):
                         raise self._diverged(epoch, "validation logloss", valid_loss)
                     history.valid_logloss.append(valid_loss)
-                    if history.best_valid_logloss is None or valid_loss < history.best_valid_logloss:
+                    if (
+                        history.best_valid_logloss is None
+                        or valid_loss < history.best_valid_logloss
+                    ):
                         history.best_valid_logloss = valid_loss
                         history.best_epoch = epoch
                         bad_epochs = 0
@@ -254,7 +260,9 @@ class FFM:
                 f"0..{m - 1}: was it built with another feature spec?"
             )
 
-    def _margins(self, engine: _core.Engine, data: Dataset, threads: int) -> npt.NDArray[np.float32]:
+    def _margins(
+        self, engine: _core.Engine, data: Dataset, threads: int
+    ) -> npt.NDArray[np.float32]:
         self._check_fields(engine, data)
         margins: npt.NDArray[np.float32] = engine.margins(
             data.indptr, data.fields, data.features, data.values, self.normalize, threads
@@ -301,18 +309,22 @@ class FFM:
     # -- files --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
         """Versioned binary file: checked header (sizes, CRC32), then the float32 weights."""
-        with open(path, "wb") as out:
+        with pathlib.Path(path).open("wb") as out:
             self._write(out)
 
     def _write(self, out: BinaryIO) -> None:
         engine = self._fitted()
         n, m, k = engine.shape
         weights = np.ascontiguousarray(engine.weights)  # a copy only when k is padded
-        payload = memoryview(weights).cast("B")
+        payload = weights.data.cast("B")
         params = json.dumps(self.get_params(), sort_keys=True).encode()
         header_size = _HEADER.size + len(params)
         crc = zlib.crc32(payload)
-        out.write(_HEADER.pack(_MAGIC, _FILE_VERSION, header_size, n, m, k, self.normalize, crc, len(params)))
+        out.write(
+            _HEADER.pack(
+                _MAGIC, _FILE_VERSION, header_size, n, m, k, self.normalize, crc, len(params)
+            )
+        )
         out.write(params)
         out.write(payload)
 
@@ -320,17 +332,21 @@ class FFM:
     def load(cls, path: str | os.PathLike[str]) -> FFM:
         """Read a file written by save(); truncation, corruption or a foreign file is an error."""
         name = os.fspath(path)
-        with open(name, "rb") as src:
+        with pathlib.Path(name).open("rb") as src:
             return cls._read(src, name, os.fstat(src.fileno()).st_size)
 
     @classmethod
     def _read(cls, src: BinaryIO, name: str, size: int) -> FFM:
         head = src.read(_HEADER.size)
         if len(head) < _HEADER.size or not head.startswith(_MAGIC):
-            raise FFMModelFileError(f"{name}: not a ctrflow FFM model file (bad magic or too short)")
-        magic, version, header_size, n, m, k, normalize, crc, params_len = _HEADER.unpack(head)
+            raise FFMModelFileError(
+                f"{name}: not a ctrflow FFM model file (bad magic or too short)"
+            )
+        _, version, header_size, n, m, k, normalize, crc, params_len = _HEADER.unpack(head)
         if version != _FILE_VERSION:
-            raise FFMModelFileError(f"{name}: model file version {version}, this ffm_ext reads {_FILE_VERSION}")
+            raise FFMModelFileError(
+                f"{name}: model file version {version}, this ffm_ext reads {_FILE_VERSION}"
+            )
         if min(n, m, k) < 1 or header_size != _HEADER.size + params_len:
             raise FFMModelFileError(f"{name}: corrupted header (n={n}, m={m}, k={k})")
         expected = header_size + n * m * k * 4
@@ -346,10 +362,12 @@ class FFM:
         engine = _core.Engine(n, m, k)
         target = engine.weights
         buffer = target if target.flags.c_contiguous else np.empty((n, m, k), np.float32)
-        if src.readinto(memoryview(buffer).cast("B")) != n * m * k * 4:  # type: ignore[attr-defined]
+        if src.readinto(buffer.data.cast("B")) != n * m * k * 4:  # type: ignore[attr-defined]
             raise FFMModelFileError(f"{name}: truncated weights")
-        if zlib.crc32(memoryview(buffer).cast("B")) != crc:
-            raise FFMModelFileError(f"{name}: weights fail their CRC32 check: the file is corrupted")
+        if zlib.crc32(buffer.data.cast("B")) != crc:
+            raise FFMModelFileError(
+                f"{name}: weights fail their CRC32 check: the file is corrupted"
+            )
         if buffer is not target:
             target[...] = buffer
         model._engine = engine
@@ -362,7 +380,7 @@ class FFM:
         field) and every group of 4 latent lanes (k rounded up to 4), 4 weights then their 4
         AdaGrad accumulators."""
         name = os.fspath(path)
-        with open(name, "rb") as src:
+        with pathlib.Path(name).open("rb") as src:
             head = src.read(_LIBFFM_HEADER.size)
             size = os.fstat(src.fileno()).st_size
         if len(head) < _LIBFFM_HEADER.size:
@@ -374,7 +392,8 @@ class FFM:
         expected = _LIBFFM_HEADER.size + n * m * 2 * k4 * 4
         if size != expected:
             raise FFMModelFileError(
-                f"{name}: LIBFFM model of n={n}, m={m}, k={k} needs {expected} bytes, file has {size}"
+                f"{name}: LIBFFM model of n={n}, m={m}, k={k} needs {expected} bytes, "
+                f"file has {size}"
             )
         blocks = np.fromfile(name, dtype="<f4", offset=_LIBFFM_HEADER.size)
         weights = blocks.reshape(n, m, k4 // 4, 2, 4)[:, :, :, 0, :].reshape(n, m, k4)[:, :, :k]
@@ -388,7 +407,8 @@ class FFM:
 
     # -- pickle -------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        state = {"params": self.get_params(), "progress": self.progress, "model": None}
+        state: dict[str, Any] = {"params": self.get_params(), "progress": self.progress}
+        state["model"] = None
         if self._engine is not None:
             buffer = io.BytesIO()
             self._write(buffer)

@@ -15,12 +15,16 @@ def row_tokens(data: ffm_ext.Dataset, row: int, n: int, m: int) -> list[tuple[in
     lo, hi = int(data.indptr[row]), int(data.indptr[row + 1])
     return [
         (int(f), int(j), float(v))
-        for f, j, v in zip(data.fields[lo:hi], data.features[lo:hi], data.values[lo:hi], strict=True)
+        for f, j, v in zip(
+            data.fields[lo:hi], data.features[lo:hi], data.values[lo:hi], strict=True
+        )
         if j < n and f < m
     ]
 
 
-def margin(w: npt.NDArray[np.float64], tokens: list[tuple[int, int, float]], normalize: bool) -> float:
+def margin(
+    w: npt.NDArray[np.float64], tokens: list[tuple[int, int, float]], normalize: bool
+) -> float:
     r = 1.0 / sum(v * v for _, _, v in tokens) if normalize and tokens else 1.0
     total = 0.0
     for a, (fa, ja, va) in enumerate(tokens):

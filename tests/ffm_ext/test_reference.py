@@ -92,7 +92,9 @@ def test_every_isa_build_matches(isa: str, tmp_path: pathlib.Path) -> None:
     out = tmp_path / "w.npy"
     code = _SUBPROCESS.format(tests=str(pathlib.Path(__file__).parent), out=str(out))
     env = dict(os.environ, FFM_ISA=isa)
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     used = json.loads(done.stdout.strip().splitlines()[-1])["isa"]
     if used != isa:
         assert isa != "generic"

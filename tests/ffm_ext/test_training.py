@@ -1,0 +1,177 @@
+"""Training behaviour: accuracy on real Criteo rows, early stopping, callbacks, threads,
+determinism, divergence."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import ffm_ext
+
+TINY = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "criteo_tiny"
+LIBFFM_TINY_VALID_LOGLOSS = 0.5571  # ffm-train -k 4 -r 0.2 -l 0.00002 -t 15 on criteo_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[ffm_ext.Dataset, ffm_ext.Dataset]:
+    if not TINY.exists():
+        pytest.skip(f"{TINY} is absent (shared test data lives beside the checkout)")
+    return ffm_ext.read_libffm(TINY / "train.ffm"), ffm_ext.read_libffm(TINY / "valid.ffm")
+
+
+def synthetic(seed: int, rows: int = 3000) -> ffm_ext.Dataset:
+    """One token per field, labels from a planted field-aware interaction."""
+    rng = np.random.default_rng(seed)
+    n_fields, per_field = 6, 20
+    ids = rng.integers(0, per_field, size=(rows, n_fields))
+    latent = np.random.default_rng(99).normal(size=(n_fields * per_field, n_fields, 2))
+    features = ids + np.arange(n_fields) * per_field
+    logit = sum(
+        np.einsum("ij,ij->i", latent[features[:, a], b], latent[features[:, b], a])
+        for a in range(n_fields) for b in range(a + 1, n_fields)
+    )  # fmt: skip
+    labels = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    indptr = np.arange(rows + 1, dtype=np.int64) * n_fields
+    fields = np.tile(np.arange(n_fields, dtype=np.int32), rows)
+    return ffm_ext.Dataset(
+        indptr, fields, features.ravel().astype(np.int32), np.ones(rows * n_fields, np.float32),
+        labels, n_features=n_fields * per_field, n_fields=n_fields,
+    )  # fmt: skip
+
+
+def test_criteo_tiny_matches_libffm(tiny: tuple[ffm_ext.Dataset, ffm_ext.Dataset]) -> None:
+    train, valid = tiny
+    model = ffm_ext.FFM(k=4, eta=0.2, lam=2e-5, epochs=15, patience=15)
+    history = model.fit(train, valid)
+    final = history.valid_logloss[-1]
+    assert len(history.valid_logloss) == 15
+    assert abs(final - LIBFFM_TINY_VALID_LOGLOSS) / LIBFFM_TINY_VALID_LOGLOSS < 0.02
+    assert model.logloss(valid) == pytest.approx(final, rel=1e-6)
+
+
+def test_learns_a_planted_signal() -> None:
+    train, valid = synthetic(1), synthetic(2, rows=1000)
+    base = float(np.mean(train.labels))
+    constant = -np.mean(valid.labels * np.log(base) + (1 - valid.labels) * np.log(1 - base))
+    model = ffm_ext.FFM(k=4, eta=0.1, lam=1e-5, epochs=30, patience=3)
+    history = model.fit(train, valid)
+    assert history.best_valid_logloss is not None
+    assert history.best_valid_logloss < constant - 0.05
+
+
+def test_early_stopping_keeps_best_epoch_weights() -> None:
+    # A large eta overfits fast on a small set: validation loss turns up, training stops.
+    train, valid = synthetic(3, rows=400), synthetic(4, rows=400)
+    model = ffm_ext.FFM(k=8, eta=0.5, lam=0.0, epochs=40, patience=2)
+    history = model.fit(train, valid)
+    assert history.stopped_early and history.stop_reason == "early_stopping"
+    assert history.best_epoch == len(history.valid_logloss) - 2
+    assert history.best_valid_logloss == min(history.valid_logloss)
+    assert model.logloss(valid) == pytest.approx(history.best_valid_logloss, rel=1e-6)
+    assert model.weights.flags.c_contiguous and model.weights.shape == (120, 6, 8)
+
+
+def test_callback_sees_every_epoch_and_can_stop() -> None:
+    seen: list[tuple[int, float, float | None]] = []
+
+    def callback(epoch: int, train_loss: float, valid_loss: float | None) -> bool:
+        seen.append((epoch, train_loss, valid_loss))
+        return epoch == 3
+
+    train, valid = synthetic(5, rows=500), synthetic(6, rows=200)
+    history = ffm_ext.FFM(epochs=10, patience=10).fit(train, valid, callback=callback)
+    assert [e for e, _, _ in seen] == [1, 2, 3]
+    assert history.stop_reason == "callback" and len(history.train_logloss) == 3
+    assert [v for _, _, v in seen] == history.valid_logloss
+
+
+def test_callback_exception_propagates_and_model_stays_usable() -> None:
+    class Pruned(Exception):
+        pass
+
+    def callback(epoch: int, train_loss: float, valid_loss: float | None) -> None:
+        if epoch == 2:
+            raise Pruned
+
+    model = ffm_ext.FFM(epochs=10)
+    data = synthetic(7, rows=300)
+    with pytest.raises(Pruned):
+        model.fit(data, callback=callback)
+    assert model.predict(data).shape == (300,)
+
+
+def test_one_thread_is_deterministic_and_seed_matters() -> None:
+    data = synthetic(8, rows=800)
+    runs = []
+    for seed in (0, 0, 1):
+        model = ffm_ext.FFM(epochs=3, seed=seed)
+        model.fit(data)
+        runs.append(model.weights.copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_two_threads_reach_the_same_quality() -> None:
+    train, valid = synthetic(9), synthetic(10, rows=1000)
+    losses = []
+    for threads in (1, 2):
+        model = ffm_ext.FFM(k=4, eta=0.1, epochs=8, n_threads=threads, patience=8)
+        losses.append(model.fit(train, valid).best_valid_logloss)
+    assert losses[1] == pytest.approx(losses[0], abs=0.01)
+
+
+def test_divergence_raises_instead_of_returning_nan_model() -> None:
+    data = synthetic(11, rows=500)
+    data.values[:] = 1e19  # products overflow float32
+    model = ffm_ext.FFM(normalize=False, epochs=3)
+    with pytest.raises(ffm_ext.FFMDivergenceError, match="diverged at epoch 1"):
+        model.fit(data)
+    assert not model.is_fitted
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"k": 0}, "k must be"),
+        ({"eta": -1.0}, "eta must be"),
+        ({"eta": float("nan")}, "eta must be"),
+        ({"lam": -1e-3}, "lam must be"),
+        ({"epochs": 0}, "epochs must be"),
+        ({"patience": 0}, "patience must be"),
+        ({"n_threads": 0}, "n_threads must be"),
+    ],
+)
+def test_bad_hyperparameters_are_rejected(kwargs: dict[str, float], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        ffm_ext.FFM(**kwargs)  # type: ignore[arg-type]
+
+
+def test_fit_rejects_wrong_inputs() -> None:
+    with pytest.raises(TypeError, match="ffm_ext.Dataset"):
+        ffm_ext.FFM().fit(np.zeros(3))  # type: ignore[arg-type]
+    empty = ffm_ext.Dataset([0], [], [], [], [])
+    with pytest.raises(ValueError, match="no rows"):
+        ffm_ext.FFM().fit(empty)
+
+
+def test_progress_bar_renders(capsys: pytest.CaptureFixture[str]) -> None:
+    ffm_ext.FFM(epochs=2, progress=True).fit(synthetic(12, rows=100))
+    assert "FFM epochs" in capsys.readouterr().err
+
+
+def test_classifier_is_an_sklearn_estimator() -> None:
+    from sklearn.base import clone
+
+    train, valid = synthetic(13), synthetic(14, rows=500)
+    clf = ffm_ext.FFMClassifier(k=4, eta=0.1, epochs=5)
+    assert clone(clf).get_params() == clf.get_params()
+    clf.set_params(epochs=6)
+    clf.fit(train, eval_set=valid)
+    proba = clf.predict_proba(valid)
+    assert proba.shape == (500, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    assert clf.history_.best_epoch >= 1
+    flipped = clf.fit(train, 1 - train.labels).predict_proba(train)[:, 1]
+    assert np.mean(flipped) == pytest.approx(1 - np.mean(train.labels), abs=0.1)
