@@ -102,11 +102,12 @@ def connect(args: argparse.Namespace) -> Cluster:
                     f"no Kubernetes configuration: not running in a cluster and no kubeconfig "
                     f"at {path} (pass --kubeconfig)"
                 )
+            # Resolves (and checks) the context first, for a message naming the known ones.
+            context_namespace = _context_namespace(path, context)
             api = config.new_client_from_config(
                 config_file=path, context=context, persist_config=False
             )
-            if namespace is None:
-                namespace = _context_namespace(path, context)
+            namespace = namespace or context_namespace
     except ConfigException as exc:
         raise ClusterError(f"invalid Kubernetes configuration: {exc}") from exc
     return Cluster(api=api, namespace=namespace or "default", host=api.configuration.host)

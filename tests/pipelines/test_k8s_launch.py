@@ -11,6 +11,7 @@ Kubernetes 1.30 and newest bundled OpenAPI schemas (kubernetes-validate, strict)
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import pathlib
@@ -37,6 +38,18 @@ SCHEMA_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
 pytestmark = pytest.mark.timeout(120)
 
 
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    # The real `ctrflow` argument tree, built once per module (building it imports every group).
+    return cli.build_parser()
+
+
+def _ctrflow(argv: list[str]) -> int:
+    """`ctrflow ARGV` in this process, as cli.main runs it."""
+    args = _parser().parse_args(argv)
+    return int(args.func(args))
+
+
 def _fake_module() -> Any:
     name = "ctrflow_tests_k8s_fake_api"
     if name not in sys.modules:
@@ -61,7 +74,7 @@ def fake(tmp_path: pathlib.Path) -> Iterator[Any]:
 
 
 def _launch(fake: Any, *extra: str) -> int:
-    return cli.main(
+    return _ctrflow(
         [
             "hpo",
             "launch",
@@ -231,7 +244,7 @@ def test_unreachable_api_server_is_a_clear_error(
     server.stop()  # nothing listens on that port any more
     kubeconfig = tmp_path / "kubeconfig"
     server.write_kubeconfig(kubeconfig, url)
-    rc = cli.main(
+    rc = _ctrflow(
         [
             "hpo",
             "launch",
@@ -377,7 +390,7 @@ def test_study_names_cannot_inject_kubelet_variables() -> None:
 def test_bad_options_are_named(
     argv: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = cli.main(
+    rc = _ctrflow(
         [
             "hpo",
             "launch",
@@ -397,7 +410,7 @@ def test_bad_options_are_named(
 
 
 def test_dry_run_prints_the_job_without_a_cluster(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = cli.main(
+    rc = _ctrflow(
         [
             "hpo",
             "launch",
