@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
 from ctrflow.components import _binning, _fs
 from ctrflow.components._frames import frame_to_table
 from ctrflow.components._schema import FeatureSpec, ParsedTable, SpecError
@@ -125,7 +126,7 @@ class FittedFeatureSpec:
         parsed = self.spec.parse(frame_to_table(frame, self.spec), with_labels=with_labels)
         problems = parsed.problems
         if problems.bad.any():
-            shown = "; ".join(f"row {frame.index[r]!r}: {m}" for r, m in problems.examples[:5])
+            shown = "; ".join(f"row {frame.index[r]}: {m}" for r, m in problems.examples[:5])
             raise BadRowsError(f"{int(problems.bad.sum())} bad row(s): {shown}")
         features = self.encode(parsed)
         n, m = features.shape

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
 from ctrflow.components import _binning
 from ctrflow.components._hashing import row_unit_hash
 
@@ -31,16 +32,20 @@ def _reduce(
     return uniq, np.bincount(inverse, weights=counts, minlength=uniq.size).astype(np.int64)
 
 
-def key_counts(keys: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Distinct keys of one chunk and their counts; a bincount when the key range is small."""
+def key_counts(
+    keys: npt.NDArray[np.int64], counts: npt.NDArray[np.int64] | None = None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Distinct keys and their summed counts (1 per key by default); a bincount when the key
+    range is small, as for numeric bins."""
+    weights = np.ones(keys.size, dtype=np.int64) if counts is None else counts.astype(np.int64)
     if keys.size == 0:
-        return keys, keys
+        return keys, weights
     low, high = int(keys.min()), int(keys.max())
     if high - low < 4 * keys.size + 1024:
-        counts = np.bincount(keys - low, minlength=high - low + 1)
-        present = np.flatnonzero(counts)
-        return present.astype(np.int64) + low, counts[present].astype(np.int64)
-    return _reduce(keys, np.ones(keys.size, dtype=np.int64))
+        totals = np.bincount(keys - low, weights=weights, minlength=high - low + 1)
+        present = np.flatnonzero(totals)
+        return present.astype(np.int64) + low, totals[present].astype(np.int64)
+    return _reduce(keys, weights)
 
 
 class KeyCounter:
@@ -92,6 +97,9 @@ class BottomKSample:
     def values(self) -> npt.NDArray[np.float64]:
         return self._values
 
+    def merge(self, other: BottomKSample) -> None:
+        self.add(other._values, other._hashes)
+
 
 def select_vocabulary(
     keys: npt.NDArray[np.int64], counts: npt.NDArray[np.int64], *, threshold: int, limit: int | None
@@ -135,21 +143,31 @@ class SpecFitter:
         for j, coded in enumerate(parsed.fields):
             codes = coded.codes[use]
             present = codes >= 0
-            if j < n_numeric:
+            if j < n_numeric and self._quantile:
                 values = np.asarray(coded.uniq, dtype=np.float64)[codes[present]]
-                if self._quantile:
-                    hashes = row_unit_hash(
-                        row_ids[use][present], seed=self.spec.hash_seed, salt=_QUANTILE_SALT + j
-                    )
-                    self._samples[j].add(values, hashes)
-                else:
-                    self._counters[j].add(*key_counts(_binning.log_square_bins(values)))
+                hashes = row_unit_hash(
+                    row_ids[use][present], seed=self.spec.hash_seed, salt=_QUANTILE_SALT + j
+                )
+                self._samples[j].add(values, hashes)
+                continue
+            # Count per distinct value first, then per key: distinct values are far fewer.
+            counts = np.bincount(codes[present], minlength=coded.uniq.size)
+            seen = np.flatnonzero(counts)
+            if j < n_numeric:
+                keys = _binning.log_square_bins(np.asarray(coded.uniq, dtype=np.float64)[seen])
+                self._counters[j].add(*key_counts(keys, counts[seen]))
             else:
-                counts = np.bincount(codes[present], minlength=coded.uniq.size)
-                seen = np.flatnonzero(counts)
                 keys = np.asarray(coded.uniq, dtype=np.int64)[seen]
                 self._counters[j].add(keys, counts[seen].astype(np.int64))
         self.rows += int(use.sum())
+
+    def merge(self, other: SpecFitter) -> None:
+        """Add another fitter's counts (say, another day's rows) to this one."""
+        for counter, theirs in zip(self._counters, other._counters, strict=True):
+            counter.add(*theirs.result())
+        for sample, their_sample in zip(self._samples, other._samples, strict=True):
+            sample.merge(their_sample)
+        self.rows += other.rows
 
     def finish(self) -> FittedFeatureSpec:
         from ctrflow.components._fitted import FittedFeatureSpec

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+
 from ctrflow.components import _fs, _raw_columns
 from ctrflow.components._raw_columns import Coded, Problems
 
 if TYPE_CHECKING:
     import pandas as pd
+
     from ctrflow.components._fitted import FittedFeatureSpec
     from ctrflow.components._fitting import SpecFitter
 

@@ -1,0 +1,231 @@
+"""Stream input files as Arrow tables of a bounded size, each row tagged with its line number.
+
+CSV/TSV: the byte stream is cut at line ends into chunks; each chunk is parsed by Arrow's CSV
+reader on a worker thread (serial reader per chunk, so rows with a wrong column count come with
+their physical row number), every needed column as a dictionary of strings so that nothing can
+fail to convert: numbers are parsed per distinct string later, where a bad one is a bad row.
+Parquet: record batches, line number = 1-based row number in the file.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from ctrflow.components._input_files import InputFile
+from ctrflow.components._schema import FeatureSpec, SpecError
+
+_TEXT = pa.dictionary(pa.int32(), pa.string())
+_BOM = b"\xef\xbb\xbf"
+# Arrow parses a chunk block by block: a few MB keeps it in cache (one huge block is ~3x slower).
+_BLOCK_BYTES = 4 << 20
+_MAX_TEXT = 200  # characters of a bad line kept in a message
+T = TypeVar("T")
+
+
+@dataclass
+class RawChunk:
+    file: InputFile
+    file_index: int
+    table: pa.Table  # rows with the right column count; needed columns only
+    lines: npt.NDArray[np.int64]  # 1-based line (CSV) or row (Parquet) number of each row
+    invalid: list[tuple[int, str]] = field(default_factory=list)  # (line, why) of dropped rows
+    n_invalid: int = 0
+    progress: float | None = None  # share of the file read so far (None: unknown, compressed)
+
+
+def file_columns(file: InputFile, spec: FeatureSpec) -> list[str]:
+    """Column names of a file: its header (CSV), its schema (Parquet) or the spec's order."""
+    if file.is_parquet:
+        with file.filesystem.open_input_file(file.path) as handle:
+            return list(pq.ParquetFile(handle).schema_arrow.names)
+    if not spec.header:
+        return list(spec.file_columns())
+    with file.filesystem.open_input_stream(file.path, compression="detect") as stream:
+        head = b""
+        while b"\n" not in head:
+            block = stream.read(1 << 16)
+            if not block:
+                break
+            head += block
+    first = head.split(b"\n", 1)[0].removeprefix(_BOM).rstrip(b"\r")
+    if not first:
+        raise ValueError(f"{file.name}: empty file or empty header line")
+    header = pacsv.read_csv(
+        io.BytesIO(first + b"\n"),
+        parse_options=pacsv.ParseOptions(delimiter=file.separator(spec.separator)),
+    )
+    return list(header.column_names)
+
+
+def _check_columns(file: InputFile, names: Sequence[str], needed: Sequence[str]) -> None:
+    absent = [c for c in needed if c not in names]
+    if absent:
+        raise SpecError(
+            f"{file.name}: column(s) {', '.join(absent)} missing "
+            f"(the file has {len(names)} columns: {', '.join(list(names)[:45])})"
+        )
+
+
+def _parse_csv_chunk(
+    file: InputFile,
+    data: bytes,
+    *,
+    first_line: int,
+    n_lines: int,
+    names: list[str],
+    needed: list[str],
+    sep: str,
+) -> tuple[pa.Table, npt.NDArray[np.int64], list[tuple[int, str]]]:
+    invalid: list[tuple[int, str]] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        text = row.text if len(row.text) <= _MAX_TEXT else row.text[:_MAX_TEXT] + "..."
+        number = -1 if row.number is None else first_line + row.number - 1
+        why = f"expected {row.expected_columns} columns, got {row.actual_columns}: {text!r}"
+        invalid.append((number, why))
+        return "skip"
+
+    last_line = first_line + n_lines - 1
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(
+                column_names=names, use_threads=False, block_size=_BLOCK_BYTES
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=sep, invalid_row_handler=on_invalid, ignore_empty_lines=False
+            ),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=needed,
+                column_types=dict.fromkeys(needed, _TEXT),
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(f"{file.name}: lines {first_line}-{last_line}: {exc}") from exc
+    keep = np.ones(n_lines, dtype=np.bool_)
+    keep[[number - first_line for number, _ in invalid if number >= first_line]] = False
+    lines = first_line + np.flatnonzero(keep).astype(np.int64)
+    if len(lines) != table.num_rows:
+        raise ValueError(
+            f"{file.name}: lines {first_line}-{last_line}: {table.num_rows} rows parsed from "
+            f"{n_lines} lines; line breaks inside quoted values are not supported"
+        )
+    return table, lines, invalid
+
+
+def _csv_jobs(
+    file: InputFile, index: int, spec: FeatureSpec, needed: list[str], chunk_rows: int
+) -> Iterator[Callable[[], RawChunk]]:
+    names = file_columns(file, spec)
+    _check_columns(file, names, needed)
+    sep = file.separator(spec.separator)
+    with file.filesystem.open_input_stream(file.path, compression="detect") as stream:
+        rest = stream.read(1 << 20)
+        consumed, line = 0, 1
+        if rest.startswith(_BOM):
+            rest = rest[len(_BOM) :]
+        if spec.header:
+            cut = rest.find(b"\n")
+            while cut < 0 and (more := stream.read(1 << 20)):
+                rest += more
+                cut = rest.find(b"\n")
+            consumed = cut + 1 if cut >= 0 else len(rest)
+            rest, line = (rest[cut + 1 :], 2) if cut >= 0 else (b"", 2)
+        # Bytes per chunk from the average line length of the first block.
+        sample_lines = max(rest.count(b"\n"), 1)
+        chunk_bytes = max(1 << 16, chunk_rows * max(len(rest) // sample_lines, 1))
+        eof = False
+        while not eof:
+            block = stream.read(chunk_bytes)
+            eof = not block
+            if eof:
+                data, rest = rest, b""
+            else:
+                cut = block.rfind(b"\n") + 1
+                if cut == 0:  # no line end in this block: a very long line, read on
+                    rest += block
+                    continue
+                data, rest = b"".join((rest, memoryview(block)[:cut])), block[cut:]
+            if not data:
+                continue
+            n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+            first = line
+            line += n_lines
+            consumed += len(data)
+            progress = None if file.is_compressed else min(consumed / max(file.size, 1), 1.0)
+
+            def job(
+                data: bytes = data,
+                first: int = first,
+                n_lines: int = n_lines,
+                progress: float | None = progress,
+            ) -> RawChunk:
+                table, lines, invalid = _parse_csv_chunk(
+                    file, data, first_line=first, n_lines=n_lines, names=names, needed=needed,
+                    sep=sep,
+                )  # fmt: skip
+                return RawChunk(file, index, table, lines, invalid, len(invalid), progress)
+
+            yield job
+
+
+def _parquet_chunks(
+    file: InputFile, index: int, needed: list[str], chunk_rows: int, spec: FeatureSpec
+) -> Iterator[RawChunk]:
+    _check_columns(file, file_columns(file, spec), needed)
+    with file.filesystem.open_input_file(file.path) as handle:
+        reader = pq.ParquetFile(handle)
+        total = max(reader.metadata.num_rows, 1)
+        first = 1
+        for batch in reader.iter_batches(batch_size=chunk_rows, columns=needed):
+            n = batch.num_rows
+            table = pa.Table.from_batches([batch])
+            lines = np.arange(first, first + n, dtype=np.int64)
+            first += n
+            yield RawChunk(file, index, table, lines, progress=(first - 1) / total)
+
+
+def _in_order(jobs: Iterator[Callable[[], T]], threads: int) -> Iterator[T]:
+    """Run jobs on a thread pool, at most `threads + 1` in flight, results in submission order."""
+    if threads <= 1:
+        for job in jobs:
+            yield job()
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ctrflow-csv") as pool:
+        pending: deque[Future[T]] = deque()
+        for job in jobs:
+            pending.append(pool.submit(job))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def read_chunks(
+    files: Sequence[InputFile],
+    *,
+    spec: FeatureSpec,
+    needed: list[str],
+    chunk_rows: int,
+    threads: int = 2,
+) -> Iterator[RawChunk]:
+    """All files' rows in order, `chunk_rows` rows (about, for CSV) at a time."""
+    for index, file in enumerate(files):
+        if file.is_parquet:
+            yield from _parquet_chunks(file, index, needed, chunk_rows, spec)
+        else:
+            yield from _in_order(_csv_jobs(file, index, spec, needed, chunk_rows), threads)

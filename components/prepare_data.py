@@ -1,0 +1,415 @@
+"""Step `prepare_data`: raw impression logs -> train/valid/test FFM datasets + fitted feature spec.
+
+Two streaming passes, so any input size works with bounded memory:
+1. parse and fit: parse every chunk, count bad rows, count feature values of training rows (by
+   day when splitting by time: which days are train is known only at the end of the pass), and
+   keep the parsed good rows in a compact on-disk cache (distinct values + int32 codes);
+2. transform: map the cached rows to features with the fitted spec, append them to their split.
+Bad rows (wrong column count, label not 0/1, unparsable number or time) are dropped, counted and
+reported with file and line; the step fails after pass 1 (or as soon as the count is certain to
+be too high) when they exceed `max_bad_fraction` of the input rows.
+
+Output (output_dir): train/, valid/, test/ (ffm_ext Dataset directories), feature_spec.json
+(the FittedFeatureSpec), stats.json (the PrepareResult).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from kfp import dsl
+
+from ctrflow.components import _split
+from ctrflow.components._chunk_cache import ChunkCache
+from ctrflow.components._chunk_reader import RawChunk, file_columns, read_chunks
+from ctrflow.components._dataset_writer import DatasetWriter
+from ctrflow.components._input_files import InputFile, list_inputs
+from ctrflow.components._schema import FeatureSpec, ParsedTable
+from ctrflow.components._split import SPLITS, TRAIN, TimeSplit
+from ctrflow.components.feature_spec import FittedFeatureSpec, SpecFitter
+
+__all__ = [
+    "BadInputError",
+    "BadRow",
+    "PrepareResult",
+    "SplitStats",
+    "prepare_data",
+    "prepare_data_component",
+]
+
+log = logging.getLogger(__name__)
+SPLIT_METHODS = ("auto", "time", "ratio")
+
+
+class BadInputError(ValueError):
+    """Too many bad rows; the message gives counts and examples with file and line."""
+
+
+@dataclass(frozen=True)
+class BadRow:
+    file: str
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    rows: int
+    positives: int
+    positive_rate: float
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    output_dir: str
+    input_files: list[str]
+    input_rows: int  # every data row read, bad ones included
+    bad_rows: int
+    bad_fraction: float
+    bad_examples: list[BadRow]
+    split_method: str  # "time" or "ratio"
+    split_detail: dict[str, Any]
+    splits: dict[str, SplitStats]
+    n_fields: int
+    n_features: int
+    features_per_field: dict[str, int]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numbers for KFP/MLflow metrics."""
+        out: dict[str, float] = {
+            "input_rows": float(self.input_rows),
+            "bad_rows": float(self.bad_rows),
+            "n_features": float(self.n_features),
+        }
+        for name, split in self.splits.items():
+            out[f"{name}_rows"] = float(split.rows)
+            out[f"{name}_positive_rate"] = split.positive_rate
+        return out
+
+    def summary(self) -> str:
+        lines = [f"prepared {self.output_dir} from {len(self.input_files)} file(s)"]
+        lines.append(
+            f"  input rows {self.input_rows:,}, bad rows {self.bad_rows:,} "
+            f"({100 * self.bad_fraction:.3f}%), split by {self.split_method}"
+        )
+        for name, split in self.splits.items():
+            detail = self.split_detail.get(name)
+            when = f"  days {', '.join(detail)}" if isinstance(detail, list) and detail else ""
+            lines.append(
+                f"  {name:5s} {split.rows:>12,} rows  positive rate {split.positive_rate:.4f}{when}"
+            )
+        lines.append(f"  {self.n_fields} fields, {self.n_features:,} features")
+        for example in self.bad_examples[:5]:
+            lines.append(f"  bad row {example.file}:{example.line}: {example.reason}")
+        return "\n".join(lines)
+
+
+class _BadRows:
+    """Counts bad rows and keeps the first examples; can tell early that the limit is exceeded."""
+
+    def __init__(self, max_fraction: float, max_examples: int) -> None:
+        self.max_fraction = max_fraction
+        self.max_examples = max_examples
+        self.rows = 0
+        self.bad = 0
+        self.examples: list[BadRow] = []
+
+    def record(self, chunk: RawChunk, parsed: ParsedTable) -> None:
+        bad_values = int(parsed.problems.bad.sum())
+        self.rows += chunk.table.num_rows + chunk.n_invalid
+        self.bad += bad_values + chunk.n_invalid
+        found = [(line, why) for line, why in chunk.invalid]
+        found += [(int(chunk.lines[row]), why) for row, why in parsed.problems.examples]
+        for line, why in sorted(found)[: max(self.max_examples - len(self.examples), 0)]:
+            self.examples.append(BadRow(chunk.file.name, line, why))
+
+    def fraction(self) -> float:
+        return self.bad / self.rows if self.rows else 0.0
+
+    def check(self, *, final: bool, total_rows_bound: float | None = None) -> None:
+        """Raise when the limit is exceeded; before the end only when it certainly will be."""
+        limit_rows = self.rows if final else total_rows_bound
+        if limit_rows is None or self.bad <= self.max_fraction * limit_rows:
+            return
+        shown = "\n".join(f"  {e.file}:{e.line}: {e.reason}" for e in self.examples[:10])
+        where = (
+            f"{self.bad:,} of {self.rows:,} rows are bad ({100 * self.fraction():.3f}%)"
+            if final
+            else f"stopped early: {self.bad:,} bad rows in the first {self.rows:,} already exceed "
+            f"the limit for the whole input (at most about {limit_rows:,.0f} rows)"
+        )
+        raise BadInputError(
+            f"{where}; max_bad_fraction is {100 * self.max_fraction:.3f}%. Examples:\n{shown}"
+        )
+
+
+@dataclass
+class _Plan:
+    spec: FeatureSpec
+    files: list[InputFile]
+    use_time: bool
+    needed: list[str]
+    valid_fraction: float
+    test_fraction: float
+    valid_days: int
+    test_days: int
+    seed: int
+    chunk_rows: int
+    threads: int
+
+
+def _decide_split(spec: FeatureSpec, files: list[InputFile], split: str) -> bool:
+    """True for a time split. 'auto': by time when the spec's timestamp column is present."""
+    if split not in SPLIT_METHODS:
+        raise ValueError(f"split must be one of {', '.join(SPLIT_METHODS)}, got {split!r}")
+    if split == "ratio":
+        return False
+    if spec.timestamp is None:
+        if split == "time":
+            raise ValueError("split='time' needs a timestamp column in the feature spec")
+        return False
+    present = spec.timestamp in file_columns(files[0], spec)
+    if not present and (split == "time" or not spec.timestamp_optional):
+        raise ValueError(f"{files[0].name}: timestamp column {spec.timestamp!r} is missing")
+    return present
+
+
+def _progress(chunk: RawChunk, files: list[InputFile]) -> float | None:
+    """Share of the whole input read after this chunk, when known."""
+    if chunk.progress is None:
+        return None
+    total = sum(f.size for f in files) or 1
+    before = sum(f.size for f in files[: chunk.file_index])
+    return (before + chunk.progress * chunk.file.size) / total
+
+
+def _fit_pass(
+    plan: _Plan, bad: _BadRows, cache: ChunkCache
+) -> tuple[FittedFeatureSpec, TimeSplit | None]:
+    """Parse everything once: count bad rows, fit on training rows, cache the good rows."""
+    spec = plan.spec
+    by_day: dict[int, SpecFitter] = {}
+    fitter = spec.fitter()
+    for chunk in read_chunks(
+        plan.files, spec=spec, needed=plan.needed, chunk_rows=plan.chunk_rows, threads=plan.threads
+    ):
+        parsed = spec.parse(chunk.table, with_labels=True, with_timestamps=plan.use_time)
+        bad.record(chunk, parsed)
+        progress = _progress(chunk, plan.files)
+        if progress:  # a bound on the total row count, with room for uneven line lengths
+            bad.check(final=False, total_rows_bound=2.0 * bad.rows / progress)
+        good = ~parsed.problems.bad
+        ids = _split.row_ids(chunk.file.name, chunk.lines)
+        if parsed.timestamps is not None:
+            days = _split.days_of(parsed.timestamps)
+            for day in np.unique(days[good]).tolist():
+                day_fitter = by_day.setdefault(int(day), spec.fitter())
+                day_fitter.update(parsed, rows=good & (days == day), row_ids=ids)
+            cache.put(parsed, good, days)
+        else:
+            split = _ratio(plan, ids)
+            fitter.update(parsed, rows=good & (split == TRAIN), row_ids=ids)
+            cache.put(parsed, good, split)
+    bad.check(final=True)
+    if not plan.use_time:
+        return fitter.finish(), None
+    time_split = TimeSplit.plan(list(by_day), valid_days=plan.valid_days, test_days=plan.test_days)
+    for day in time_split.train_days:
+        fitter.merge(by_day[day])
+    return fitter.finish(), time_split
+
+
+def _ratio(plan: _Plan, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int8]:
+    return _split.ratio_split(
+        ids, valid_fraction=plan.valid_fraction, test_fraction=plan.test_fraction, seed=plan.seed
+    )
+
+
+def _transform_pass(
+    fitted: FittedFeatureSpec,
+    time_split: TimeSplit | None,
+    cache: ChunkCache,
+    dirs: Mapping[str, Path],
+) -> dict[str, SplitStats]:
+    """Encode the cached rows with the fitted spec and append them to their split."""
+    writers = [
+        DatasetWriter(dirs[name], n_fields=fitted.n_fields, n_features=fitted.n_features)
+        for name in SPLITS
+    ]
+    for labels, keys, parsed in cache.chunks(fitted.n_fields):
+        split = keys if time_split is None else time_split.assign_days(keys)
+        features = fitted.encode(parsed)
+        for index, writer in enumerate(writers):
+            rows = split == index
+            if rows.any():
+                writer.append(features[rows], labels[rows])
+    stats = {}
+    for name, writer in zip(SPLITS, writers, strict=True):
+        writer.close()
+        rate = writer.positives / writer.rows if writer.rows else 0.0
+        stats[name] = SplitStats(writer.rows, writer.positives, rate)
+    return stats
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, min(len(os.sched_getaffinity(0)), 4))
+    except AttributeError:  # not Linux
+        return max(1, min(os.cpu_count() or 1, 4))
+
+
+def prepare_data(
+    *,
+    input_uri: str,
+    output_dir: str,
+    spec_path: str | None = None,
+    split: str = "auto",
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    valid_days: int = 1,
+    test_days: int = 1,
+    seed: int = 0,
+    chunk_rows: int = 250_000,
+    max_bad_fraction: float = 0.001,
+    rare_threshold: int | None = None,
+    threads: int | None = None,
+    max_examples: int = 20,
+    split_dirs: Mapping[str, str] | None = None,
+) -> PrepareResult:
+    """Prepare FFM datasets from raw logs; see the module docstring.
+
+    input_uri: a CSV/TSV/Parquet file (optionally .gz/.bz2/.zst), a directory or a glob; local or
+    any pyarrow filesystem URI. spec_path: feature spec JSON (default: Criteo's schema).
+    split: "auto" (by time when the timestamp column exists, else by ratio), "time" or "ratio".
+    rare_threshold: overrides the spec's. split_dirs: write a split elsewhere than
+    output_dir/<split> (the KFP component gives each split its own artifact).
+    """
+    started = time.perf_counter()
+    for name, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    if valid_fraction + test_fraction >= 1.0:
+        raise ValueError("valid_fraction + test_fraction must leave rows for training")
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    spec = FeatureSpec.from_file(spec_path) if spec_path else FeatureSpec.criteo()
+    if rare_threshold is not None:
+        spec = spec.with_options(rare_threshold=rare_threshold)
+    files = list_inputs(input_uri)
+    use_time = _decide_split(spec, files, split)
+    needed = [spec.label, *spec.fields] + ([spec.timestamp] if use_time and spec.timestamp else [])
+    plan = _Plan(
+        spec, files, use_time, needed, valid_fraction, test_fraction, valid_days, test_days,
+        seed, chunk_rows, threads or _default_threads(),
+    )  # fmt: skip
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bad = _BadRows(max_bad_fraction, max_examples)
+    cache = ChunkCache(out)
+    try:
+        log.info("prepare_data: pass 1 (parse, fit) over %d file(s) from %s", len(files), input_uri)
+        fitted, time_split = _fit_pass(plan, bad, cache)
+        fitted_at = time.perf_counter()
+        dirs = {name: Path((split_dirs or {}).get(name, out / name)) for name in SPLITS}
+        log.info("prepare_data: pass 2 (transform), %d features", fitted.n_features)
+        stats = _transform_pass(fitted, time_split, cache, dirs)
+    finally:
+        cache.close()
+    fitted.save(str(out / "feature_spec.json"))
+    done = time.perf_counter()
+    if time_split is not None:
+        method, detail = "time", time_split.describe()
+    else:
+        method = "ratio"
+        detail = {"valid_fraction": valid_fraction, "test_fraction": test_fraction, "seed": seed}
+    result = PrepareResult(
+        output_dir=str(out),
+        input_files=[f.name for f in files],
+        input_rows=bad.rows,
+        bad_rows=bad.bad,
+        bad_fraction=bad.fraction(),
+        bad_examples=bad.examples,
+        split_method=method,
+        split_detail=detail,
+        splits=stats,
+        n_fields=fitted.n_fields,
+        n_features=fitted.n_features,
+        features_per_field=fitted.features_per_field(),
+        seconds={
+            "fit": round(fitted_at - started, 3),
+            "transform": round(done - fitted_at, 3),
+            "total": round(done - started, 3),
+        },
+    )
+    (out / "stats.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    log.info(
+        "prepare_data: %d rows (%d bad) -> %s in %.1fs",
+        result.input_rows, result.bad_rows, output_dir, result.seconds["total"],
+    )  # fmt: skip
+    return result
+
+
+def prepare_data_component(
+    *,
+    data_uri: str,
+    train: dsl.Output[dsl.Dataset],
+    valid: dsl.Output[dsl.Dataset],
+    test: dsl.Output[dsl.Dataset],
+    feature_spec: dsl.Output[dsl.Artifact],
+    metrics: dsl.Output[dsl.Metrics],
+    spec_uri: str = "",
+    split: str = "auto",
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    valid_days: int = 1,
+    test_days: int = 1,
+    seed: int = 0,
+    max_bad_fraction: float = 0.001,
+    rare_threshold: int = 0,
+) -> None:
+    """KFP step. Each split is its own Dataset artifact (the directory format of ffm_ext), so
+    hpo_worker/train_final/evaluate take them as inputs directly; `feature_spec` is a directory
+    with feature_spec.json (the fitted spec, shipped with the model) and stats.json.
+    spec_uri: feature spec JSON file or URI ("" = Criteo's schema); rare_threshold 0 = spec's.
+    """
+    import logging
+
+    from ctrflow.components.prepare_data import prepare_data
+
+    logging.basicConfig(level=logging.INFO)
+    result = prepare_data(
+        input_uri=data_uri,
+        output_dir=feature_spec.path,
+        spec_path=spec_uri or None,
+        split=split,
+        valid_fraction=valid_fraction,
+        test_fraction=test_fraction,
+        valid_days=valid_days,
+        test_days=test_days,
+        seed=seed,
+        max_bad_fraction=max_bad_fraction,
+        rare_threshold=rare_threshold or None,
+        split_dirs={"train": train.path, "valid": valid.path, "test": test.path},
+    )
+    for name, value in result.metrics().items():
+        metrics.log_metric(name, value)
+    for name, artifact in (("train", train), ("valid", valid), ("test", test)):
+        artifact.metadata["rows"] = result.splits[name].rows
+        artifact.metadata["n_features"] = result.n_features
+        artifact.metadata["n_fields"] = result.n_fields
+    feature_spec.metadata["split_method"] = result.split_method
