@@ -8,15 +8,18 @@ never needs MLflow, and all workers suggest from the same search-space definitio
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from ctrflow.components.search_space import SearchSpace
+from optuna.exceptions import ExperimentalWarning
 from optuna.pruners import BasePruner, MedianPruner
 from optuna.samplers import BaseSampler, CmaEsSampler, TPESampler
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
+
+from ctrflow.components.search_space import SearchSpace
 
 __all__ = [
     "ATTR_BUDGET",
@@ -111,7 +114,9 @@ def build_sampler(
             raise ValueError(
                 f"warm-start source study {config['source_study']!r} holds no completed trials"
             )
-        return CmaEsSampler(seed=seed, source_trials=trials, warn_independent_sampling=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)  # source_trials: on purpose
+            return CmaEsSampler(seed=seed, source_trials=trials, warn_independent_sampling=False)
     raise ValueError(f"unknown sampler {name!r} in the study's {ATTR_SAMPLER} user attr")
 
 

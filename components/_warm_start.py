@@ -16,14 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from ctrflow.components.search_space import SearchSpace
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
+
+from ctrflow.components.search_space import SearchSpace
 
 __all__ = [
     "ARTIFACT_PATH",
     "CHAMPION_ALIAS",
     "LEGACY_STAGE",
+    "MIN_SOURCE_TRIALS",
     "TAG_SPACE_VERSION",
     "TAG_STUDY_NAME",
     "WarmStart",
@@ -37,6 +39,9 @@ LEGACY_STAGE = "Production"
 TAG_SPACE_VERSION = "ctrflow.search_space_version"
 TAG_STUDY_NAME = "ctrflow.study_name"
 ARTIFACT_PATH = "optuna/study.db"
+# Warm Starting CMA-ES estimates its start distribution from the best 10% of the source trials
+# (cmaes.get_warm_start_mgd, gamma=0.1): fewer than 10 leave it nothing to estimate from.
+MIN_SOURCE_TRIALS = 10
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,10 @@ def _champion(client: Any, model_name: str) -> tuple[Any, str] | str:
     try:
         return client.get_model_version_by_alias(model_name, CHAMPION_ALIAS), "alias:champion"
     except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST" and "not found" not in str(exc).lower():
+        # A missing model is RESOURCE_DOES_NOT_EXIST; a missing alias on an existing model is
+        # INVALID_PARAMETER_VALUE "Registered model alias champion not found." (MLflow 3).
+        missing_alias = f"alias {CHAMPION_ALIAS} not found" in str(exc)
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST" and not missing_alias:
             raise
     try:
         with warnings.catch_warnings():
@@ -167,11 +175,12 @@ def find_warm_start(
     wanted = space.distributions()
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     trials = [t for t in completed if t.distributions == wanted]
-    if not trials:
+    if len(trials) < MIN_SOURCE_TRIALS:
         return WarmStart(
             reason=(
-                f"source study {study.study_name!r} has no completed trials in this search space "
-                f"({len(completed)} completed in all)"
+                f"source study {study.study_name!r} has {len(trials)} completed trials in this "
+                f"search space ({len(completed)} completed in all); Warm Starting CMA-ES needs "
+                f"at least {MIN_SOURCE_TRIALS}"
             ),
             **info,
         )

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import optuna
+from kfp import dsl
+
 from ctrflow.components import _study_config as cfg
 from ctrflow.components._optuna_storage import (
     StorageSettings,
@@ -24,7 +26,6 @@ from ctrflow.components._optuna_storage import (
 )
 from ctrflow.components._warm_start import WarmStart, find_warm_start
 from ctrflow.components.search_space import SearchSpace, get_space
-from kfp import dsl
 
 __all__ = ["StudyInfo", "create_study", "create_study_component", "source_study_name"]
 
@@ -178,7 +179,7 @@ def create_study_component(
     space_tag: str,
     seed: int,
     study_info: dsl.Output[dsl.Artifact],
-) -> NamedTuple("Outputs", [("study_name", str), ("search_space_version", str), ("sampler", str)]):
+) -> NamedTuple("Outputs", [("study_name", str), ("search_space_version", str), ("sampler", str)]):  # type: ignore[valid-type]
     """KFP step. Storage URL from env CTRFLOW_STORAGE_URL (a Secret), MLflow from
     MLFLOW_TRACKING_URI; never parameters, so no password lands in the pipeline spec."""
     import json
@@ -201,5 +202,5 @@ def create_study_component(
     )
     with pathlib.Path(study_info.path).open("w", encoding="utf-8") as fh:
         json.dump(info.to_dict(), fh, indent=2)
-    outputs = namedtuple("Outputs", ["study_name", "search_space_version", "sampler"])
+    outputs = namedtuple("outputs", ["study_name", "search_space_version", "sampler"])
     return outputs(info.study_name, info.search_space_version, info.sampler)

@@ -14,16 +14,18 @@ import logging
 import pathlib
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import optuna
-from ctrflow.components._optuna_storage import StorageSettings, dispose, make_storage
-from ctrflow.components._study_config import StudyConfig
-from ctrflow.components.create_study import DEFAULT_TRIAL_ATTR
 from kfp import dsl
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
+
+from ctrflow.components._optuna_storage import StorageSettings, dispose, make_storage
+from ctrflow.components._study_config import StudyConfig
+from ctrflow.components.create_study import DEFAULT_TRIAL_ATTR
 
 __all__ = ["FinalizeResult", "finalize_study", "finalize_study_component"]
 
@@ -75,7 +77,7 @@ def _plots(study: optuna.Study, out_dir: pathlib.Path) -> tuple[dict[str, str], 
     drawn: dict[str, str] = {}
     notes: dict[str, str] = {}
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    jobs = {
+    jobs: dict[str, tuple[Callable[[optuna.Study], Any], int]] = {
         "optimization_history": (ovm.plot_optimization_history, 1),
         "param_importances": (ovm.plot_param_importances, 2),
     }
@@ -175,7 +177,7 @@ def finalize_study_component(
     study_db: dsl.Output[dsl.Artifact],
     plots: dsl.Output[dsl.Artifact],
     metrics: dsl.Output[dsl.Metrics],
-) -> NamedTuple(
+) -> NamedTuple(  # type: ignore[valid-type]
     "Outputs",
     [
         ("best_params", dict),
@@ -205,6 +207,6 @@ def finalize_study_component(
     summary = result.to_dict()
     summary["study_db"] = study_db.path
     outputs = namedtuple(
-        "Outputs", ["best_params", "best_value", "search_space_version", "summary"]
+        "outputs", ["best_params", "best_value", "search_space_version", "summary"]
     )
     return outputs(result.best_params, result.best_value, result.search_space_version, summary)

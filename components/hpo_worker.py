@@ -18,13 +18,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
+from kfp import dsl
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial
+
 from ctrflow.components._optuna_storage import StorageSettings, dispose, make_storage
 from ctrflow.components._study_config import StudyConfig, build_pruner, build_sampler
 from ctrflow.components._trial_budget import BudgetCounts, TrialBudget
 from ctrflow.components.objectives import make_objective
-from kfp import dsl
-from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import FrozenTrial
 
 __all__ = ["WorkerResult", "hpo_worker_component", "run_worker"]
 

@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 import optuna
-from ctrflow.components.search_space import SearchSpace
 from sklearn.metrics import roc_auc_score
+
+from ctrflow.components._models import ffm_model, xgb_matrices, xgb_train
+from ctrflow.components.search_space import SearchSpace
 
 __all__ = ["FFMObjective", "XGBoostObjective", "load_dataset", "make_objective"]
 
@@ -55,17 +57,7 @@ class FFMObjective:
         import ffm_ext
 
         params = self.space.suggest(trial)
-        fixed = self.space.fixed
-        model = ffm_ext.FFM(
-            k=int(params["k"]),
-            eta=float(params["eta"]),
-            lam=float(params["lam"]),
-            epochs=int(fixed["max_epochs"]),
-            patience=int(fixed["patience"]),
-            normalize=bool(fixed["normalize"]),
-            n_threads=self.n_threads,
-            seed=self.seed,
-        )
+        model = ffm_model(params, self.space.fixed, n_threads=self.n_threads, seed=self.seed)
 
         def report(epoch: int, train_logloss: float, valid_logloss: float | None) -> None:
             assert valid_logloss is not None  # fit() was given a validation set
@@ -102,27 +94,18 @@ class XGBoostObjective:
         seed: int,
         report_every: int = 10,
     ):
-        import xgboost as xgb
-
         self.space, self.n_threads, self.seed = space, n_threads, seed
         self.report_every = max(1, report_every)
         self.valid_labels = np.asarray(valid.labels)
-        # Same column count for both matrices: XGBoost refuses an eval set of another width.
-        n_cols = max(int(train.n_features), int(valid.n_features))
-        x_train, x_valid = train.to_csr_matrix(), valid.to_csr_matrix()
-        x_train.resize((x_train.shape[0], n_cols))
-        x_valid.resize((x_valid.shape[0], n_cols))
-        self.dtrain = xgb.DMatrix(x_train, label=np.asarray(train.labels))
-        self.dvalid = xgb.DMatrix(x_valid, label=self.valid_labels)
+        self.dtrain, self.dvalid = xgb_matrices(train, valid)
 
     def __call__(self, trial: optuna.Trial) -> float:
         import xgboost as xgb
 
         params = self.space.suggest(trial)
-        fixed = self.space.fixed
         report_every = self.report_every
 
-        class Report(xgb.callback.TrainingCallback):  # type: ignore[misc]
+        class Report(xgb.callback.TrainingCallback):
             def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
                 if (epoch + 1) % report_every == 0:
                     value = float(evals_log["valid"]["logloss"][-1])
@@ -131,21 +114,14 @@ class XGBoostObjective:
                         raise optuna.TrialPruned(f"pruned at round {epoch + 1}: logloss {value}")
                 return False
 
-        booster = xgb.train(
-            {
-                "objective": "binary:logistic",
-                "eval_metric": "logloss",
-                "tree_method": str(fixed["tree_method"]),
-                "nthread": self.n_threads,
-                "seed": self.seed,
-                **params,
-            },
+        booster = xgb_train(
+            params,
+            self.space.fixed,
             self.dtrain,
-            num_boost_round=int(fixed["max_rounds"]),
-            evals=[(self.dvalid, "valid")],
-            early_stopping_rounds=int(fixed["early_stopping_rounds"]),
+            self.dvalid,
+            n_threads=self.n_threads,
+            seed=self.seed,
             callbacks=[Report()],
-            verbose_eval=False,
         )
         rounds = int(booster.best_iteration) + 1
         value = float(booster.best_score)

@@ -1,4 +1,4 @@
-"""Search spaces: one definition per model type, a version that moves with every definition change."""
+"""Search spaces: one definition per model type; a version that moves with each change."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import dataclasses
 
 import optuna
 import pytest
+
 from ctrflow.components.search_space import (
     MODEL_TYPES,
     Param,

@@ -14,11 +14,13 @@ import time
 import uuid
 from collections import Counter
 
-import ffm_ext
 import numpy as np
 import optuna
 import pytest
 import sqlalchemy
+from optuna.trial import TrialState
+
+import ffm_ext
 from ctrflow.components._optuna_storage import (
     StorageSettings,
     StorageUnavailableError,
@@ -29,7 +31,6 @@ from ctrflow.components.create_study import DEFAULT_TRIAL_ATTR, create_study
 from ctrflow.components.finalize_study import finalize_study
 from ctrflow.components.hpo_worker import run_worker
 from ctrflow.components.search_space import default_params, get_space
-from optuna.trial import TrialState
 
 pytestmark = pytest.mark.integration
 FAST = StorageSettings(heartbeat_interval=1, grace_period=1, connect_attempts=3)
@@ -119,11 +120,15 @@ def test_postgres_study_lock_excludes_others_and_dies_with_its_holder(postgres_u
 
     def try_lock() -> bool:
         with probe.connect() as conn:
-            got = bool(conn.execute(sqlalchemy.text(
-                "SELECT pg_try_advisory_lock(:c, 4242)"), {"c": _PG_LOCK_CLASS}).scalar())
+            got = bool(
+                conn.execute(
+                    sqlalchemy.text("SELECT pg_try_advisory_lock(:c, 4242)"), {"c": _PG_LOCK_CLASS}
+                ).scalar()
+            )
             if got:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:c, 4242)"),
-                             {"c": _PG_LOCK_CLASS})
+                conn.execute(
+                    sqlalchemy.text("SELECT pg_advisory_unlock(:c, 4242)"), {"c": _PG_LOCK_CLASS}
+                )
             return got  # fmt: skip
 
     lock = StudyLock(storage, 4242)
@@ -280,3 +285,44 @@ def test_finalize_without_a_completed_trial_says_so(tmp_path: pathlib.Path) -> N
     create_study(storage_url=url, study_name="empty", model_type="ffm", budget=2)
     with pytest.raises(ValueError, match="'empty' has no completed trial .*'WAITING': 1"):
         finalize_study(storage_url=url, study_name="empty", out_dir=tmp_path / "out")
+
+
+def test_kfp_step_functions_run_the_steps_with_the_storage_url_from_the_environment(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kfp import dsl
+
+    from ctrflow.components.create_study import create_study_component
+    from ctrflow.components.finalize_study import finalize_study_component
+    from ctrflow.components.hpo_worker import hpo_worker_component
+
+    monkeypatch.setenv("CTRFLOW_STORAGE_URL", f"sqlite:///{tmp_path / 'optuna.db'}")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    info = dsl.Artifact(uri=str(tmp_path / "info.json"))
+    created = create_study_component(
+        study_name="kfp", model_type="ffm", model_name="", budget=4, space_tag="", seed=0,
+        study_info=info,
+    )  # fmt: skip
+    assert created.study_name == "kfp" and created.sampler == "tpe"
+    assert json.loads(pathlib.Path(info.path).read_text())["budget"] == 4
+
+    train = dsl.Dataset(uri=str(tiny_dataset(tmp_path / "train", 300, seed=1)))
+    valid = dsl.Dataset(uri=str(tiny_dataset(tmp_path / "valid", 150, seed=2)))
+    ran = hpo_worker_component(
+        study_name="kfp", budget=4, worker_index=0, n_threads=1, train=train, valid=valid
+    )
+    assert ran == 4
+
+    metrics = dsl.Metrics(uri=str(tmp_path / "metrics"))
+    final = finalize_study_component(
+        study_name="kfp",
+        study_db=dsl.Artifact(uri=str(tmp_path / "export" / "study.db")),
+        plots=dsl.Artifact(uri=str(tmp_path / "plots")),
+        metrics=metrics,
+    )
+    assert final.search_space_version == created.search_space_version
+    assert final.summary["study_db"] == str(tmp_path / "export" / "study.db")
+    assert (tmp_path / "plots" / "optimization_history.png").exists()
+    exported = optuna.load_study(study_name="kfp", storage=f"sqlite:///{final.summary['study_db']}")
+    assert len(exported.trials) == 4 and exported.best_value == final.best_value
+    assert metrics.metadata["best_trial_logloss"] == final.best_value
