@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import urllib3.exceptions
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
 from ctrflow.pipelines._k8s_client import (
     Cluster,
     ClusterError,
@@ -23,8 +26,6 @@ from ctrflow.pipelines._k8s_client import (
     read_json,
 )
 from ctrflow.pipelines._k8s_requirements import REQUIRED_PERMISSIONS, REQUIRED_SECRETS, Permission
-from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 __all__ = ["Finding", "check_cluster", "register"]
 

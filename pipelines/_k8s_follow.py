@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ctrflow.pipelines._k8s_client import Cluster, read_json
-from ctrflow.pipelines._k8s_pods import JobOutcome, PodProblem, job_outcome, pod_problems
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
+
+from ctrflow.pipelines._k8s_client import Cluster, read_json
+from ctrflow.pipelines._k8s_pods import JobOutcome, PodProblem, job_outcome, pod_problems
 
 __all__ = ["FollowResult", "JobFollower"]
 

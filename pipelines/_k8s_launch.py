@@ -18,6 +18,9 @@ import uuid
 from typing import Any, TextIO
 
 import urllib3.exceptions
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
 from ctrflow.pipelines._image import default_image
 from ctrflow.pipelines._k8s_client import (
     Cluster,
@@ -30,8 +33,6 @@ from ctrflow.pipelines._k8s_client import (
 from ctrflow.pipelines._k8s_follow import FollowResult, JobFollower
 from ctrflow.pipelines._k8s_job import LAUNCH_ID_LABEL, WorkerJobSpec, build_worker_job
 from ctrflow.pipelines._k8s_requirements import STORAGE_SECRET, STORAGE_SECRET_KEY
-from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 __all__ = ["build_job_from_args", "launch", "register_launch"]
 

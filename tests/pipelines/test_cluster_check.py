@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from ctrflow.pipelines import cli
 from ctrflow.pipelines._k8s_requirements import REQUIRED_PERMISSIONS
 

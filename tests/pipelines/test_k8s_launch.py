@@ -14,7 +14,9 @@ import argparse
 import functools
 import importlib.util
 import json
+import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
 from ctrflow.pipelines import cli
 from ctrflow.pipelines._image import default_image
 from ctrflow.pipelines._k8s_client import Cluster
@@ -333,9 +336,18 @@ def test_job_validates_against_kubernetes_schemas(argv: tuple[str, ...]) -> None
     assert container["args"].count("--threads") == 1
 
 
+def _kubectl() -> str:
+    """kubectl from this virtualenv (.ci/run puts one there if needed) or else from PATH."""
+    bin_dir = pathlib.Path(sys.executable).parent
+    found = shutil.which("kubectl", path=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found is None:
+        pytest.fail("kubectl not found (.ci/run installs it)")
+    return found
+
+
 def _manifest_worker_job() -> dict[str, Any]:
     rendered = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "manifests/base")],
+        [_kubectl(), "kustomize", str(ROOT / "manifests/base")],
         check=True,
         capture_output=True,
         text=True,
