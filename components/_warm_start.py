@@ -30,6 +30,7 @@ __all__ = [
     "TAG_STUDY_NAME",
     "WarmStart",
     "find_warm_start",
+    "warm_start_from_file",
 ]
 
 _log = logging.getLogger(__name__)
@@ -164,14 +165,52 @@ def find_warm_start(
         _log.warning("warm-start lookup failed, starting cold: %s", exc)
         return WarmStart(reason=f"MLflow lookup failed: {str(exc).splitlines()[0]}", **info)
 
+    return _from_file(
+        pathlib.Path(local), space, space_version, tags.get(TAG_STUDY_NAME), info, None
+    )
+
+
+def warm_start_from_file(
+    path: str | pathlib.Path, *, space: SearchSpace, space_version: str
+) -> WarmStart:
+    """Warm start from an exported study file (``finalize_study``'s study.db) without MLflow.
+
+    The version is read from the study's own user attrs (``create_study`` records it there).
+    """
+    path = pathlib.Path(path)
+    info: dict[str, Any] = {"found_via": f"file:{path}"}
+    if not path.is_file():
+        return WarmStart(reason=f"warm-start file {path} does not exist", **info)
+    return _from_file(path, space, space_version, None, info, TAG_SPACE_VERSION)
+
+
+def _from_file(
+    path: pathlib.Path,
+    space: SearchSpace,
+    space_version: str,
+    study_name: str | None,
+    info: dict[str, Any],
+    version_attr: str | None,
+) -> WarmStart:
     try:
-        study = _load_source_study(pathlib.Path(local), tags.get(TAG_STUDY_NAME))
+        study = _load_source_study(path, study_name)
     except Exception as exc:  # a corrupt or foreign file must not stop the weekly run
-        _log.warning("cannot read %s of run %s: %s", ARTIFACT_PATH, info["run_id"], exc)
+        _log.warning("cannot read warm-start study %s: %s", path, exc)
         return WarmStart(reason=f"cannot read {ARTIFACT_PATH}: {exc}", **info)
     if isinstance(study, str):
         return WarmStart(reason=study, **info)
     info["source_study_name"] = study.study_name
+    if version_attr is not None:
+        source_version = study.user_attrs.get(version_attr)
+        info["source_space_version"] = source_version
+        if source_version != space_version:
+            return WarmStart(
+                reason=(
+                    f"search space changed: study {study.study_name!r} in {path} used "
+                    f"{source_version}, this study uses {space_version}"
+                ),
+                **info,
+            )
     wanted = space.distributions()
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     trials = [t for t in completed if t.distributions == wanted]

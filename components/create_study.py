@@ -24,7 +24,7 @@ from ctrflow.components._optuna_storage import (
     make_storage,
     redact_url,
 )
-from ctrflow.components._warm_start import WarmStart, find_warm_start
+from ctrflow.components._warm_start import WarmStart, find_warm_start, warm_start_from_file
 from ctrflow.components.search_space import SearchSpace, get_space
 
 __all__ = ["StudyInfo", "create_study", "create_study_component", "source_study_name"]
@@ -84,12 +84,14 @@ def create_study(
     seed: int = 0,
     budget: int | None = None,
     space: SearchSpace | None = None,
+    warm_start_db: str | None = None,
     settings: StorageSettings | None = None,
 ) -> StudyInfo:
     """Create the study (idempotent when re-run after success) and return what it was set up as.
 
     ``space`` overrides the registered search space of ``model_type`` (for experiments and tests);
-    ``budget``, when given, is recorded so that every worker uses the same global budget.
+    ``budget``, when given, is recorded so that every worker uses the same global budget;
+    ``warm_start_db``, a study.db exported by ``finalize_study``, replaces the MLflow lookup.
     """
     if not study_name or len(study_name) > 400:
         raise ValueError("study_name must be 1-400 characters")
@@ -123,14 +125,17 @@ def create_study(
         if _existing(storage, source_study_name(study_name)) is not None:
             optuna.delete_study(study_name=source_study_name(study_name), storage=storage)
 
-        with tempfile.TemporaryDirectory(prefix="ctrflow-warm-") as workdir:
-            warm = find_warm_start(
-                tracking_uri=mlflow_tracking_uri,
-                model_name=model_name,
-                space=space,
-                space_version=version,
-                workdir=workdir,
-            )
+        if warm_start_db is not None:
+            warm = warm_start_from_file(warm_start_db, space=space, space_version=version)
+        else:
+            with tempfile.TemporaryDirectory(prefix="ctrflow-warm-") as workdir:
+                warm = find_warm_start(
+                    tracking_uri=mlflow_tracking_uri,
+                    model_name=model_name,
+                    space=space,
+                    space_version=version,
+                    workdir=workdir,
+                )
         sampler = _sampler_config(storage, study_name, warm)
         if warm.warm:
             _log.info("warm start: %d trials from run %s", len(warm.trials), warm.run_id)

@@ -86,6 +86,7 @@ def _create(args: argparse.Namespace) -> int:
         space_tag=args.space_tag,
         seed=args.seed,
         budget=args.budget,
+        warm_start_db=args.warm_start_db,
         settings=_settings(args),
     )
     _emit(info.to_dict(), args.out)
@@ -138,6 +139,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     create.add_argument("--mlflow-uri", default=None, help="default: $MLFLOW_TRACKING_URI")
     create.add_argument("--space-tag", default=None, help="manual tag added to the space version")
+    create.add_argument(
+        "--warm-start-db",
+        default=None,
+        metavar="STUDY_DB",
+        help="warm start from this exported study.db instead of the MLflow champion",
+    )
     create.add_argument("--budget", type=int, default=None, help="global trial budget to record")
     create.add_argument("--seed", type=int, default=0)
     create.add_argument("--out", default=None, help="also write the study info JSON here")

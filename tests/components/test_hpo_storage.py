@@ -326,3 +326,48 @@ def test_kfp_step_functions_run_the_steps_with_the_storage_url_from_the_environm
     exported = optuna.load_study(study_name="kfp", storage=f"sqlite:///{final.summary['study_db']}")
     assert len(exported.trials) == 4 and exported.best_value == final.best_value
     assert metrics.metadata["best_trial_logloss"] == final.best_value
+
+
+def test_warm_start_from_an_exported_study_file_checks_the_version_in_the_file(
+    tmp_path: pathlib.Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    space = get_space("ffm")
+    create_study(storage_url=url, study_name="last-week", model_type="ffm", budget=12)
+    run_worker(
+        storage_url=url,
+        study_name="last-week",
+        settings=FAST,
+        seed=0,
+        objective=lambda t: (np.log(space.suggest(t)["eta"]) + 2.0) ** 2,
+    )
+    db = finalize_study(storage_url=url, study_name="last-week", out_dir=tmp_path / "f").study_db
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "ctrflow.pipelines.cli", "hpo", "create", "--storage", url,
+         "--study", "this-week", "--model-type", "ffm", "--budget", "5", "--warm-start-db", db],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["sampler"] == "cmaes"
+    assert info["warm_start"]["found_via"] == f"file:{db}"
+    assert info["warm_start"]["n_source_trials"] == 12
+    assert info["warm_start"]["source_space_version"] == space.version()
+
+    tagged = create_study(
+        storage_url=url,
+        study_name="this-week-tagged",
+        model_type="ffm",
+        space_tag="new-features",
+        warm_start_db=db,
+    )
+    assert tagged.sampler == "tpe"
+    assert tagged.warm_start["reason"] == (
+        f"search space changed: study 'last-week' in {db} used {space.version()}, this study "
+        f"uses {space.version('new-features')}"
+    )
+    missing = create_study(
+        storage_url=url, study_name="m", model_type="ffm", warm_start_db=str(tmp_path / "no.db")
+    )
+    assert missing.warm_start["reason"] == f"warm-start file {tmp_path / 'no.db'} does not exist"
