@@ -108,6 +108,8 @@ def build_sampler(
             multivariate=bool(config.get("multivariate", True)),
             constant_liar=True,
         )
+    if name == "cmaes" and config.get("source_study") is None:
+        return CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "cmaes":
         trials = source_trials(storage, config["source_study"])
         if not trials:

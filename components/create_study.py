@@ -31,6 +31,7 @@ __all__ = ["StudyInfo", "create_study", "create_study_component", "source_study_
 
 _log = logging.getLogger(__name__)
 DEFAULT_TRIAL_ATTR = "ctrflow.default_trial"
+SAMPLERS = ("auto", "tpe", "cmaes")
 
 
 def source_study_name(study_name: str) -> str:
@@ -85,6 +86,7 @@ def create_study(
     budget: int | None = None,
     space: SearchSpace | None = None,
     warm_start_db: str | None = None,
+    sampler: str = "auto",
     settings: StorageSettings | None = None,
 ) -> StudyInfo:
     """Create the study (idempotent when re-run after success) and return what it was set up as.
@@ -92,6 +94,8 @@ def create_study(
     ``space`` overrides the registered search space of ``model_type`` (for experiments and tests);
     ``budget``, when given, is recorded so that every worker uses the same global budget;
     ``warm_start_db``, a study.db exported by ``finalize_study``, replaces the MLflow lookup.
+    ``sampler``: "auto" (Warm Starting CMA-ES when a source is found, else TPE), "tpe" or
+    "cmaes" (warm-started when a source is found, else plain CMA-ES).
     """
     if not study_name or len(study_name) > 400:
         raise ValueError("study_name must be 1-400 characters")
@@ -136,7 +140,7 @@ def create_study(
                     space_version=version,
                     workdir=workdir,
                 )
-        sampler = _sampler_config(storage, study_name, warm)
+        sampler_config = _sampler_config(storage, study_name, warm, sampler)
         if warm.warm:
             _log.info("warm start: %d trials from run %s", len(warm.trials), warm.run_id)
         else:
@@ -147,7 +151,7 @@ def create_study(
             cfg.ATTR_MODEL_TYPE: model_type,
             cfg.ATTR_SPACE: space.to_dict(),
             cfg.ATTR_SPACE_VERSION: version,
-            cfg.ATTR_SAMPLER: sampler,
+            cfg.ATTR_SAMPLER: sampler_config,
             cfg.ATTR_PRUNER: cfg.DEFAULT_PRUNERS[model_type],
             cfg.ATTR_WARM_START: warm.to_attrs(),
             cfg.ATTR_BUDGET: budget,
@@ -163,10 +167,14 @@ def create_study(
 
 
 def _sampler_config(
-    storage: optuna.storages.BaseStorage, study_name: str, warm: WarmStart
+    storage: optuna.storages.BaseStorage, study_name: str, warm: WarmStart, sampler: str
 ) -> dict[str, Any]:
-    if not warm.warm:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+    if sampler == "tpe" or (sampler == "auto" and not warm.warm):
         return {"name": "tpe", "n_startup_trials": 10, "multivariate": True}
+    if not warm.warm:  # CMA-ES asked for, nothing to warm-start from
+        return {"name": "cmaes", "source_study": None, "n_source_trials": 0}
     # Workers read the source trials from this copy: no MLflow access needed on workers.
     source = optuna.create_study(
         storage=storage, study_name=source_study_name(study_name), direction="minimize"

@@ -87,6 +87,7 @@ def _create(args: argparse.Namespace) -> int:
         seed=args.seed,
         budget=args.budget,
         warm_start_db=args.warm_start_db,
+        sampler=args.sampler,
         settings=_settings(args),
     )
     _emit(info.to_dict(), args.out)
@@ -144,6 +145,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         metavar="STUDY_DB",
         help="warm start from this exported study.db instead of the MLflow champion",
+    )
+    create.add_argument(
+        "--sampler",
+        choices=("auto", "tpe", "cmaes"),
+        default="auto",
+        help="auto: Warm Starting CMA-ES when a source is found, else TPE",
     )
     create.add_argument("--budget", type=int, default=None, help="global trial budget to record")
     create.add_argument("--seed", type=int, default=0)

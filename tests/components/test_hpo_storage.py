@@ -371,3 +371,20 @@ def test_warm_start_from_an_exported_study_file_checks_the_version_in_the_file(
         storage_url=url, study_name="m", model_type="ffm", warm_start_db=str(tmp_path / "no.db")
     )
     assert missing.warm_start["reason"] == f"warm-start file {tmp_path / 'no.db'} does not exist"
+
+
+def test_sampler_choice_is_recorded_and_rebuilt_by_workers(tmp_path: pathlib.Path) -> None:
+    from optuna.samplers import CmaEsSampler, TPESampler
+
+    from ctrflow.components._study_config import StudyConfig, build_sampler
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    plain = create_study(storage_url=url, study_name="cma", model_type="ffm", sampler="cmaes")
+    assert plain.sampler == "cmaes" and plain.warm_start["reason"]
+    config = StudyConfig.from_study(optuna.load_study(study_name="cma", storage=url))
+    assert isinstance(build_sampler(config.sampler, url, seed=0), CmaEsSampler)
+    tpe = create_study(storage_url=url, study_name="tpe", model_type="ffm", sampler="tpe")
+    config = StudyConfig.from_study(optuna.load_study(study_name="tpe", storage=url))
+    assert tpe.sampler == "tpe" and isinstance(build_sampler(config.sampler, url, 0), TPESampler)
+    with pytest.raises(ValueError, match="unknown sampler 'grid'; known: auto, tpe, cmaes"):
+        create_study(storage_url=url, study_name="g", model_type="ffm", sampler="grid")
