@@ -134,13 +134,13 @@ def _csv_jobs(
     _check_columns(file, names, needed)
     sep = file.separator(spec.separator)
     with file.filesystem.open_input_stream(file.path, compression="detect") as stream:
-        rest = stream.read(1 << 20)
+        rest = stream.read(1 << 16)
         consumed, line = 0, 1
         if rest.startswith(_BOM):
             rest = rest[len(_BOM) :]
         if spec.header:
             cut = rest.find(b"\n")
-            while cut < 0 and (more := stream.read(1 << 20)):
+            while cut < 0 and (more := stream.read(1 << 16)):
                 rest += more
                 cut = rest.find(b"\n")
             consumed = cut + 1 if cut >= 0 else len(rest)

@@ -189,7 +189,8 @@ def timestamps(column: Column, name: str, problems: Problems) -> npt.NDArray[np.
         values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
     else:
         dictionary, indices = _dictionary(column)
-        uniq, _, _ = _parse_numbers(dictionary)
+        parsed_numbers, _, _ = _parse_numbers(dictionary)
+        uniq = parsed_numbers.copy()  # Arrow's buffer is read-only
         text = np.isnan(uniq)
         if text.any():
             strings = pd.Series(dictionary.to_numpy(zero_copy_only=False)[text])

@@ -209,7 +209,7 @@ def _fit_pass(
         parsed = spec.parse(chunk.table, with_labels=True, with_timestamps=plan.use_time)
         bad.record(chunk, parsed)
         progress = _progress(chunk, plan.files)
-        if progress:  # a bound on the total row count, with room for uneven line lengths
+        if progress and progress < 1.0:  # bound the total rows, with room for uneven lines
             bad.check(final=False, total_rows_bound=2.0 * bad.rows / progress)
         good = ~parsed.problems.bad
         ids = _split.row_ids(chunk.file.name, chunk.lines)
