@@ -145,7 +145,7 @@ def numeric(column: Column, name: str, problems: Problems) -> Coded:
         codes = np.arange(values.size, dtype=np.int32)
         codes[np.isnan(values) | infinite] = -1
         if infinite.any():
-            problems.flag(infinite, f"{name}: {values[infinite][0]!r} is not a finite number")
+            problems.flag(infinite, f"{name}: {float(values[infinite][0])} is not a finite number")
         return Coded(values, codes)
     dictionary, indices = _dictionary(column)
     values, missing, bad = _parse_numbers(dictionary)

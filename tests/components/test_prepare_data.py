@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 import ffm_ext
@@ -383,3 +384,27 @@ def test_result_columns_are_plain_python(tmp_path: Path) -> None:
     text = (tmp_path / "o" / "stats.json").read_text()
     assert json.loads(text)["features_per_field"] == result.features_per_field
     assert all(type(v) is int for v in result.features_per_field.values())
+
+
+def test_parquet_bad_rows_name_the_row_and_uris_work(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "label": pa.array([0, 1, 2, 0, 1] * 40, pa.int64()),  # 2 is bad: rows 3, 8, ...
+            "I1": pa.array([1.0, float("inf"), 3.0, None, 5.0] * 40),  # inf is bad: rows 2, 7, ...
+            "C1": pa.array(["a", "b", None, "a", "b"] * 40),
+        }
+    )
+    pq.write_table(table, tmp_path / "log.parquet")
+    spec = FeatureSpec(label="label", numeric=("I1",), categorical=("C1",), rare_threshold=1)
+    spec.save(str(tmp_path / "spec.json"))
+    result = prepare_data(
+        input_uri=f"file://{tmp_path / 'log.parquet'}",  # through pyarrow.fs.FileSystem.from_uri
+        output_dir=str(tmp_path / "out"),
+        spec_path=f"file://{tmp_path / 'spec.json'}",
+        max_bad_fraction=0.5,
+    )
+    assert result.bad_rows == 80 and result.input_rows == 200
+    found = {e.line: e.reason for e in result.bad_examples}
+    assert found[2] == "I1: inf is not a finite number"
+    assert found[3] == "label: label 2 is not 0 or 1"
+    assert sum(s.rows for s in result.splits.values()) == 120
