@@ -1,0 +1,81 @@
+"""Calibration of predicted click probabilities: per-bin predicted vs observed rate, and the plot.
+
+Bins hold equal numbers of rows (quantiles of the predictions): CTR predictions crowd near 0, so
+equal-width bins would leave almost every row in the first bin.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["CalibrationBin", "calibration_bins", "expected_calibration_error", "reliability_plot"]
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    low: float  # smallest prediction in the bin
+    high: float  # largest prediction in the bin
+    rows: int
+    mean_prediction: float
+    observed_rate: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def calibration_bins(
+    labels: npt.NDArray[np.floating], scores: npt.NDArray[np.floating], n_bins: int
+) -> list[CalibrationBin]:
+    """Up to ``n_bins`` bins of (about) equal row counts, in order of prediction."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    order = np.argsort(scores, kind="stable")
+    bins = []
+    for part in np.array_split(order, min(n_bins, order.size)):
+        s, y = scores[part], labels[part]
+        bins.append(
+            CalibrationBin(
+                low=float(s.min()),
+                high=float(s.max()),
+                rows=int(part.size),
+                mean_prediction=float(s.mean()),
+                observed_rate=float(y.mean()),
+            )
+        )
+    return bins
+
+
+def expected_calibration_error(bins: list[CalibrationBin]) -> float:
+    """Row-weighted mean of |mean prediction - observed rate| over the bins."""
+    total = sum(b.rows for b in bins)
+    return float(sum(b.rows * abs(b.mean_prediction - b.observed_rate) for b in bins) / total)
+
+
+def reliability_plot(bins: list[CalibrationBin], path: pathlib.Path, title: str) -> pathlib.Path:
+    """Observed rate against mean prediction per bin, with the diagonal of perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in a pod or CI
+    import matplotlib.pyplot as plt
+
+    predicted = [b.mean_prediction for b in bins]
+    observed = [b.observed_rate for b in bins]
+    top = max(*predicted, *observed) * 1.05 or 1.0
+    fig, ax = plt.subplots(figsize=(5, 5))
+    try:
+        ax.plot([0, top], [0, top], linestyle="--", color="grey", label="perfectly calibrated")
+        ax.plot(predicted, observed, marker="o", label="model (equal-count bins)")
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.set_xlabel("mean predicted click probability")
+        ax.set_ylabel("observed click rate")
+        ax.set_title(title)
+        ax.legend(loc="upper left")
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path
