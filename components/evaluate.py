@@ -93,6 +93,11 @@ def score(
         raise ValueError(f"{s.size} predictions for {y.size} labels")
     if not np.isfinite(s).all():
         raise ValueError(f"{int((~np.isfinite(s)).sum())} predictions are not finite")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0 or 1")
+    if y.min() == y.max():
+        # scikit-learn only warns and returns NaN here; a NaN AUC must not reach the registry.
+        raise ValueError(f"AUC needs both labels; all {y.size} test rows have label {y[0]:g}")
     bins = calibration_bins(y, s, n_bins)
     observed = float(y.mean())
     mean_prediction = float(s.mean())

@@ -1,0 +1,71 @@
+"""Test data for the train/evaluate/register/serving tests: a few thousand synthetic raw Criteo
+rows (``synth_data``), split in time order, a feature spec fitted on the training part, the three
+prepared Datasets, and the raw test rows (label + feature columns) as a served model gets them.
+Also a small finished Optuna study (create_study -> hpo_worker -> finalize_study on SQLite), the
+input the register step takes from finalize_study.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ctrflow.components._optuna_storage import StorageSettings
+from ctrflow.components.create_study import create_study
+from ctrflow.components.feature_spec import FeatureSpec, FittedFeatureSpec
+from ctrflow.components.finalize_study import FinalizeResult, finalize_study
+from ctrflow.components.hpo_worker import run_worker
+from ctrflow.components.synth_data import _plain_schema, synth_table
+
+
+def raw_frame(rows: int, seed: int) -> pd.DataFrame:
+    """Raw rows as pandas reads a Criteo CSV: str categoricals, float/int numerics, NaN missing."""
+    table = synth_table(rows=rows, days=3, seed=seed)
+    return table.cast(_plain_schema(table.schema)).to_pandas()
+
+
+@dataclass(frozen=True)
+class Week:
+    base: pathlib.Path
+    train: pathlib.Path
+    valid: pathlib.Path
+    test: pathlib.Path
+    spec_path: pathlib.Path
+    spec: FittedFeatureSpec
+    test_raw: pd.DataFrame  # label + the spec's feature columns
+
+
+def make_week(base: pathlib.Path, *, rows: int = 5000, seed: int = 0) -> Week:
+    frame = raw_frame(rows, seed)
+    n_train, n_valid = int(rows * 0.7), int(rows * 0.15)
+    parts = {
+        "train": frame.iloc[:n_train],
+        "valid": frame.iloc[n_train : n_train + n_valid],
+        "test": frame.iloc[n_train + n_valid :],
+    }
+    spec = FeatureSpec.criteo(rare_threshold=3).fit([parts["train"]])
+    base.mkdir(parents=True, exist_ok=True)
+    spec_path = base / "feature_spec.json"
+    spec.save(str(spec_path))
+    for name, part in parts.items():
+        spec.transform(part).save(str(base / name))
+    test_raw = parts["test"][[spec.spec.label, *spec.raw_columns]].reset_index(drop=True)
+    return Week(base, base / "train", base / "valid", base / "test", spec_path, spec, test_raw)
+
+
+def run_study(week: Week, *, model_type: str, name: str, budget: int = 12) -> FinalizeResult:
+    """A finished study on SQLite under ``week.base``, finalized into ``<base>/<name>-final``."""
+    url = f"sqlite:///{week.base / f'{name}.db'}"
+    create_study(storage_url=url, study_name=name, model_type=model_type, budget=budget)
+    run_worker(
+        storage_url=url,
+        study_name=name,
+        train_dir=week.train,
+        valid_dir=week.valid,
+        settings=StorageSettings(heartbeat_interval=None, grace_period=None),
+        seed=0,
+        progress=False,
+    )
+    return finalize_study(storage_url=url, study_name=name, out_dir=week.base / f"{name}-final")
