@@ -192,9 +192,12 @@ def create_study_component(
     space_tag: str,
     seed: int,
     study_info: dsl.Output[dsl.Artifact],
+    mlflow_tracking_uri: str = "",
 ) -> NamedTuple("Outputs", [("study_name", str), ("search_space_version", str), ("sampler", str)]):  # type: ignore[valid-type]
-    """KFP step. Storage URL from env CTRFLOW_STORAGE_URL (a Secret), MLflow from
-    MLFLOW_TRACKING_URI; never parameters, so no password lands in the pipeline spec."""
+    """KFP step. Storage URL from env CTRFLOW_STORAGE_URL (a Secret), never a parameter, so no
+    password lands in the pipeline spec. MLflow: ``mlflow_tracking_uri`` (the pipeline's run
+    parameter, a URL without credentials) or, when empty, env MLFLOW_TRACKING_URI; credentials
+    from MLflow's own env vars (a Secret)."""
     import json
     import os
     import pathlib
@@ -207,7 +210,7 @@ def create_study_component(
         storage_url=storage_url_from_env(),
         study_name=study_name,
         model_type=model_type,
-        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
+        mlflow_tracking_uri=mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
         model_name=model_name or None,
         space_tag=space_tag or None,
         seed=seed,
