@@ -8,6 +8,8 @@ of manifests/ in which the committed `*.env.example` files stand in for them; a 
 
 from __future__ import annotations
 
+import argparse
+import functools
 import os
 import pathlib
 import re
@@ -661,3 +663,29 @@ def test_mlflow_and_dashboard_start_as_the_manifests_configure_them(
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@functools.cache
+def _ctrflow_parser() -> argparse.ArgumentParser:
+    from ctrflow.pipelines import cli
+
+    return cli.build_parser()  # once: building it imports every command group
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("job", ["ctrflow-hpo-create", "ctrflow-hpo-worker"])
+def test_job_templates_call_the_cli_with_valid_arguments(
+    overlay: str, job: str, rendered: dict[str, str]
+) -> None:
+    """The templates' arguments, expanded from their ConfigMap as the kubelet would, parse with
+    the real `ctrflow` command line (the image's entrypoint)."""
+    docs = _docs(rendered[overlay])
+    (container,) = _get(docs, "Job", job)["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(_get(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+    args = [_kubelet_expand(a, env) for a in container["args"]]
+    assert not [a for a in args if "$(" in a], f"unexpanded variable in {args}"
+    parsed = _ctrflow_parser().parse_args(args)
+    assert parsed.command == "hpo" and parsed.study == env["CTRFLOW_STUDY"]
+    assert callable(parsed.func)
