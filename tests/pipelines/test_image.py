@@ -71,7 +71,8 @@ def _pip_commands(run_args: str) -> list[list[str]]:
     """The `pip install|wheel ...` commands of one RUN instruction, as argument lists."""
     lexer = shlex.shlex(run_args, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
-    commands, words = [], []
+    commands: list[list[str]] = []
+    words: list[str] = []
     for token in [*lexer, ";"]:
         if token in ("&&", "||", ";", "|", "{", "}"):
             if len(words) >= 2 and words[0] == "pip" and words[1] in ("install", "wheel"):
@@ -195,14 +196,14 @@ def _runtime_closure() -> dict[str, str]:
 
 def test_every_runtime_dependency_is_pinned_at_the_tested_version() -> None:
     """What the tests run with is what the image ships."""
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
         if line:
             name, _, version = line.partition("==")
             assert version, f"constraints.txt: {line!r} is not pinned with =="
             pins[canonicalize_name(name)] = version
-    closure = _runtime_closure()
+    closure: dict[str, str] = dict(_runtime_closure())
     closure.pop("ctrflow")
     assert {"kfp", "mlflow", "optuna", "optuna-dashboard", "kubernetes"} <= set(closure)
     unpinned = sorted(set(closure) - set(pins))

@@ -166,7 +166,7 @@ def test_dev_keeps_artifacts_on_a_pvc_and_prod_in_an_object_store(rendered: dict
 
 def test_prod_runs_more_workers_with_more_resources_than_dev(rendered: dict[str, str]) -> None:
     def worker(overlay: str) -> dict[str, Any]:
-        return _get(_docs(rendered[overlay]), "Job", "ctrflow-hpo-worker")["spec"]
+        return dict(_get(_docs(rendered[overlay]), "Job", "ctrflow-hpo-worker")["spec"])
 
     dev, prod = worker("dev"), worker("prod")
     assert dev["parallelism"] == dev["completions"] == 2
