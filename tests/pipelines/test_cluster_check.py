@@ -202,3 +202,35 @@ def test_fake_rbac_evaluation_denies_what_the_role_lacks() -> None:
     assert not fake.allowed("get", "", "secrets", name="other")
     assert not fake.allowed("list", "", "secrets")
     assert not fake.allowed("create", "apps", "jobs")
+
+
+def test_in_cluster_credentials_and_namespace_are_used_inside_a_pod(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a pod (no --kubeconfig/--context): the ServiceAccount token, CA and namespace
+    files that Kubernetes mounts; --namespace still wins."""
+    from kubernetes.config import incluster_config
+
+    from ctrflow.pipelines import _k8s_client
+
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text("pod-token")
+    (sa / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    (sa / "namespace").write_text("team-a\n")
+    monkeypatch.setattr(_k8s_client, "_SA_DIR", sa)
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(sa / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(sa / "ca.crt"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    args = argparse.Namespace(kubeconfig=None, context=None, namespace=None)
+    cluster = _k8s_client.connect(args)
+    assert cluster.namespace == "team-a"
+    assert cluster.host == "https://10.96.0.1:443"
+    assert cluster.api.configuration.api_key["authorization"].lower() == "bearer pod-token"
+    args.namespace = "team-b"
+    assert _k8s_client.connect(args).namespace == "team-b"
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")  # outside a pod: kubeconfig, here absent
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    with pytest.raises(_k8s_client.ClusterError, match="not running in a cluster"):
+        _k8s_client.connect(args)
