@@ -209,7 +209,10 @@ def launch(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 130
     except (ApiException, urllib3.exceptions.HTTPError) as exc:
         print(
-            f"ctrflow hpo launch: lost track of job {name}: {api_error_message(exc, cluster.host)}",
+            f"ctrflow hpo launch: lost track of job {name}: "
+            f"{api_error_message(exc, cluster.host)}; it keeps running: follow it with `kubectl "
+            f"-n {cluster.namespace} get pods -l {LAUNCH_ID_LABEL}={launch_id}` or delete it "
+            f"with `kubectl -n {cluster.namespace} delete job {name}`",
             file=sys.stderr,
         )
         return 1
