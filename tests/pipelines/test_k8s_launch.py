@@ -500,3 +500,15 @@ def test_pod_problem_reasons_beyond_containers() -> None:
         },
     }
     assert pod_problems(running) == []
+
+
+def test_losing_track_of_the_job_says_how_to_follow_or_delete_it(
+    fake: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.role_rules = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}]
+    rc = _launch(fake)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "lost track of job ctrflow-hpo-ctr-week-48-x7k2p" in err and "answered 403" in err
+    assert "kubectl -n hpo-test delete job ctrflow-hpo-ctr-week-48-x7k2p" in err
+    assert fake.jobs  # not deleted: it may well be running fine
