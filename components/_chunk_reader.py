@@ -5,6 +5,8 @@ reader on a worker thread (serial reader per chunk, so rows with a wrong column 
 their physical row number), every needed column as a dictionary of strings so that nothing can
 fail to convert: numbers are parsed per distinct string later, where a bad one is a bad row.
 Parquet: record batches, line number = 1-based row number in the file.
+The caller's `parse` (raw table -> ParsedTable) also runs on the worker threads; the main thread
+only reads bytes and consumes results in order.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ctrflow.components._input_files import InputFile
-from ctrflow.components._schema import FeatureSpec, SpecError
+from ctrflow.components._schema import FeatureSpec, ParsedTable, SpecError
 
 _TEXT = pa.dictionary(pa.int32(), pa.string())
 _BOM = b"\xef\xbb\xbf"
@@ -42,6 +44,7 @@ class RawChunk:
     invalid: list[tuple[int, str]] = field(default_factory=list)  # (line, why) of dropped rows
     n_invalid: int = 0
     progress: float | None = None  # share of the file read so far (None: unknown, compressed)
+    parsed: ParsedTable | None = None  # the table through the caller's parse function
 
 
 def file_columns(file: InputFile, spec: FeatureSpec) -> list[str]:
@@ -78,25 +81,21 @@ def _check_columns(file: InputFile, names: Sequence[str], needed: Sequence[str])
 
 
 def _parse_csv_chunk(
-    file: InputFile,
-    data: bytes,
-    *,
-    first_line: int,
-    n_lines: int,
-    names: list[str],
-    needed: list[str],
-    sep: str,
-) -> tuple[pa.Table, npt.NDArray[np.int64], list[tuple[int, str]]]:
+    head: bytes, body: memoryview, *, names: list[str], needed: list[str], sep: str
+) -> tuple[pa.Table, npt.NDArray[np.int64], list[tuple[int, str]], int, str | None]:
+    """Parse the lines head + body: (table, 0-based line of each row, invalid rows as
+    (0-based line, why), number of lines, Arrow's error if the chunk could not be parsed)."""
+    data = b"".join((head, body))  # on the worker thread: the copy is off the main thread
+    n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     invalid: list[tuple[int, str]] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         text = row.text if len(row.text) <= _MAX_TEXT else row.text[:_MAX_TEXT] + "..."
-        number = -1 if row.number is None else first_line + row.number - 1
+        number = -1 if row.number is None else row.number - 1
         why = f"expected {row.expected_columns} columns, got {row.actual_columns}: {text!r}"
         invalid.append((number, why))
         return "skip"
 
-    last_line = first_line + n_lines - 1
     try:
         table = pacsv.read_csv(
             pa.BufferReader(data),
@@ -115,27 +114,42 @@ def _parse_csv_chunk(
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise ValueError(f"{file.name}: lines {first_line}-{last_line}: {exc}") from exc
+        return pa.table({}), np.empty(0, np.int64), [], n_lines, str(exc)
     keep = np.ones(n_lines, dtype=np.bool_)
-    keep[[number - first_line for number, _ in invalid if number >= first_line]] = False
-    lines = first_line + np.flatnonzero(keep).astype(np.int64)
+    keep[[number for number, _ in invalid if number >= 0]] = False
+    lines = np.flatnonzero(keep).astype(np.int64)
     if len(lines) != table.num_rows:
-        raise ValueError(
-            f"{file.name}: lines {first_line}-{last_line}: {table.num_rows} rows parsed from "
-            f"{n_lines} lines; line breaks inside quoted values are not supported"
+        error = (
+            f"{table.num_rows} rows parsed from {n_lines} lines; "
+            "line breaks inside quoted values are not supported"
         )
-    return table, lines, invalid
+        return table, lines, invalid, n_lines, error
+    return table, lines, invalid, n_lines, None
+
+
+@dataclass
+class _Pending:
+    """A chunk parsed with line numbers relative to the chunk; the reader adds the offset."""
+
+    chunk: RawChunk
+    n_lines: int
+    error: str | None
 
 
 def _csv_jobs(
-    file: InputFile, index: int, spec: FeatureSpec, needed: list[str], chunk_rows: int
-) -> Iterator[Callable[[], RawChunk]]:
+    file: InputFile,
+    index: int,
+    spec: FeatureSpec,
+    needed: list[str],
+    chunk_rows: int,
+    parse: Callable[[pa.Table], ParsedTable],
+) -> Iterator[Callable[[], _Pending]]:
     names = file_columns(file, spec)
     _check_columns(file, names, needed)
     sep = file.separator(spec.separator)
     with file.filesystem.open_input_stream(file.path, compression="detect") as stream:
         rest = stream.read(1 << 16)
-        consumed, line = 0, 1
+        consumed = 0
         if rest.startswith(_BOM):
             rest = rest[len(_BOM) :]
         if spec.header:
@@ -144,7 +158,7 @@ def _csv_jobs(
                 rest += more
                 cut = rest.find(b"\n")
             consumed = cut + 1 if cut >= 0 else len(rest)
-            rest, line = (rest[cut + 1 :], 2) if cut >= 0 else (b"", 2)
+            rest = rest[cut + 1 :] if cut >= 0 else b""
         # Bytes per chunk from the average line length of the first block.
         sample_lines = max(rest.count(b"\n"), 1)
         chunk_bytes = max(1 << 16, chunk_rows * max(len(rest) // sample_lines, 1))
@@ -153,39 +167,62 @@ def _csv_jobs(
             block = stream.read(chunk_bytes)
             eof = not block
             if eof:
-                data, rest = rest, b""
+                head, body, rest = rest, memoryview(b""), b""
             else:
                 cut = block.rfind(b"\n") + 1
                 if cut == 0:  # no line end in this block: a very long line, read on
                     rest += block
                     continue
-                data, rest = b"".join((rest, memoryview(block)[:cut])), block[cut:]
-            if not data:
+                head, body, rest = rest, memoryview(block)[:cut], block[cut:]
+            if not head and not body:
                 continue
-            n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-            first = line
-            line += n_lines
-            consumed += len(data)
+            consumed += len(head) + len(body)
             progress = None if file.is_compressed else min(consumed / max(file.size, 1), 1.0)
 
             def job(
-                data: bytes = data,
-                first: int = first,
-                n_lines: int = n_lines,
-                progress: float | None = progress,
-            ) -> RawChunk:
-                table, lines, invalid = _parse_csv_chunk(
-                    file, data, first_line=first, n_lines=n_lines, names=names, needed=needed,
-                    sep=sep,
-                )  # fmt: skip
-                return RawChunk(file, index, table, lines, invalid, len(invalid), progress)
+                head: bytes = head, body: memoryview = body, progress: float | None = progress
+            ) -> _Pending:
+                table, lines, invalid, n_lines, error = _parse_csv_chunk(
+                    head, body, names=names, needed=needed, sep=sep
+                )
+                chunk = RawChunk(file, index, table, lines, invalid, len(invalid), progress)
+                if error is None:
+                    chunk.parsed = parse(table)
+                return _Pending(chunk, n_lines, error)
 
             yield job
 
 
-def _parquet_chunks(
-    file: InputFile, index: int, needed: list[str], chunk_rows: int, spec: FeatureSpec
+def _csv_chunks(
+    file: InputFile,
+    index: int,
+    spec: FeatureSpec,
+    needed: list[str],
+    chunk_rows: int,
+    parse: Callable[[pa.Table], ParsedTable],
+    threads: int,
 ) -> Iterator[RawChunk]:
+    """Parsed chunks in file order, with 1-based line numbers (the header is line 1)."""
+    first = 2 if spec.header else 1
+    for pending in _in_order(_csv_jobs(file, index, spec, needed, chunk_rows, parse), threads):
+        chunk = pending.chunk
+        if pending.error is not None:
+            last = first + pending.n_lines - 1
+            raise ValueError(f"{file.name}: lines {first}-{last}: {pending.error}")
+        chunk.lines += first
+        chunk.invalid = [(line + first if line >= 0 else -1, why) for line, why in chunk.invalid]
+        first += pending.n_lines
+        yield chunk
+
+
+def _parquet_jobs(
+    file: InputFile,
+    index: int,
+    needed: list[str],
+    chunk_rows: int,
+    spec: FeatureSpec,
+    parse: Callable[[pa.Table], ParsedTable],
+) -> Iterator[Callable[[], RawChunk]]:
     _check_columns(file, file_columns(file, spec), needed)
     with file.filesystem.open_input_file(file.path) as handle:
         reader = pq.ParquetFile(handle)
@@ -196,7 +233,13 @@ def _parquet_chunks(
             table = pa.Table.from_batches([batch])
             lines = np.arange(first, first + n, dtype=np.int64)
             first += n
-            yield RawChunk(file, index, table, lines, progress=(first - 1) / total)
+            chunk = RawChunk(file, index, table, lines, progress=(first - 1) / total)
+
+            def job(chunk: RawChunk = chunk) -> RawChunk:
+                chunk.parsed = parse(chunk.table)
+                return chunk
+
+            yield job
 
 
 def _in_order(jobs: Iterator[Callable[[], T]], threads: int) -> Iterator[T]:
@@ -221,11 +264,14 @@ def read_chunks(
     spec: FeatureSpec,
     needed: list[str],
     chunk_rows: int,
+    parse: Callable[[pa.Table], ParsedTable],
     threads: int = 2,
 ) -> Iterator[RawChunk]:
-    """All files' rows in order, `chunk_rows` rows (about, for CSV) at a time."""
+    """All files' rows in order, `chunk_rows` rows (about, for CSV) at a time, each chunk's
+    table already passed through `parse` on a worker thread."""
     for index, file in enumerate(files):
         if file.is_parquet:
-            yield from _parquet_chunks(file, index, needed, chunk_rows, spec)
+            jobs = _parquet_jobs(file, index, needed, chunk_rows, spec, parse)
+            yield from _in_order(jobs, threads)
         else:
-            yield from _in_order(_csv_jobs(file, index, spec, needed, chunk_rows), threads)
+            yield from _csv_chunks(file, index, spec, needed, chunk_rows, parse, threads)

@@ -204,9 +204,15 @@ def _fit_pass(
     by_day: dict[int, SpecFitter] = {}
     fitter = spec.fitter()
     for chunk in read_chunks(
-        plan.files, spec=spec, needed=plan.needed, chunk_rows=plan.chunk_rows, threads=plan.threads
+        plan.files,
+        spec=spec,
+        needed=plan.needed,
+        chunk_rows=plan.chunk_rows,
+        threads=plan.threads,
+        parse=lambda table: spec.parse(table, with_labels=True, with_timestamps=plan.use_time),
     ):
-        parsed = spec.parse(chunk.table, with_labels=True, with_timestamps=plan.use_time)
+        parsed = chunk.parsed
+        assert parsed is not None
         bad.record(chunk, parsed)
         progress = _progress(chunk, plan.files)
         if progress and progress < 1.0:  # bound the total rows, with room for uneven lines
