@@ -6,8 +6,8 @@ Two streaming passes, so any input size works with bounded memory:
    keep the parsed good rows in a compact on-disk cache (distinct values + int32 codes);
 2. transform: map the cached rows to features with the fitted spec, append them to their split.
 Bad rows (wrong column count, label not 0/1, unparsable number or time) are dropped, counted and
-reported with file and line; the step fails after pass 1 (or as soon as the count is certain to
-be too high) when they exceed `max_bad_fraction` of the input rows.
+reported with file and line; the step fails after pass 1 (or earlier, once the count exceeds the
+limit for any plausible input size) when they exceed `max_bad_fraction` of the input rows.
 
 Output (output_dir): train/, valid/, test/ (ffm_ext Dataset directories), feature_spec.json
 (the FittedFeatureSpec), stats.json (the PrepareResult).
@@ -20,9 +20,8 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +32,14 @@ from ctrflow.components._chunk_cache import ChunkCache
 from ctrflow.components._chunk_reader import RawChunk, file_columns, read_chunks
 from ctrflow.components._dataset_writer import DatasetWriter
 from ctrflow.components._input_files import InputFile, list_inputs
-from ctrflow.components._schema import FeatureSpec, ParsedTable
+from ctrflow.components._prepare_report import (
+    BadInputError,
+    BadRow,
+    BadRowLog,
+    PrepareResult,
+    SplitStats,
+)
+from ctrflow.components._schema import FeatureSpec
 from ctrflow.components._split import SPLITS, TRAIN, TimeSplit
 from ctrflow.components.feature_spec import FittedFeatureSpec, SpecFitter
 
@@ -48,112 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 SPLIT_METHODS = ("auto", "time", "ratio")
-
-
-class BadInputError(ValueError):
-    """Too many bad rows; the message gives counts and examples with file and line."""
-
-
-@dataclass(frozen=True)
-class BadRow:
-    file: str
-    line: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class SplitStats:
-    rows: int
-    positives: int
-    positive_rate: float
-
-
-@dataclass(frozen=True)
-class PrepareResult:
-    output_dir: str
-    input_files: list[str]
-    input_rows: int  # every data row read, bad ones included
-    bad_rows: int
-    bad_fraction: float
-    bad_examples: list[BadRow]
-    split_method: str  # "time" or "ratio"
-    split_detail: dict[str, Any]
-    splits: dict[str, SplitStats]
-    n_fields: int
-    n_features: int
-    features_per_field: dict[str, int]
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def metrics(self) -> dict[str, float]:
-        """Flat numbers for KFP/MLflow metrics."""
-        out: dict[str, float] = {
-            "input_rows": float(self.input_rows),
-            "bad_rows": float(self.bad_rows),
-            "n_features": float(self.n_features),
-        }
-        for name, split in self.splits.items():
-            out[f"{name}_rows"] = float(split.rows)
-            out[f"{name}_positive_rate"] = split.positive_rate
-        return out
-
-    def summary(self) -> str:
-        lines = [f"prepared {self.output_dir} from {len(self.input_files)} file(s)"]
-        lines.append(
-            f"  input rows {self.input_rows:,}, bad rows {self.bad_rows:,} "
-            f"({100 * self.bad_fraction:.3f}%), split by {self.split_method}"
-        )
-        for name, split in self.splits.items():
-            detail = self.split_detail.get(name)
-            when = f"  days {', '.join(detail)}" if isinstance(detail, list) and detail else ""
-            lines.append(
-                f"  {name:5s} {split.rows:>12,} rows  positive rate {split.positive_rate:.4f}{when}"
-            )
-        lines.append(f"  {self.n_fields} fields, {self.n_features:,} features")
-        for example in self.bad_examples[:5]:
-            lines.append(f"  bad row {example.file}:{example.line}: {example.reason}")
-        return "\n".join(lines)
-
-
-class _BadRows:
-    """Counts bad rows and keeps the first examples; can tell early that the limit is exceeded."""
-
-    def __init__(self, max_fraction: float, max_examples: int) -> None:
-        self.max_fraction = max_fraction
-        self.max_examples = max_examples
-        self.rows = 0
-        self.bad = 0
-        self.examples: list[BadRow] = []
-
-    def record(self, chunk: RawChunk, parsed: ParsedTable) -> None:
-        bad_values = int(parsed.problems.bad.sum())
-        self.rows += chunk.table.num_rows + chunk.n_invalid
-        self.bad += bad_values + chunk.n_invalid
-        found = [(line, why) for line, why in chunk.invalid]
-        found += [(int(chunk.lines[row]), why) for row, why in parsed.problems.examples]
-        for line, why in sorted(found)[: max(self.max_examples - len(self.examples), 0)]:
-            self.examples.append(BadRow(chunk.file.name, line, why))
-
-    def fraction(self) -> float:
-        return self.bad / self.rows if self.rows else 0.0
-
-    def check(self, *, final: bool, total_rows_bound: float | None = None) -> None:
-        """Raise when the limit is exceeded; before the end only when it certainly will be."""
-        limit_rows = self.rows if final else total_rows_bound
-        if limit_rows is None or self.bad <= self.max_fraction * limit_rows:
-            return
-        shown = "\n".join(f"  {e.file}:{e.line}: {e.reason}" for e in self.examples[:10])
-        where = (
-            f"{self.bad:,} of {self.rows:,} rows are bad ({100 * self.fraction():.3f}%)"
-            if final
-            else f"stopped early: {self.bad:,} bad rows in the first {self.rows:,} already exceed "
-            f"the limit for the whole input (at most about {limit_rows:,.0f} rows)"
-        )
-        raise BadInputError(
-            f"{where}; max_bad_fraction is {100 * self.max_fraction:.3f}%. Examples:\n{shown}"
-        )
 
 
 @dataclass
@@ -197,7 +97,7 @@ def _progress(chunk: RawChunk, files: list[InputFile]) -> float | None:
 
 
 def _fit_pass(
-    plan: _Plan, bad: _BadRows, cache: ChunkCache
+    plan: _Plan, bad: BadRowLog, cache: ChunkCache
 ) -> tuple[FittedFeatureSpec, TimeSplit | None]:
     """Parse everything once: count bad rows, fit on training rows, cache the good rows."""
     spec = plan.spec
@@ -325,7 +225,7 @@ def prepare_data(
     )  # fmt: skip
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    bad = _BadRows(max_bad_fraction, max_examples)
+    bad = BadRowLog(max_bad_fraction, max_examples)
     cache = ChunkCache(out)
     try:
         log.info("prepare_data: pass 1 (parse, fit) over %d file(s) from %s", len(files), input_uri)
