@@ -1,9 +1,10 @@
 """Build Optuna's RDBStorage from a URL: capped pools, heartbeat, retries, password-free errors.
 
 PostgreSQL on a cluster: every worker holds at most ``pool_size + max_overflow`` connections
-(1 + 2 by default: one kept idle, brief extras for the heartbeat thread and the budget lock), so 50
-workers stay inside PostgreSQL's default ``max_connections=100``; ``pool_pre_ping`` drops
-connections the server or a proxy closed while a trial ran. SQLite locally: a long busy timeout,
+(1 + 1 by default: one kept, one opened briefly while the budget lock or the heartbeat thread
+overlaps the main thread), so 50 workers keep about 50 connections open and never exceed 100,
+PostgreSQL's default ``max_connections``; ``pool_pre_ping`` drops connections the server or a
+proxy closed while a trial ran. SQLite locally: a long busy timeout,
 since several worker processes write the same file.
 """
 
@@ -52,7 +53,7 @@ class StorageSettings:
     grace_period: int | None = 30
     max_retry: int | None = 3
     pool_size: int = 1
-    max_overflow: int = 2
+    max_overflow: int = 1
     connect_attempts: int = 6
     backoff_initial: float = 0.5
     backoff_max: float = 8.0

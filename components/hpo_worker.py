@@ -164,16 +164,24 @@ def _loop(
         lock.release()
         return objective(trial)
 
+    last: list[FrozenTrial] = []
+
     def finished(study: optuna.Study, trial: FrozenTrial) -> None:
-        progress.trial_done(trial, guard.counts())
+        last.append(trial)  # reported with the next count, which costs no extra query
 
     try:
         while True:
             started = False
             lock.acquire()
             try:
-                guard.reclaim(study)
                 counts = guard.counts()
+                if counts.full and not counts.done:
+                    # Every slot is taken; some may be held by dead workers' trials. (Optuna
+                    # itself fails stale trials before each `ask`, so this runs only here.)
+                    guard.reclaim(study)
+                    counts = guard.counts()
+                while last:
+                    progress.trial_done(last.pop(), counts)
                 if counts.done:
                     break
                 if not counts.full:

@@ -388,3 +388,36 @@ def test_sampler_choice_is_recorded_and_rebuilt_by_workers(tmp_path: pathlib.Pat
     assert tpe.sampler == "tpe" and isinstance(build_sampler(config.sampler, url, 0), TPESampler)
     with pytest.raises(ValueError, match="unknown sampler 'grid'; known: auto, tpe, cmaes"):
         create_study(storage_url=url, study_name="g", model_type="ffm", sampler="grid")
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_worker_shows_a_bar_or_log_lines_of_the_study_wide_budget(
+    tmp_path: pathlib.Path,
+    progress: bool,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    create_study(storage_url=url, study_name="p", model_type="ffm", budget=3)
+    space = get_space("ffm")
+    with caplog.at_level(logging.INFO, logger="ctrflow.components.hpo_worker"):
+        run_worker(
+            storage_url=url,
+            study_name="p",
+            settings=FAST,
+            objective=lambda t: float(space.suggest(t)["eta"]),
+            progress=progress,
+        )
+    err = capsys.readouterr().err
+    lines = [r.getMessage() for r in caplog.records if r.name == "ctrflow.components.hpo_worker"]
+    if progress:
+        assert "p: 100%" in err and "3/3" in err
+        assert not [line for line in lines if line.startswith("trial ")]
+    else:
+        assert "3/3" not in err
+        assert [line.split(" value=")[0] for line in lines[:3]] == [
+            "trial 0 COMPLETE",
+            "trial 1 COMPLETE",
+            "trial 2 COMPLETE",
+        ]
+        assert lines[2].endswith("study 3/3 finished")
