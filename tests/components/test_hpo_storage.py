@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections import Counter
@@ -421,3 +422,38 @@ def test_worker_shows_a_bar_or_log_lines_of_the_study_wide_budget(
             "trial 2 COMPLETE",
         ]
         assert lines[2].endswith("study 3/3 finished")
+
+
+def test_a_trial_started_under_the_lock_fills_the_slot_for_the_next_worker(
+    postgres_url: str,
+) -> None:
+    """The step the exact budget rests on, played out by hand for two workers, budget 2."""
+    from ctrflow.components._trial_budget import TrialBudget
+
+    name = f"slots-{uuid.uuid4().hex[:8]}"
+    create_study(storage_url=postgres_url, study_name=name, model_type="ffm", budget=2)
+    storage = make_storage(postgres_url, FAST)
+    study = optuna.load_study(study_name=name, storage=storage)
+    budget = TrialBudget(storage, storage.get_study_id_from_name(name), 2)
+    a, b = budget.lock(), budget.lock()
+
+    a.acquire()
+    assert not budget.counts().full
+    with pytest.warns(UserWarning, match="Heartbeat"):
+        first = study.ask()  # worker A starts its trial while it holds the lock
+    blocked = threading.Thread(target=b.acquire)
+    blocked.start()
+    blocked.join(timeout=0.5)
+    assert blocked.is_alive()  # worker B waits for A's decision to be committed
+    a.release()
+    blocked.join(timeout=30)
+    assert not blocked.is_alive()
+    assert budget.counts().by_state == {"RUNNING": 1}
+    with pytest.warns(UserWarning, match="Heartbeat"):
+        second = study.ask()
+    b.release()
+    counts = budget.counts()
+    assert counts.full and not counts.done  # a third worker would wait, not start
+    study.tell(first, 0.5)
+    study.tell(second, state=TrialState.PRUNED)
+    assert budget.counts().done

@@ -125,7 +125,6 @@ def test_four_worker_processes_end_with_exactly_the_budget(
     results = [json.loads(out.read_text()) for out in outs]
     assert sum(r["trials_run"] for r in results) == 20
     assert all(r["finished"] == 20 for r in results)
-    assert sum(r["trials_run"] > 0 for r in results) >= 2  # the work was really shared
 
 
 def test_threads_hammering_one_study_never_overshoot(postgres_url: str) -> None:
