@@ -1,0 +1,279 @@
+"""The weekly ctrflow pipeline (KFP v2).
+
+    worker-slots ─┐
+    prepare-data ─┴─▶ create-study ─▶ ParallelFor, n_workers: hpo-worker ─▶ finalize-study
+                                                                                  │
+                           register ◀── evaluate ◀── train-final ◀────────────────┘
+
+Every step is a lightweight Python component over a step function of ``ctrflow.components``,
+running on the project image (chosen at compile time; ``install_kfp_package=False``: the image
+holds kfp). The same compiled spec runs on Kubeflow and locally through
+``kfp.local.SubprocessRunner`` (``ctrflow run``).
+
+Secrets never travel as parameters: the Optuna storage URL comes from the Secret named by
+``storage_secret`` (key ``CTRFLOW_STORAGE_URL``) and MLflow's credentials, if the server needs
+them, from the optional Secret ``mlflow_secret`` (keys ``MLFLOW_TRACKING_USERNAME``,
+``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN``), both through
+``kfp.kubernetes.use_secret_as_env``. Locally, where no Kubernetes applies them, the steps inherit
+those variables from the ``ctrflow run`` process (SubprocessRunner starts each step with the
+parent's environment).
+
+No ``from __future__ import annotations`` here: KFP reads the pipeline function's annotations as
+types.
+"""
+
+import dataclasses
+import pathlib
+from typing import NamedTuple
+
+from kfp import compiler, dsl, kubernetes
+from kfp.dsl.graph_component import GraphComponent
+from kfp.dsl.pipeline_channel import PipelineParameterChannel
+from kfp.dsl.python_component import PythonComponent
+
+from ctrflow.components.create_study import create_study_component
+from ctrflow.components.evaluate import evaluate_component
+from ctrflow.components.finalize_study import finalize_study_component
+from ctrflow.components.hpo_worker import hpo_worker_component
+from ctrflow.components.prepare_data import prepare_data_component
+from ctrflow.components.register import register_component
+from ctrflow.components.train_final import train_final_component
+from ctrflow.pipelines._image import default_image
+from ctrflow.pipelines._kfp_components import step_component
+from ctrflow.pipelines._pipeline_steps import MAX_WORKERS, worker_slots_component
+
+__all__ = [
+    "PIPELINE_NAME",
+    "STORAGE_ENV",
+    "build_pipeline",
+    "compile_pipeline",
+]
+
+PIPELINE_NAME = "ctrflow"
+STORAGE_ENV = "CTRFLOW_STORAGE_URL"
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+# The manifests' ConfigMap holding MLFLOW_TRACKING_URI for pipeline steps (manifests/base).
+MLFLOW_CONFIG_MAP = "ctrflow-config"
+MLFLOW_SECRET_KEYS = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
+# The manifests' NetworkPolicies let only pods with this label reach PostgreSQL and MLflow.
+POD_LABEL = ("app.kubernetes.io/part-of", "ctrflow")
+WORKER_THREADS = 1  # one FFM thread per worker: scale out with workers, deterministic trials
+TRAIN_THREADS = 2
+
+
+# What a run returns (kfp.local hands these to `ctrflow run`; the KFP UI shows them).
+class PipelineOutputs(NamedTuple):
+    hpo: dict  # type: ignore[type-arg]  # finalize_study's summary: best params, warm start
+    test_logloss: float
+    test_auc: float
+    model_version: str
+    promoted: bool
+    promotion_reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+
+
+# Sized for the reference workload (a week of Criteo-like logs, tens of millions of rows);
+# prepare_data streams, so its memory does not grow with the input.
+RESOURCES = {
+    "worker-slots": Resources("100m", "500m", "128Mi", "256Mi"),
+    "prepare-data": Resources("2", "4", "4Gi", "8Gi"),
+    "create-study": Resources("250m", "1", "512Mi", "1Gi"),
+    "hpo-worker": Resources(str(WORKER_THREADS), str(WORKER_THREADS), "2Gi", "4Gi"),
+    "finalize-study": Resources("500m", "1", "1Gi", "2Gi"),
+    "train-final": Resources(str(TRAIN_THREADS), str(TRAIN_THREADS), "4Gi", "8Gi"),
+    "evaluate": Resources("1", "2", "2Gi", "4Gi"),
+    "register": Resources("1", "2", "2Gi", "4Gi"),
+}
+# Steps that talk to the database or MLflow retry on failure; all are idempotent on retry
+# (create_study leaves a ready study as it is, workers rejoin the study and its exact budget).
+RETRY = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0}
+WORKER_TIMEOUT_SECONDS = 12 * 3600
+
+
+def _components(image: str) -> dict[str, PythonComponent]:
+    funcs = {
+        "worker-slots": worker_slots_component,
+        "prepare-data": prepare_data_component,
+        "create-study": create_study_component,
+        "hpo-worker": hpo_worker_component,
+        "finalize-study": finalize_study_component,
+        "train-final": train_final_component,
+        "evaluate": evaluate_component,
+        "register": register_component,
+    }
+    return {name: step_component(func, image=image, name=name) for name, func in funcs.items()}
+
+
+def _configure(
+    task: dsl.PipelineTask, step: str, *, cache: bool, retry: bool, retries: bool
+) -> None:
+    res = RESOURCES[step]
+    task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
+    task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
+    # Caching is compiled per task: KFP ignores run-level caching options when a run is
+    # submitted by pipeline version id.
+    task.set_caching_options(enable_caching=cache)
+    if retry and retries:
+        task.set_retry(**RETRY)  # type: ignore[arg-type]
+    kubernetes.add_pod_label(task, *POD_LABEL)
+
+
+def _use_storage_secret(task: dsl.PipelineTask, secret: PipelineParameterChannel) -> None:
+    kubernetes.use_secret_as_env(
+        task, secret_name=secret, secret_key_to_env={STORAGE_ENV: STORAGE_ENV}
+    )
+
+
+def _use_mlflow(task: dsl.PipelineTask, secret: PipelineParameterChannel) -> None:
+    """MLflow's location and credentials as env vars. Both are optional: the location may come
+    as the run parameter ``mlflow_tracking_uri`` instead, and a server without authentication
+    needs no Secret."""
+    kubernetes.use_config_map_as_env(
+        task,
+        config_map_name=MLFLOW_CONFIG_MAP,
+        config_map_key_to_env={TRACKING_ENV: TRACKING_ENV},
+        optional=True,
+    )
+    kubernetes.use_secret_as_env(
+        task,
+        secret_name=secret,
+        secret_key_to_env={key: key for key in MLFLOW_SECRET_KEYS},
+        optional=True,
+    )
+
+
+def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphComponent:
+    """The pipeline with every step on ``image`` (default: the project image of this version).
+
+    ``retries=False`` leaves out the retry policies: for local runs, where a failing step is
+    bad input or a bug, not a lost pod or a database fail-over, and retrying only delays the error.
+    """
+    steps = _components(image or default_image())
+
+    def configure(task: dsl.PipelineTask, step: str, *, cache: bool, retry: bool) -> None:
+        _configure(task, step, cache=cache, retry=retry, retries=retries)
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Weekly CTR model: data prep, distributed Optuna HPO warm-started from the "
+        "champion, final training, test evaluation, MLflow registration and promotion.",
+    )
+    def ctr_pipeline(
+        data_uri: str,
+        model_name: str = "ctr-ffm",
+        model_type: str = "ffm",
+        n_workers: int = 4,
+        trial_budget: int = 40,
+        storage_secret: str = "ctrflow-storage",
+        mlflow_tracking_uri: str = "",
+        mlflow_secret: str = "ctrflow-mlflow-auth",
+        promotion_margin: float = 0.0,
+        mirror_production_stage: bool = False,
+        seed: int = 0,
+        feature_spec_uri: str = "",
+        search_space_tag: str = "",
+    ) -> PipelineOutputs:  # type: ignore[valid-type]
+        slots = steps["worker-slots"](n_workers=n_workers, budget=trial_budget)
+        configure(slots, "worker-slots", cache=False, retry=False)
+
+        prep = steps["prepare-data"](data_uri=data_uri, spec_uri=feature_spec_uri, seed=seed).after(
+            slots
+        )
+        configure(prep, "prepare-data", cache=False, retry=False)
+
+        # One study per run (DESIGN.md, Contracts): <model name>-<run id>.
+        study_name = f"{model_name}-{dsl.PIPELINE_JOB_ID_PLACEHOLDER}"
+        create = steps["create-study"](
+            study_name=study_name,
+            model_type=model_type,
+            model_name=model_name,
+            budget=trial_budget,
+            space_tag=search_space_tag,
+            seed=seed,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        ).after(prep)
+        configure(create, "create-study", cache=False, retry=True)
+        _use_storage_secret(create, storage_secret)
+        _use_mlflow(create, mlflow_secret)
+
+        # The workers get the study name from the run parameters, not from create-study's output:
+        # kfp.local (2.17) replaces every task output fed into a ParallelFor body with the loop
+        # item. .after() keeps the order; on a cluster both are the same string.
+        with dsl.ParallelFor(items=slots.output, parallelism=MAX_WORKERS) as slot:
+            worker = steps["hpo-worker"](
+                study_name=study_name,
+                budget=trial_budget,
+                worker_index=slot,
+                n_threads=WORKER_THREADS,
+                train=prep.outputs["train"],
+                valid=prep.outputs["valid"],
+            ).after(create)
+            configure(worker, "hpo-worker", cache=False, retry=True)
+            _use_storage_secret(worker, storage_secret)
+            kubernetes.set_timeout(worker, WORKER_TIMEOUT_SECONDS)
+
+        final = steps["finalize-study"](study_name=create.outputs["study_name"]).after(worker)
+        configure(final, "finalize-study", cache=False, retry=True)
+        _use_storage_secret(final, storage_secret)
+
+        train = steps["train-final"](
+            model_type=model_type,
+            best_params=final.outputs["best_params"],
+            n_threads=TRAIN_THREADS,
+            seed=seed,
+            train=prep.outputs["train"],
+            valid=prep.outputs["valid"],
+        )
+        configure(train, "train-final", cache=True, retry=False)
+
+        evaluation = steps["evaluate"](test=prep.outputs["test"], model=train.outputs["model"])
+        configure(evaluation, "evaluate", cache=True, retry=False)
+
+        register = steps["register"](
+            model_name=model_name,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            study_summary=final.outputs["summary"],
+            margin=promotion_margin,
+            mirror_stage=mirror_production_stage,
+            model=train.outputs["model"],
+            evaluation=evaluation.outputs["evaluation"],
+            feature_spec=prep.outputs["feature_spec"],
+            study_db=final.outputs["study_db"],
+            plots=final.outputs["plots"],
+            test=prep.outputs["test"],
+        )
+        # Never cached: a cache hit would skip the registration and the promotion decision.
+        configure(register, "register", cache=False, retry=True)
+        _use_mlflow(register, mlflow_secret)
+
+        return PipelineOutputs(  # type: ignore[no-any-return]
+            hpo=final.outputs["summary"],
+            test_logloss=evaluation.outputs["test_logloss"],
+            test_auc=evaluation.outputs["test_auc"],
+            model_version=register.outputs["model_version"],
+            promoted=register.outputs["promoted"],
+            promotion_reason=register.outputs["reason"],
+        )
+
+    return ctr_pipeline
+
+
+def compile_pipeline(
+    path: str | pathlib.Path, image: str | None = None, *, retries: bool = True
+) -> pathlib.Path:
+    """Write the pipeline spec (YAML) to ``path``; returns it."""
+    out = pathlib.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(image, retries=retries), package_path=str(out))
+    return out
