@@ -206,6 +206,15 @@ def finalize_study_component(
     metrics.log_metric("n_trials", result.n_trials)
     summary = result.to_dict()
     summary["study_db"] = study_db.path
+
+    def without_nulls(value: Any) -> Any:
+        # KFP's local runner cannot pass a dict holding None to the next step ("Value must be
+        # one of the following types"); a missing key reads the same through .get().
+        if isinstance(value, dict):
+            return {k: without_nulls(v) for k, v in value.items() if v is not None}
+        return value
+
+    summary = without_nulls(summary)
     outputs = namedtuple(
         "outputs", ["best_params", "best_value", "search_space_version", "summary"]
     )
