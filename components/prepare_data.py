@@ -194,6 +194,7 @@ def prepare_data(
     threads: int | None = None,
     max_examples: int = 20,
     split_dirs: Mapping[str, str] | None = None,
+    cache_memory_mb: int = 1024,
 ) -> PrepareResult:
     """Prepare FFM datasets from raw logs; see the module docstring.
 
@@ -202,6 +203,8 @@ def prepare_data(
     split: "auto" (by time when the timestamp column exists, else by ratio), "time" or "ratio".
     rare_threshold: overrides the spec's. split_dirs: write a split elsewhere than
     output_dir/<split> (the KFP component gives each split its own artifact).
+    cache_memory_mb: parsed rows kept in memory between the passes; beyond, they go to a
+    temporary directory in output_dir (about 170 bytes per Criteo row).
     """
     started = time.perf_counter()
     for name, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
@@ -226,7 +229,7 @@ def prepare_data(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     bad = BadRowLog(max_bad_fraction, max_examples)
-    cache = ChunkCache(out)
+    cache = ChunkCache(out, memory_bytes=cache_memory_mb << 20)
     try:
         log.info("prepare_data: pass 1 (parse, fit) over %d file(s) from %s", len(files), input_uri)
         fitted, time_split = _fit_pass(plan, bad, cache)

@@ -45,6 +45,7 @@ def _prepare(args: argparse.Namespace) -> int:
             max_bad_fraction=args.max_bad_fraction,
             rare_threshold=args.rare_threshold,
             threads=args.threads,
+            cache_memory_mb=args.cache_memory_mb,
         )
     except (ValueError, OSError) as exc:  # SpecError and BadInputError are ValueErrors
         print(f"ctrflow data prepare: {exc}", file=sys.stderr)
@@ -94,6 +95,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--max-bad-fraction", type=float, default=0.001, help="fail above this share of bad rows"
     )
     prepare.add_argument("--rare-threshold", type=int, default=None, help="override the spec's")
-    prepare.add_argument("--threads", type=int, default=None, help="CSV parser threads")
+    prepare.add_argument("--threads", type=int, default=None, help="parser threads")
+    prepare.add_argument(
+        "--cache-memory-mb",
+        type=int,
+        default=1024,
+        help="parsed rows kept in memory between the passes (the rest go to disk)",
+    )
     prepare.add_argument("--json", action="store_true", help="print the stats as JSON")
     prepare.set_defaults(func=_prepare)

@@ -128,7 +128,7 @@ def test_ratio_split_depends_on_rows_not_on_chunks_or_threads(
 ) -> None:
     a = prepare_data(
         input_uri=str(synth_csv), output_dir=str(tmp_path / "a"), split="ratio", chunk_rows=700,
-        threads=2,
+        threads=2, cache_memory_mb=0,  # every chunk goes through the on-disk cache
     )  # fmt: skip
     b = prepare_data(
         input_uri=str(synth_csv), output_dir=str(tmp_path / "b"), split="ratio",
@@ -197,7 +197,7 @@ def test_too_many_bad_rows_fail_before_writing(synth_csv: Path, tmp_path: Path) 
     assert prepare_data(**limit, split="ratio").bad_rows == 5
     shutil.rmtree(tmp_path / "out")
     with pytest.raises(BadInputError, match=r"5 of 12,000 rows are bad \(0\.042%\)") as info:
-        prepare_data(**limit, max_bad_fraction=0.0002)
+        prepare_data(**limit, max_bad_fraction=0.0002, cache_memory_mb=0)
     assert f"{tmp_path / 'bad.csv'}:30: I3: cannot parse 'abc'" in str(info.value)
     assert not (tmp_path / "out" / "train").exists()
     assert not list((tmp_path / "out").glob(".prepare-cache-*"))
