@@ -62,7 +62,7 @@ class _PlantedModel:
     numeric_sigma: npt.NDArray[np.float64]
     numeric_weight: npt.NDArray[np.float64]
     missing_weight: npt.NDArray[np.float64]
-    pairs: list[tuple[int, int, npt.NDArray[np.float64], npt.NDArray[np.float64]]]
+    pairs: list[tuple[int, int, npt.NDArray[np.float32], npt.NDArray[np.float32]]]
     day_drift: npt.NDArray[np.float64]
     bias: float
 
@@ -78,7 +78,7 @@ def _build_model(seed: int, days: int) -> _PlantedModel:
     rng.shuffle(cardinality)
     strength = rng.choice([0.0, 0.2, 0.5, 0.8], size=N_CATEGORICAL, p=[0.2, 0.3, 0.3, 0.2])
     pair_ids = rng.choice(N_CATEGORICAL * N_CATEGORICAL, size=4 * N_PAIRS, replace=False)
-    pairs: list[tuple[int, int, npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
+    pairs: list[tuple[int, int, npt.NDArray[np.float32], npt.NDArray[np.float32]]] = []
     for p in pair_ids.tolist():
         a, b = divmod(p, N_CATEGORICAL)
         if a < b and len(pairs) < N_PAIRS:
@@ -86,8 +86,8 @@ def _build_model(seed: int, days: int) -> _PlantedModel:
                 (
                     a,
                     b,
-                    rng.normal(0.0, 0.6, size=(int(cardinality[a]), LATENT_K)),
-                    rng.normal(0.0, 0.6, size=(int(cardinality[b]), LATENT_K)),
+                    rng.normal(0.0, 0.6, size=(int(cardinality[a]), LATENT_K)).astype(np.float32),
+                    rng.normal(0.0, 0.6, size=(int(cardinality[b]), LATENT_K)).astype(np.float32),
                 )
             )
     model = _PlantedModel(
@@ -119,11 +119,11 @@ def _draw(
 ) -> tuple[
     npt.NDArray[np.float64],
     npt.NDArray[np.bool_],
-    npt.NDArray[np.int64],
+    npt.NDArray[np.int32],
     npt.NDArray[np.bool_],
     npt.NDArray[np.float64],
 ]:
-    """Raw values and the logit (without bias) of `n` rows."""
+    """Raw values (categorical ones as (field, row)) and the logit (without bias) of `n` rows."""
     normal = rng.normal(size=(n, N_NUMERIC))
     log_value = model.numeric_mu + model.numeric_sigma * normal
     numeric = np.floor(np.exp(log_value)) - 1.0
@@ -131,17 +131,17 @@ def _draw(
     numeric_missing = rng.random((n, N_NUMERIC)) < np.asarray(NUMERIC_MISSING)
     logits = (np.tanh(normal) * model.numeric_weight * ~numeric_missing).sum(axis=1)
     logits += (model.missing_weight * numeric_missing).sum(axis=1)
-    values = np.empty((n, N_CATEGORICAL), dtype=np.int64)
+    values = np.empty((N_CATEGORICAL, n), dtype=np.int32)  # one contiguous row per field
     for j in range(N_CATEGORICAL):
         # Zipf-like ranks by inverting a Pareto CDF (numpy's zipf sampler is ~10x slower).
         tail = (1.0 - rng.random(n)) ** (-1.0 / (model.zipf_a[j] - 1.0))
         ranks = np.minimum(tail, 1e18).astype(np.int64) - 1
-        values[:, j] = ranks % model.cardinality[j]
-        logits += model.value_effects[j][values[:, j]]
+        values[j] = ranks % model.cardinality[j]
+        logits += model.value_effects[j][values[j]]
     categorical_missing = rng.random((n, N_CATEGORICAL)) < np.asarray(CATEGORICAL_MISSING)
     for a, b, latent_a, latent_b in model.pairs:
         both = ~categorical_missing[:, a] & ~categorical_missing[:, b]
-        dot = np.einsum("ik,ik->i", latent_a[values[:, a]], latent_b[values[:, b]])
+        dot = np.einsum("ik,ik->i", latent_a[values[a]], latent_b[values[b]])
         logits += np.where(both, dot, 0.0)
     logits += model.day_drift[np.minimum(day.astype(np.int64), model.day_drift.size - 1)]
     return numeric, numeric_missing, values, categorical_missing, logits
@@ -167,7 +167,7 @@ def iter_tables(*, rows: int, days: int = 7, seed: int = 0) -> Iterator[pa.Table
                 numeric[:, j].astype(np.int64), mask=numeric_missing[:, j]
             )
         for j in range(N_CATEGORICAL):
-            indices = pa.array(values[:, j].astype(np.int32), mask=categorical_missing[:, j])
+            indices = pa.array(values[j], mask=categorical_missing[:, j])
             columns[f"C{j + 1}"] = pa.DictionaryArray.from_arrays(indices, model.hex_values[j])
         columns["timestamp"] = pa.array(stamps)
         yield pa.table(columns)
