@@ -12,11 +12,8 @@ only reads bytes and consumes results in order.
 from __future__ import annotations
 
 import io
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ctrflow.components._input_files import InputFile
+from ctrflow.components._ordered_pool import in_order
 from ctrflow.components._schema import FeatureSpec, ParsedTable, SpecError
 
 _TEXT = pa.dictionary(pa.int32(), pa.string())
@@ -32,7 +30,6 @@ _BOM = b"\xef\xbb\xbf"
 # Arrow parses a chunk block by block: a few MB keeps it in cache (one huge block is ~3x slower).
 _BLOCK_BYTES = 4 << 20
 _MAX_TEXT = 200  # characters of a bad line kept in a message
-T = TypeVar("T")
 
 
 @dataclass
@@ -204,7 +201,7 @@ def _csv_chunks(
 ) -> Iterator[RawChunk]:
     """Parsed chunks in file order, with 1-based line numbers (the header is line 1)."""
     first = 2 if spec.header else 1
-    for pending in _in_order(_csv_jobs(file, index, spec, needed, chunk_rows, parse), threads):
+    for pending in in_order(_csv_jobs(file, index, spec, needed, chunk_rows, parse), threads):
         chunk = pending.chunk
         if pending.error is not None:
             last = first + pending.n_lines - 1
@@ -242,22 +239,6 @@ def _parquet_jobs(
             yield job
 
 
-def _in_order(jobs: Iterator[Callable[[], T]], threads: int) -> Iterator[T]:
-    """Run jobs on a thread pool, at most `threads + 1` in flight, results in submission order."""
-    if threads <= 1:
-        for job in jobs:
-            yield job()
-        return
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ctrflow-csv") as pool:
-        pending: deque[Future[T]] = deque()
-        for job in jobs:
-            pending.append(pool.submit(job))
-            if len(pending) > threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
 def read_chunks(
     files: Sequence[InputFile],
     *,
@@ -272,6 +253,6 @@ def read_chunks(
     for index, file in enumerate(files):
         if file.is_parquet:
             jobs = _parquet_jobs(file, index, needed, chunk_rows, spec, parse)
-            yield from _in_order(jobs, threads)
+            yield from in_order(jobs, threads)
         else:
             yield from _csv_chunks(file, index, spec, needed, chunk_rows, parse, threads)

@@ -19,9 +19,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,7 @@ from ctrflow.components._chunk_cache import ChunkCache
 from ctrflow.components._chunk_reader import RawChunk, file_columns, read_chunks
 from ctrflow.components._dataset_writer import DatasetWriter
 from ctrflow.components._input_files import InputFile, list_inputs
+from ctrflow.components._ordered_pool import in_order
 from ctrflow.components._prepare_report import (
     BadInputError,
     BadRow,
@@ -39,7 +41,7 @@ from ctrflow.components._prepare_report import (
     PrepareResult,
     SplitStats,
 )
-from ctrflow.components._schema import FeatureSpec
+from ctrflow.components._schema import FeatureSpec, ParsedTable
 from ctrflow.components._split import SPLITS, TRAIN, TimeSplit
 from ctrflow.components.feature_spec import FittedFeatureSpec, SpecFitter
 
@@ -144,20 +146,37 @@ def _ratio(plan: _Plan, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int8]:
     )
 
 
+_Encoded = tuple[npt.NDArray[np.float32], npt.NDArray[np.integer[Any]], npt.NDArray[np.int32]]
+
+
 def _transform_pass(
     fitted: FittedFeatureSpec,
     time_split: TimeSplit | None,
     cache: ChunkCache,
     dirs: Mapping[str, Path],
+    threads: int,
 ) -> dict[str, SplitStats]:
-    """Encode the cached rows with the fitted spec and append them to their split."""
+    """Encode the cached rows with the fitted spec (on worker threads) and append them to
+    their split (on this thread)."""
     writers = [
         DatasetWriter(dirs[name], n_fields=fitted.n_fields, n_features=fitted.n_features)
         for name in SPLITS
     ]
-    for labels, keys, parsed in cache.chunks(fitted.n_fields):
-        split = keys if time_split is None else time_split.assign_days(keys)
-        features = fitted.encode(parsed)
+
+    def jobs() -> Iterator[Callable[[], _Encoded]]:
+        for labels, keys, parsed in cache.chunks(fitted.n_fields):
+
+            def job(
+                labels: npt.NDArray[np.float32] = labels,
+                keys: npt.NDArray[np.int32] = keys,
+                parsed: ParsedTable = parsed,
+            ) -> _Encoded:
+                split = keys if time_split is None else time_split.assign_days(keys)
+                return labels, split, fitted.encode(parsed)
+
+            yield job
+
+    for labels, split, features in in_order(jobs(), threads):
         for index, writer in enumerate(writers):
             rows = split == index
             if rows.any():
@@ -236,7 +255,7 @@ def prepare_data(
         fitted_at = time.perf_counter()
         dirs = {name: Path((split_dirs or {}).get(name, out / name)) for name in SPLITS}
         log.info("prepare_data: pass 2 (transform), %d features", fitted.n_features)
-        stats = _transform_pass(fitted, time_split, cache, dirs)
+        stats = _transform_pass(fitted, time_split, cache, dirs, plan.threads)
     finally:
         cache.close()
     fitted.save(str(out / "feature_spec.json"))

@@ -1,0 +1,30 @@
+"""Run jobs on a small thread pool and get their results back in submission order.
+
+NumPy and Arrow release the GIL in their heavy loops, so on two cores a parse or encode job
+overlaps with the main thread's reading or writing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def in_order(jobs: Iterator[Callable[[], T]], threads: int) -> Iterator[T]:
+    """Results of `jobs` in order, at most `threads + 1` jobs in flight (bounded memory)."""
+    if threads <= 1:
+        for job in jobs:
+            yield job()
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ctrflow-prep") as pool:
+        pending: deque[Future[T]] = deque()
+        for job in jobs:
+            pending.append(pool.submit(job))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
