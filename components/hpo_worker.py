@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 from kfp import dsl
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from ctrflow.components._optuna_storage import StorageSettings, dispose, make_storage
 from ctrflow.components._study_config import StudyConfig, build_pruner, build_sampler
@@ -159,10 +159,20 @@ def _loop(
     progress = _Progress(guard.budget, counts.finished, progress_enabled, study.study_name)
     trials_run = 0
 
+    running: list[int] = []  # number of the trial in progress
+    raised: list[BaseException] = []  # what the objective itself raised, if anything
+
     def admitted(trial: optuna.Trial) -> float:
         # The trial is RUNNING in the storage now, so the next worker's count includes it.
         lock.release()
-        return objective(trial)
+        running[:] = [trial.number]
+        try:
+            return objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            raised[:] = [exc]
+            raise
 
     last: list[FrozenTrial] = []
 
@@ -187,12 +197,13 @@ def _loop(
                 if not counts.full:
                     started = True
                     trials_run += 1
+                    running.clear()
+                    raised.clear()
                     try:
                         study.optimize(admitted, n_trials=1, callbacks=[finished])
-                    except UpdateFinishedTrialError:
-                        # This worker stalled past the grace period: another worker failed the
-                        # trial and enqueued its retry. Only the retry counts.
-                        _log.warning("a trial of this worker was failed as stale meanwhile")
+                    except Exception as exc:
+                        if not _failed_as_stale(study, running, raised, exc):
+                            raise
             finally:
                 lock.release()
             if not started:
@@ -213,6 +224,29 @@ def _loop(
         finished=counts.finished,
         by_state=counts.by_state,
     )
+
+
+def _failed_as_stale(
+    study: optuna.Study, running: list[int], raised: list[BaseException], exc: Exception
+) -> bool:
+    """True when another worker failed this worker's trial as stale while it still ran (this
+    process stalled longer than the grace period): Optuna then refuses to record the result
+    ("Cannot tell a FAIL trial", or UpdateFinishedTrialError from inside the objective). The
+    retry enqueued by that worker is the one that counts, so this worker just goes on."""
+    if not running or (
+        raised and raised[0] is exc and not isinstance(exc, UpdateFinishedTrialError)
+    ):
+        return False  # the objective's own error: the trial is FAIL and the worker stops
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == running[0])
+    if trial.state != TrialState.FAIL:
+        return False
+    _log.warning(
+        "trial %d was failed as stale by another worker while this one still ran it "
+        "(stalled > grace period); its retry counts instead: %s",
+        trial.number,
+        exc,
+    )
+    return True
 
 
 def hpo_worker_component(

@@ -457,3 +457,44 @@ def test_a_trial_started_under_the_lock_fills_the_slot_for_the_next_worker(
     study.tell(first, 0.5)
     study.tell(second, state=TrialState.PRUNED)
     assert budget.counts().done
+
+
+def test_worker_goes_on_when_its_running_trial_was_failed_as_stale_by_another(
+    storage_url: str,
+) -> None:
+    """A worker frozen past the grace period (GC pause, throttled pod) finds its trial failed
+    and retried by another worker; its own result is refused and it simply continues."""
+    name = f"stalled-{uuid.uuid4().hex[:8]}"
+    create_study(storage_url=storage_url, study_name=name, model_type="ffm", budget=3)
+    other = optuna.load_study(study_name=name, storage=storage_url)
+    space = get_space("ffm")
+    calls: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        params = space.suggest(trial)
+        calls.append(trial.number)
+        if len(calls) == 1:
+            other.tell(trial.number, state=TrialState.FAIL)  # what the stale sweep does
+        return float(params["eta"])
+
+    result = run_worker(
+        storage_url=storage_url, study_name=name, settings=FAST, objective=objective
+    )
+    trials = other.get_trials(deepcopy=False)
+    assert result.finished == 3 and result.trials_run == 4
+    assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
+
+
+def test_objective_error_fails_the_trial_and_stops_the_worker_with_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    create_study(storage_url=url, study_name="e", model_type="ffm", budget=3)
+
+    def broken(trial: optuna.Trial) -> float:
+        raise FileNotFoundError("valid/meta.json is missing")
+
+    with pytest.raises(FileNotFoundError, match="valid/meta.json"):
+        run_worker(storage_url=url, study_name="e", settings=FAST, objective=broken)
+    trials = optuna.load_study(study_name="e", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.FAIL]
