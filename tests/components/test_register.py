@@ -1,0 +1,463 @@
+"""register + promotion gate against a real `mlflow server` (SQLite backend store, and once more
+with the PostgreSQL fixture as backend store).
+
+The weekly story, in order, on one registered model: a first run becomes version 1 and champion;
+a worse model stays challenger with the reason on its version; a failure injected after the
+version exists, or after the alias moved, leaves the champion where it was; a better model becomes
+champion with its promotion history on the version tags (and the legacy Production stage
+mirrored); next week's create_study finds this run's optuna/study.db through the alias.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import threading
+import uuid
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import mlflow
+import optuna
+import pytest
+from ctr_testdata import Week, make_week, run_study
+from mlflow import MlflowClient
+
+import ctrflow
+from ctrflow.components.create_study import create_study
+from ctrflow.components.evaluate import EvalResult, evaluate, logloss
+from ctrflow.components.finalize_study import FinalizeResult
+from ctrflow.components.promotion import _decide, _Score, download_version, promotion_history
+from ctrflow.components.register import RegisterResult, register
+from ctrflow.components.search_space import get_space
+from ctrflow.components.train_final import train_final
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    model_dir: pathlib.Path
+    eval_dir: pathlib.Path
+    evaluation: EvalResult
+
+
+def _train(
+    week: Week, out: pathlib.Path, model_type: str, params: dict[str, Any], **fixed: Any
+) -> Candidate:
+    space = get_space(model_type)
+    space = dataclasses.replace(space, fixed={**space.fixed, **fixed})
+    train_final(
+        model_type=model_type, params=params, train_dir=week.train, valid_dir=week.valid,
+        output_dir=out / "model", space=space,
+    )  # fmt: skip
+    result = evaluate(model_path=out / "model", test_dir=week.test, output_dir=out / "eval")
+    return Candidate(out / "model", out / "eval", result)
+
+
+@pytest.fixture(scope="module")
+def week(tmp_path_factory: pytest.TempPathFactory) -> Week:
+    return make_week(tmp_path_factory.mktemp("week-a"), rows=5000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def study(week: Week) -> FinalizeResult:
+    return run_study(week, model_type="ffm", name="week-a", budget=12)
+
+
+@pytest.fixture(scope="module")
+def models(week: Week, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Candidate]:
+    base = tmp_path_factory.mktemp("models")
+    defaults = dict(get_space("ffm").defaults)
+    found = {
+        "mediocre": _train(week, base / "mediocre", "ffm", defaults, max_epochs=2),
+        "worse": _train(week, base / "worse", "ffm", {**defaults, "eta": 0.02}, max_epochs=1),
+        "better": _train(week, base / "better", "ffm", defaults),
+        "xgboost": _train(week, base / "xgboost", "xgboost", dict(get_space("xgboost").defaults)),
+    }
+    loss = {name: c.evaluation.logloss for name, c in found.items()}
+    # The story needs this order; check it rather than assume it.
+    assert loss["worse"] > loss["mediocre"] > loss["better"] > loss["xgboost"], loss
+    return found
+
+
+def _register(
+    tracking_uri: str,
+    name: str,
+    week: Week,
+    study: FinalizeResult,
+    model: Candidate,
+    **options: Any,
+) -> RegisterResult:
+    return register(
+        tracking_uri=tracking_uri,
+        model_name=name,
+        model_dir=model.model_dir,
+        evaluation_dir=model.eval_dir,
+        feature_spec_path=week.spec_path,
+        study=study.to_dict(),
+        study_db=study.study_db,
+        test_dir=week.test,
+        hpo_plots_dir=pathlib.Path(study.study_db).parent,
+        **{"test_raw": week.test_raw, "pipeline_run_id": f"run-{uuid.uuid4().hex[:8]}", **options},
+    )
+
+
+def fail_at(stage: str) -> Callable[[str], None]:
+    def hook(event: str) -> None:
+        if event == stage:
+            raise RuntimeError(f"injected failure at {stage}")
+
+    return hook
+
+
+def _champion(client: MlflowClient, name: str) -> str:
+    return str(client.get_model_version_by_alias(name, "champion").version)
+
+
+def _tags(client: MlflowClient, name: str, version: str) -> dict[str, str]:
+    return dict(client.get_model_version(name, version).tags)
+
+
+def _production(client: MlflowClient, name: str) -> list[str]:
+    versions = client.search_model_versions(f"name = '{name}'")
+    return sorted(str(v.version) for v in versions if v.current_stage == "Production")
+
+
+def _latest_version(client: MlflowClient, name: str) -> str:
+    return str(max(int(v.version) for v in client.search_model_versions(f"name = '{name}'")))
+
+
+# ---- the weekly story, on both backend stores --------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["mlflow_server", "mlflow_server_postgres"])
+def registry(request: pytest.FixtureRequest) -> str:
+    uri: str = request.getfixturevalue(request.param)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def name(registry: str) -> str:
+    return f"ctr-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def first(
+    registry: str, name: str, week: Week, study: FinalizeResult, models: dict[str, Candidate]
+) -> RegisterResult:
+    return _register(
+        registry, name, week, study, models["mediocre"], pipeline_run_id="week-1",
+        mirror_stage=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def second(
+    first: RegisterResult, registry: str, name: str, week: Week, study: FinalizeResult,
+    models: dict[str, Candidate],
+) -> RegisterResult:  # fmt: skip
+    return _register(registry, name, week, study, models["worse"])
+
+
+@pytest.fixture(scope="module")
+def failed_early(
+    second: RegisterResult, registry: str, name: str, week: Week, study: FinalizeResult,
+    models: dict[str, Candidate],
+) -> str:  # fmt: skip
+    with pytest.raises(RuntimeError, match="injected failure at version_created"):
+        _register(
+            registry, name, week, study, models["better"], on_event=fail_at("version_created")
+        )
+    return _latest_version(MlflowClient(registry), name)
+
+
+@pytest.fixture(scope="module")
+def failed_late(
+    failed_early: str, registry: str, name: str, week: Week, study: FinalizeResult,
+    models: dict[str, Candidate],
+) -> str:  # fmt: skip
+    # After the alias moved and the Production stage was mirrored: both must go back.
+    with pytest.raises(RuntimeError, match="injected failure at history_written"):
+        _register(
+            registry, name, week, study, models["better"], on_event=fail_at("history_written"),
+            mirror_stage=True,
+        )  # fmt: skip
+    return _latest_version(MlflowClient(registry), name)
+
+
+@pytest.fixture(scope="module")
+def third(
+    failed_late: str, registry: str, name: str, week: Week, study: FinalizeResult,
+    models: dict[str, Candidate],
+) -> RegisterResult:  # fmt: skip
+    return _register(registry, name, week, study, models["better"], mirror_stage=True)
+
+
+def test_first_run_registers_version_1_as_champion_with_its_run(
+    first: RegisterResult, registry: str, name: str, study: FinalizeResult,
+    models: dict[str, Candidate], tmp_path: pathlib.Path,
+) -> None:  # fmt: skip
+    client = MlflowClient(registry)
+    assert (first.version, first.promoted, first.champion) == ("1", True, "1")
+    assert first.reason == "no champion yet"
+    assert _champion(client, name) == "1"
+    assert client.get_model_version_by_alias(name, "challenger").version == "1"
+
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == name
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    # The parameters the model was trained with (the defaults here; the study's best ones in
+    # the pipeline, which the tag says).
+    assert {k: params[k] for k in ("k", "eta", "lam")} == {"k": "4", "eta": "0.2", "lam": "2e-05"}
+    assert tags["ctrflow.trained_with_best_params"] == str(study.best_params == {
+        "k": 4, "eta": 0.2, "lam": 2e-5
+    }).lower()  # fmt: skip
+    assert params["model_type"] == "ffm" and params["fixed.max_epochs"] == "2"
+    assert (params["train_rows"], params["valid_rows"], params["test_rows"]) == (
+        "3500",
+        "750",
+        "750",
+    )
+    assert metrics["best_trial_logloss"] == study.best_value
+    assert metrics["default_trial_logloss"] == study.default_value
+    assert metrics["best_trial_auc"] == study.best_auc
+    assert metrics["default_trial_auc"] == study.default_auc
+    assert metrics["test_logloss"] == models["mediocre"].evaluation.logloss
+    assert metrics["test_auc"] == models["mediocre"].evaluation.auc
+    assert tags["ctrflow.search_space_version"] == study.search_space_version
+    assert tags["ctrflow.study_name"] == study.study_name == "week-a"
+    assert tags["ctrflow.code_version"] == ctrflow.__version__
+    assert tags["ctrflow.pipeline_run_id"] == "week-1"
+    assert tags["ctrflow.data_fingerprint"].startswith("sha256:")
+
+    def listing(path: str) -> set[str]:
+        return {a.path for a in client.list_artifacts(first.run_id, path)}
+
+    assert {"optuna/study.db", "optuna/summary.json", "optuna/plots"} <= listing("optuna")
+    assert listing("optuna/plots") == {
+        "optuna/plots/optimization_history.png", "optuna/plots/param_importances.png"
+    }  # fmt: skip
+    assert listing("evaluation") == {"evaluation/calibration.png", "evaluation/evaluation.json"}
+    assert listing("feature_spec") == {"feature_spec/feature_spec.json"}
+    db = client.download_artifacts(first.run_id, "optuna/study.db", str(tmp_path))
+    exported = optuna.load_study(study_name="week-a", storage=f"sqlite:///{db}")
+    assert len(exported.trials) == 12 and exported.best_value == study.best_value
+
+    v1 = _tags(client, name, "1")
+    assert v1["ctrflow.promotion.decision"] == "promoted"
+    assert v1["ctrflow.champion.previous_version"] == "none"
+    assert "ctrflow.champion.since" in v1
+    assert client.get_model_version(name, "1").run_id == first.run_id
+    assert _production(client, name) == ["1"]
+
+
+def test_worse_model_stays_challenger_with_the_reason_on_its_version(
+    second: RegisterResult, registry: str, name: str, models: dict[str, Candidate]
+) -> None:
+    client = MlflowClient(registry)
+    assert (second.version, second.promoted, second.champion) == ("2", False, "1")
+    assert _champion(client, name) == "1"
+    assert client.get_model_version_by_alias(name, "challenger").version == "2"
+    worse, champion = models["worse"].evaluation.logloss, models["mediocre"].evaluation.logloss
+    # The champion was scored anew on this run's test set: the same number evaluate gave it.
+    assert second.decision["champion_logloss"] == pytest.approx(champion, rel=1e-9)
+    assert second.decision["compared_on"] == "test dataset, same feature spec (750 rows)"
+    tags = _tags(client, name, "2")
+    assert tags["ctrflow.promotion.decision"] == "kept_champion"
+    assert tags["ctrflow.promotion.reason"] == (
+        f"champion kept: test logloss {worse:.6f} is not lower than champion version 1's "
+        f"{champion:.6f} by at least the margin 0.0 (difference {champion - worse:+.6f})"
+    )
+    assert float(tags["ctrflow.promotion.champion_test_logloss"]) == pytest.approx(champion)
+    assert tags["ctrflow.promotion.champion_version"] == "1"
+    assert "ctrflow.champion.since" not in tags
+    assert client.get_run(second.run_id).data.tags["ctrflow.promotion.decision"] == "kept"
+
+
+def test_failure_after_the_version_exists_leaves_the_champion(
+    failed_early: str, registry: str, name: str
+) -> None:
+    client = MlflowClient(registry)
+    assert failed_early == "3"
+    assert _champion(client, name) == "1"
+    tags = _tags(client, name, "3")
+    assert tags["ctrflow.promotion.decision"] == "failed"
+    assert tags["ctrflow.promotion.reason"] == "RuntimeError: injected failure at version_created"
+    run = client.get_run(client.get_model_version(name, "3").run_id)
+    assert run.info.status == "FAILED"
+
+
+def test_failure_after_the_alias_moved_puts_it_back(
+    failed_late: str, registry: str, name: str
+) -> None:
+    client = MlflowClient(registry)
+    assert failed_late == "4"
+    assert _champion(client, name) == "1"
+    tags = _tags(client, name, "4")
+    assert tags["ctrflow.promotion.decision"] == "failed"
+    assert "ctrflow.champion.since" not in tags
+    assert "ctrflow.champion.until" not in _tags(client, name, "1")
+    assert _production(client, name) == ["1"]
+
+
+def test_better_model_becomes_champion_with_its_promotion_history(
+    third: RegisterResult, registry: str, name: str, models: dict[str, Candidate]
+) -> None:
+    client = MlflowClient(registry)
+    assert (third.version, third.promoted, third.champion) == ("5", True, "5")
+    assert _champion(client, name) == "5"
+    better, mediocre = models["better"].evaluation.logloss, models["mediocre"].evaluation.logloss
+    v5, v1 = _tags(client, name, "5"), _tags(client, name, "1")
+    assert v5["ctrflow.promotion.decision"] == "promoted"
+    assert v5["ctrflow.promotion.reason"] == (
+        f"test logloss {better:.6f} beats champion version 1's {mediocre:.6f} by "
+        f"{mediocre - better:.6f} (margin 0.0)"
+    )
+    assert float(v5["ctrflow.promotion.challenger_test_logloss"]) == pytest.approx(better)
+    assert float(v5["ctrflow.promotion.champion_test_logloss"]) == pytest.approx(mediocre)
+    assert v5["ctrflow.champion.previous_version"] == "1"
+    assert v1["ctrflow.champion.replaced_by"] == "5"
+    assert v1["ctrflow.champion.until"] == v5["ctrflow.champion.since"]
+    history = promotion_history(client, name)
+    assert [(h["version"], h["previous_version"], h["replaced_by"]) for h in history] == [
+        ("1", "none", "5"),
+        ("5", "1", None),
+    ]
+    # Mirrored for readers of the deprecated stages.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        production = client.get_latest_versions(name, stages=["Production"])
+        stages = {
+            v.version: v.current_stage for v in client.search_model_versions(f"name='{name}'")
+        }
+    assert [v.version for v in production] == ["5"]
+    assert [v for v, stage in stages.items() if stage == "Production"] == ["5"]
+
+
+def test_next_weeks_create_study_warm_starts_from_this_runs_study_through_the_alias(
+    third: RegisterResult, registry: str, name: str, study: FinalizeResult,
+    tmp_path: pathlib.Path,
+) -> None:  # fmt: skip
+    info = create_study(
+        storage_url=f"sqlite:///{tmp_path / 'next.db'}", study_name="week-b", model_type="ffm",
+        mlflow_tracking_uri=registry, model_name=name, budget=4,
+    )  # fmt: skip
+    assert info.sampler == "cmaes", info.warm_start
+    assert info.warm_start["found_via"] == "alias:champion"
+    assert info.warm_start["model_version"] == "5"
+    assert info.warm_start["run_id"] == third.run_id
+    assert info.warm_start["source_study_name"] == "week-a"
+    assert info.warm_start["n_source_trials"] == study.counts["COMPLETE"] == 12
+
+
+# ---- another feature spec, concurrency (SQLite backend store) -------------------------------
+
+
+def test_champion_with_another_feature_spec_is_scored_on_the_raw_test_rows(
+    mlflow_server: str, week: Week, study: FinalizeResult, models: dict[str, Candidate],
+    tmp_path: pathlib.Path,
+) -> None:  # fmt: skip
+    name = f"ctr-{uuid.uuid4().hex[:8]}"
+    client = MlflowClient(mlflow_server)
+    _register(mlflow_server, name, week, study, models["better"])
+    # Next week: other rows, so another fitted spec (other vocabularies, other feature ids).
+    week_b = make_week(tmp_path / "week-b", rows=5000, seed=1)
+    challenger = _train(week_b, tmp_path / "model-b", "ffm", dict(get_space("ffm").defaults))
+    result = _register(mlflow_server, name, week_b, study, challenger)
+
+    assert result.decision["compared_on"] == (
+        "raw test rows through each model's feature spec (750 rows)"
+    )
+    raw = week_b.test_raw
+    local = download_version(client, mlflow_server, name, "1", str(tmp_path / "champion"))
+    champion = mlflow.pyfunc.load_model(local)
+    expected = logloss(raw["label"].to_numpy(), champion.predict(raw[list(week.spec.raw_columns)]))
+    assert result.decision["champion_logloss"] == pytest.approx(expected, rel=1e-12)
+    # Through its own spec, the challenger scores the raw rows as evaluate scored its Dataset.
+    assert result.decision["challenger_logloss"] == pytest.approx(
+        challenger.evaluation.logloss, rel=1e-9
+    )
+    assert result.promoted == (expected > result.decision["challenger_logloss"])
+
+    # Without the raw rows the two cannot be compared: the champion stays, and the reason says so.
+    kept = _register(mlflow_server, name, week_b, study, challenger, test_raw=None)
+    assert not kept.promoted and kept.champion == _champion(client, name)
+    assert kept.reason == (
+        f"champion kept: champion version {kept.champion} uses another feature spec and no raw "
+        "test rows were given to score both models on"
+    )
+
+
+def test_two_pipelines_promoting_at_once_end_with_the_better_one_as_champion(
+    mlflow_server: str, week: Week, study: FinalizeResult, models: dict[str, Candidate]
+) -> None:
+    name = f"ctr-{uuid.uuid4().hex[:8]}"
+    _register(mlflow_server, name, week, study, models["mediocre"])
+    # Both score champion version 1 before either takes the lock: a real race for the alias.
+    barrier = threading.Barrier(2, timeout=120)
+    results: dict[str, RegisterResult] = {}
+    errors: list[BaseException] = []
+
+    def pipeline(key: str) -> None:
+        scored = 0
+
+        def hook(event: str) -> None:
+            nonlocal scored
+            if event == "champion_scored":
+                scored += 1
+                if scored == 1:
+                    barrier.wait()
+
+        try:
+            results[key] = _register(mlflow_server, name, week, study, models[key], on_event=hook)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pipeline, args=(k,)) for k in ("better", "xgboost")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    client = MlflowClient(mlflow_server)
+    best = results["xgboost"]
+    assert _champion(client, name) == best.version
+    first, late = sorted(results.values(), key=lambda r: r.decision["attempts"])
+    # The first to get the lock promoted over version 1; the other found the champion moved,
+    # scored the new one and decided against it, not against the stale version 1.
+    assert (first.decision["attempts"], late.decision["attempts"]) == (1, 2)
+    assert first.promoted and first.decision["previous_champion"] == "1"
+    assert late.decision["previous_champion"] == first.version
+    assert late.promoted == (late is best)
+    history = promotion_history(client, name)
+    assert [h["version"] for h in history][-1] == best.version
+    lock = f"{name}.ctrflow-promotion-lock"
+    assert lock not in {m.name for m in client.search_registered_models()}  # released
+
+
+# ---- the decision rule -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("champion", "challenger", "margin", "promoted"),
+    [
+        (0.50, 0.49, 0.0, True),
+        (0.50, 0.50, 0.0, False),  # a tie does not move the champion
+        (0.50, 0.51, 0.0, False),
+        (0.50, 0.49, 0.01, True),  # exactly the margin
+        (0.50, 0.495, 0.01, False),
+    ],
+)
+def test_decision_rule(champion: float, challenger: float, margin: float, promoted: bool) -> None:
+    score = _Score(champion_logloss=champion, challenger_logloss=challenger, compared_on="x")
+    decided, reason = _decide("7", score, challenger, margin)
+    assert decided is promoted
+    assert ("beats champion version 7" in reason) is promoted
+
+
+def test_no_champion_promotes_and_an_unscorable_champion_stays() -> None:
+    assert _decide(None, None, 0.5, 0.0) == (True, "no champion yet")
+    assert _decide("3", _Score(problem="it broke"), 0.1, 0.0) == (False, "champion kept: it broke")
