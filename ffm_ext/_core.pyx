@@ -34,7 +34,7 @@ cdef extern from "ffm_kernels.h" nogil:
         int64_t n_rows
 
     int FFM_LANES
-    float *ffm_alloc(int64_t count)
+    float *ffm_alloc(int64_t count, int zero)
     void ffm_free(float *p)
     void ffm_init(ffm_model *model, uint64_t seed)
     void ffm_fill(float *p, int64_t count, float value)
@@ -88,9 +88,9 @@ cdef class _AlignedFloats:
         ffm_free(self.ptr)
 
 
-cdef _AlignedFloats _aligned_floats(int64_t count):
+cdef _AlignedFloats _aligned_floats(int64_t count, bint zero=True):
     cdef _AlignedFloats buf = _AlignedFloats.__new__(_AlignedFloats)
-    buf.ptr = ffm_alloc(count)
+    buf.ptr = ffm_alloc(count, zero)
     if buf.ptr == NULL:
         raise MemoryError(f"cannot allocate {count * 4 / 2**20:.1f} MiB for FFM weights")
     buf.size = count
@@ -160,7 +160,9 @@ cdef class Engine:
     cdef _AlignedFloats _state  # training layout; None outside training
     cdef int64_t _vectors
 
-    def __cinit__(self, int64_t n, int64_t m, int64_t k):
+    def __cinit__(self, int64_t n, int64_t m, int64_t k, bint training=False):
+        """Zeroed compact weights; or, with training=True, an uninitialised training layout
+        for initialize() to fill (a fresh fit skips the compact buffer and the repacking)."""
         if n < 1 or m < 1 or k < 1:
             raise ValueError(f"n, m and k must be >= 1, got n={n}, m={m}, k={k}")
         self.model.n = n
@@ -168,8 +170,12 @@ cdef class Engine:
         self.model.k = k
         self.model.kp = (k + FFM_LANES - 1) // FFM_LANES * FFM_LANES
         self._vectors = n * m
-        self._weights = _aligned_floats(self._vectors * self.model.kp)
-        self._use_compact()
+        if training:
+            self._state = _aligned_floats(2 * self._vectors * self.model.kp, zero=False)
+            self._use_training()
+        else:
+            self._weights = _aligned_floats(self._vectors * self.model.kp)
+            self._use_compact()
 
     cdef void _use_compact(self):
         self.model.w = self._weights.ptr
@@ -210,18 +216,21 @@ cdef class Engine:
         with nogil:
             ffm_init(&self.model, seed)
 
-    def start_training(self):
-        """Switch to the training layout, accumulators all 1 (LIBFFM's start value)."""
-        if self._state is not None:
-            return
-        self._state = _aligned_floats(2 * self._vectors * self.model.kp)
-        with nogil:
-            ffm_pack(self._state.ptr, self._weights.ptr, self._vectors, self.model.kp)
-        self._weights = None  # the training layout holds the weights now
+    cdef void _use_training(self):
         self.model.w = self._state.ptr
         self.model.g = self._state.ptr + self.model.kp
         self.model.fs = 2 * self.model.kp
         self.model.js = 2 * self.model.m * self.model.kp
+
+    def start_training(self):
+        """Switch to the training layout, accumulators all 1 (LIBFFM's start value)."""
+        if self._state is not None:
+            return
+        self._state = _aligned_floats(2 * self._vectors * self.model.kp, zero=False)
+        with nogil:
+            ffm_pack(self._state.ptr, self._weights.ptr, self._vectors, self.model.kp)
+        self._weights = None  # the training layout holds the weights now
+        self._use_training()
 
     def stop_training(self, _AlignedFloats restore=None):
         """Back to the compact layout, with the current weights or a snapshot's."""
@@ -230,7 +239,7 @@ cdef class Engine:
         if restore is not None:
             self._weights = restore
         else:
-            self._weights = _aligned_floats(self._vectors * self.model.kp)
+            self._weights = _aligned_floats(self._vectors * self.model.kp, zero=False)
             with nogil:
                 ffm_unpack(self._weights.ptr, self._state.ptr, self._vectors, self.model.kp)
         self._state = None
@@ -239,7 +248,7 @@ cdef class Engine:
     def snapshot(self, _AlignedFloats into=None):
         """Copy of the current weights in the compact layout (reusing `into` when given)."""
         if into is None:
-            into = _aligned_floats(self._vectors * self.model.kp)
+            into = _aligned_floats(self._vectors * self.model.kp, zero=False)
         if self._state is not None:
             with nogil:
                 ffm_unpack(into.ptr, self._state.ptr, self._vectors, self.model.kp)

@@ -172,7 +172,7 @@ class FFM:
         m = max(train.n_fields, valid.n_fields if valid is not None else 0, 1)
         engine = self._engine
         if not (warm_start and engine is not None and engine.shape == (n, m, self.k)):
-            engine = _core.Engine(n, m, self.k)
+            engine = _core.Engine(n, m, self.k, training=True)
             engine.initialize(self.seed)
         self._engine = engine
         threads = resolve_threads(self.n_threads)

@@ -19,7 +19,7 @@
 
 #define FFM_HUGE_PAGE ((size_t)2 << 20)
 
-float *ffm_alloc(int64_t count) {
+float *ffm_alloc(int64_t count, int zero) {
     size_t bytes = (size_t)(count > 0 ? count : 1) * sizeof(float);
     /* Rows hit features at random all over the model: on 4 KiB pages nearly every feature
      * costs a TLB miss. Large buffers ask for transparent huge pages (2 MiB) instead. */
@@ -31,7 +31,7 @@ float *ffm_alloc(int64_t count) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (huge) madvise(p, bytes, MADV_HUGEPAGE);
 #endif
-    memset(p, 0, bytes);
+    if (zero) memset(p, 0, bytes);
     return (float *)p;
 }
 
@@ -126,6 +126,7 @@ void ffm_init(ffm_model *model, uint64_t seed) {
             float *w = model->w + j * model->js + f * model->fs;
             for (int64_t d = 0; d < model->kp; ++d)
                 w[d] = d < model->k ? coef * rng_uniform(&rng) : 0.0f;
+            if (model->g) ffm_fill(model->g + j * model->js + f * model->fs, model->kp, 1.0f);
         }
 }
 

@@ -40,11 +40,12 @@ typedef struct {
     int64_t n_rows;
 } ffm_rows;
 
-/* Aligned, zero-filled float buffer (free with ffm_free); NULL when out of memory. */
-float *ffm_alloc(int64_t count);
+/* Aligned float buffer, zero-filled when `zero` (free with ffm_free); NULL when out of memory. */
+float *ffm_alloc(int64_t count, int zero);
 void ffm_free(float *p);
 
-/* LIBFFM's initialisation: w ~ U(0, 1) / sqrt(k) on the k real lanes (padding 0). */
+/* LIBFFM's initialisation: w ~ U(0, 1) / sqrt(k) on the k real lanes (padding 0); in the
+ * training layout also every accumulator = 1. Same weights in either layout for a seed. */
 void ffm_init(ffm_model *model, uint64_t seed);
 
 /* Serving layout (vectors of kp) -> training layout (vectors of 2 kp, accumulators = 1). */

@@ -175,3 +175,15 @@ def test_classifier_is_an_sklearn_estimator() -> None:
     assert clf.history_.best_epoch >= 1
     flipped = clf.fit(train, 1 - train.labels).predict_proba(train)[:, 1]
     assert np.mean(flipped) == pytest.approx(1 - np.mean(train.labels), abs=0.1)
+
+
+def test_fresh_fit_equals_init_weights_then_warm_start() -> None:
+    """A fresh fit initialises straight into the training layout; the weights must be the
+    ones init_weights() gives for the seed."""
+    data = synthetic(15, rows=600)
+    fresh = ffm_ext.FFM(epochs=2, seed=9)
+    fresh.fit(data)
+    staged = ffm_ext.FFM(epochs=2, seed=9)
+    staged.init_weights(data.n_features, data.n_fields)
+    staged.fit(data, warm_start=True)
+    np.testing.assert_array_equal(fresh.weights, staged.weights)
