@@ -61,10 +61,13 @@ def file_columns(file: InputFile, spec: FeatureSpec) -> list[str]:
     first = head.split(b"\n", 1)[0].removeprefix(_BOM).rstrip(b"\r")
     if not first:
         raise ValueError(f"{file.name}: empty file or empty header line")
-    header = pacsv.read_csv(
-        io.BytesIO(first + b"\n"),
-        parse_options=pacsv.ParseOptions(delimiter=file.separator(spec.separator)),
-    )
+    try:
+        header = pacsv.read_csv(
+            io.BytesIO(first + b"\n"),
+            parse_options=pacsv.ParseOptions(delimiter=file.separator(spec.separator)),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(f"{file.name}: line 1: cannot read the header: {exc}") from exc
     return list(header.column_names)
 
 

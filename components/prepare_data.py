@@ -132,11 +132,17 @@ def _fit_pass(
             fitter.update(parsed, rows=good & (split == TRAIN), row_ids=ids)
             cache.put(parsed, good, split)
     bad.check(final=True)
-    if not plan.use_time:
-        return fitter.finish(), None
-    time_split = TimeSplit.plan(list(by_day), valid_days=plan.valid_days, test_days=plan.test_days)
-    for day in time_split.train_days:
-        fitter.merge(by_day[day])
+    if bad.rows == 0:
+        raise ValueError(f"{', '.join(f.name for f in plan.files)}: no data rows")
+    time_split = None
+    if plan.use_time:
+        time_split = TimeSplit.plan(
+            list(by_day), valid_days=plan.valid_days, test_days=plan.test_days
+        )
+        for day in time_split.train_days:
+            fitter.merge(by_day[day])
+    if fitter.rows == 0:
+        raise ValueError(f"no training rows among the {bad.rows:,} input rows")
     return fitter.finish(), time_split
 
 

@@ -316,6 +316,12 @@ def test_spec_and_schema_errors_name_file_and_key(synth_csv: Path, tmp_path: Pat
             input_uri=str(synth_csv), output_dir=str(tmp_path / "o"),
             spec_path=str(tmp_path / "spec2.json"),
         )  # fmt: skip
+    (tmp_path / "empty.csv").write_text(synth_csv.read_text().split("\n", 1)[0] + "\n")
+    with pytest.raises(ValueError, match=r"empty\.csv: no data rows"):
+        prepare_data(input_uri=str(tmp_path / "empty.csv"), output_dir=str(tmp_path / "o"))
+    (tmp_path / "binary.csv").write_bytes(b'"unterminated\n1,2')
+    with pytest.raises(ValueError, match=r"binary\.csv: line 1: cannot read the header"):
+        prepare_data(input_uri=str(tmp_path / "binary.csv"), output_dir=str(tmp_path / "o"))
     with pytest.raises(ValueError, match=r"time split needs at least 3 days"):
         small = tmp_path / "oneday.csv"
         write_synth(str(small), rows=100, days=1)
