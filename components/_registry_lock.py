@@ -10,13 +10,18 @@ to release.
 
 A holder that dies leaves the lock behind; it carries an expiry (``ttl``, far longer than the
 critical section, which does a few registry calls). A waiter that finds an expired lock breaks it
-by *renaming* it to ``<lock>.stale-<hash of the dead owner's token>``: a rename is atomic too and
-its target name is unique per dead owner, so when two waiters break the same stale lock only the
-first rename succeeds; the second fails (target exists) and cannot rename the fresh lock the
-first one created meanwhile. The stale copy stays in the registry as evidence (its description
-says what it is). What remains unsafe, and is documented, not hidden: a holder paused for longer
-than ``ttl`` (a stopped VM) and then resuming still believes it holds the lock; ``promotion``
-re-reads the alias after setting it to catch what that would break.
+by *renaming* it to ``<lock>.stale-<hash of its owner and creation time>``: a rename is atomic
+too and its target name is unique per incarnation of the lock, so when two waiters break the same
+stale lock only the first rename succeeds; the second fails (target exists) and cannot rename the
+fresh lock the first one created meanwhile. The stale copy stays in the registry as evidence
+(deleting it would let a very late second breaker rename a fresh lock).
+
+What remains unsafe, said here rather than hidden: a holder paused for longer than ``ttl`` (a
+stopped VM, a long GC) that then resumes still believes it holds the lock while a waiter may
+have broken it and hold a new one. ``promotion`` re-reads the alias right after setting it and
+fails loudly if it is not its version, which catches an overwrite that lands before that read,
+not one that lands after it. A registry that allows no new registered models for the pipeline's
+identity cannot host the lock (then ``promote`` fails and the champion stays).
 """
 
 from __future__ import annotations
@@ -54,8 +59,18 @@ def lock_name(model_name: str) -> str:
 
 @dataclass(frozen=True)
 class _Holder:
-    owner: str
+    owner: str  # "" when the lock was read without its tags (see _holder)
     expires_at: float
+    created_ms: int = 0  # identifies this incarnation of the lock name
+
+    def stale(self, ttl: float) -> bool:
+        now = time.time()
+        if self.owner:
+            return self.expires_at < now
+        # No tags: most likely a lock being deleted right now (the server reads the model row and
+        # its tags in two queries, so a read can fall between a delete's row and tag removals).
+        # Only a tag-less lock older than a whole ttl is treated as dead.
+        return self.created_ms / 1000 + ttl < now
 
 
 class RegistryLock:
@@ -88,8 +103,12 @@ class RegistryLock:
         try:
             expires = float(tags.get(TAG_EXPIRES, "0"))
         except ValueError:
-            expires = 0.0  # an unreadable lock is treated as stale
-        return _Holder(owner=str(tags.get(TAG_OWNER, "")), expires_at=expires)
+            expires = 0.0  # an unreadable expiry is treated as past
+        return _Holder(
+            owner=str(tags.get(TAG_OWNER, "")),
+            expires_at=expires,
+            created_ms=int(model.creation_timestamp or 0),
+        )
 
     def _try_create(self) -> bool:
         expires = time.time() + self.ttl
@@ -100,14 +119,17 @@ class RegistryLock:
                 description="ctrflow promotion lock: held while alias 'champion' is being moved",
             )
         except MlflowException as exc:
-            if exc.error_code != _EXISTS:
+            # On a name clash the server reads the existing model to word its error; if that
+            # one was deleted in between, the answer is "does not exist": just try again.
+            if exc.error_code not in (_EXISTS, _MISSING):
                 raise
             return False
         self._expires_at = expires
         return True
 
     def _break_stale(self, holder: _Holder) -> None:
-        digest = hashlib.sha256(holder.owner.encode()).hexdigest()[:16]
+        # Unique per incarnation of the lock: breaking the same dead lock twice is impossible.
+        digest = hashlib.sha256(f"{holder.owner}@{holder.created_ms}".encode()).hexdigest()[:16]
         target = f"{self.name}.stale-{digest}"
         try:
             self.client.rename_registered_model(self.name, target)
@@ -133,7 +155,7 @@ class RegistryLock:
                 # retried: the lock is ours.
                 self._expires_at = holder.expires_at
                 return
-            if holder.expires_at < time.time():
+            if holder.stale(self.ttl):
                 self._break_stale(holder)
                 continue
             if time.monotonic() >= deadline:

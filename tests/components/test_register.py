@@ -461,3 +461,68 @@ def test_decision_rule(champion: float, challenger: float, margin: float, promot
 def test_no_champion_promotes_and_an_unscorable_champion_stays() -> None:
     assert _decide(None, None, 0.5, 0.0) == (True, "no champion yet")
     assert _decide("3", _Score(problem="it broke"), 0.1, 0.0) == (False, "champion kept: it broke")
+
+
+def test_kfp_step_function_registers_from_artifact_paths(
+    mlflow_server: str, week: Week, study: FinalizeResult, models: dict[str, Candidate],
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from kfp import dsl
+
+    from ctrflow.components.register import register_component
+
+    # KFP hands over artifact paths: the spec inside prepare_data's directory, the study export
+    # under whatever file name the artifact got.
+    spec_dir = tmp_path / "feature_spec"
+    spec_dir.mkdir()
+    (spec_dir / "feature_spec.json").write_bytes(week.spec_path.read_bytes())
+    db = tmp_path / "study_db"
+    db.write_bytes(pathlib.Path(study.study_db).read_bytes())
+    raw = tmp_path / "test_raw.parquet"
+    week.test_raw.to_parquet(raw)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    name = f"ctr-{uuid.uuid4().hex[:8]}"
+    out = register_component(
+        model_name=name, pipeline_run_id="kfp-run-1", study_summary=study.to_dict(), margin=0.0,
+        mirror_stage=False, model=dsl.Model(uri=str(models["better"].model_dir)),
+        evaluation=dsl.Artifact(uri=str(models["better"].eval_dir)),
+        feature_spec=dsl.Artifact(uri=str(spec_dir)), study_db=dsl.Artifact(uri=str(db)),
+        plots=dsl.Artifact(uri=str(pathlib.Path(study.study_db).parent)),
+        test=dsl.Dataset(uri=str(week.test)), test_raw_uri=str(raw),
+    )  # fmt: skip
+    assert (out.model_version, out.promoted, out.reason) == ("1", True, "no champion yet")
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(client.get_model_version(name, "1").run_id)
+    assert run.data.tags["ctrflow.pipeline_run_id"] == "kfp-run-1"
+    assert "optuna/study.db" in {a.path for a in client.list_artifacts(run.info.run_id, "optuna")}
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with pytest.raises(RuntimeError, match="MLFLOW_TRACKING_URI is not set"):
+        register_component(
+            model_name=name, pipeline_run_id="x", study_summary=study.to_dict(), margin=0.0,
+            mirror_stage=False, model=dsl.Model(uri=str(models["better"].model_dir)),
+            evaluation=dsl.Artifact(uri=str(models["better"].eval_dir)),
+            feature_spec=dsl.Artifact(uri=str(spec_dir)), study_db=dsl.Artifact(uri=str(db)),
+            plots=dsl.Artifact(uri=str(tmp_path)), test=dsl.Dataset(uri=str(week.test)),
+        )  # fmt: skip
+
+
+def test_bad_inputs_fail_before_anything_is_written(
+    mlflow_server: str, week: Week, study: FinalizeResult, models: dict[str, Candidate],
+    tmp_path: pathlib.Path,
+) -> None:  # fmt: skip
+    name = f"ctr-{uuid.uuid4().hex[:8]}"
+    missing = dataclasses.replace(study, study_db=str(tmp_path / "missing.db"))
+    with pytest.raises(FileNotFoundError, match="study export .*missing.db does not exist"):
+        _register(mlflow_server, name, week, missing, models["better"])
+    with pytest.raises(ValueError, match="model name 'a/b' must be non-empty without"):
+        _register(mlflow_server, "a/b", week, study, models["better"])
+    no_version = dataclasses.replace(study, search_space_version="")
+    with pytest.raises(ValueError, match="the study summary has no search_space_version"):
+        _register(mlflow_server, name, week, no_version, models["better"])
+    with pytest.raises(ValueError, match="raw test rows must be .parquet, .csv or .tsv"):
+        (tmp_path / "rows.xlsx").write_text("x")
+        _register(
+            mlflow_server, name, week, study, models["better"], test_raw=tmp_path / "rows.xlsx"
+        )
+    assert MlflowClient(mlflow_server).get_experiment_by_name(name) is None
