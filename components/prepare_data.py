@@ -185,7 +185,9 @@ def _transform_pass(
     for labels, split, features in in_order(jobs(), threads):
         for index, writer in enumerate(writers):
             rows = split == index
-            if rows.any():
+            if rows.all():  # common with a time split: no copy
+                writer.append(features, labels)
+            elif rows.any():
                 writer.append(features[rows], labels[rows])
     stats = {}
     for name, writer in zip(SPLITS, writers, strict=True):
