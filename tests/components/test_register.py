@@ -366,8 +366,17 @@ def test_champion_with_another_feature_spec_is_scored_on_the_raw_test_rows(
     # Next week: other rows, so another fitted spec (other vocabularies, other feature ids).
     week_b = make_week(tmp_path / "week-b", rows=5000, seed=1)
     challenger = _train(week_b, tmp_path / "model-b", "ffm", dict(get_space("ffm").defaults))
-    result = _register(mlflow_server, name, week_b, study, challenger)
 
+    # Without the raw rows the two cannot be compared: the champion stays, and the reason says so.
+    kept = _register(mlflow_server, name, week_b, study, challenger, test_raw=None)
+    assert (kept.version, kept.promoted, kept.champion) == ("2", False, "1")
+    assert kept.reason == (
+        "champion kept: champion version 1 uses another feature spec and no raw test rows were "
+        "given to score both models on"
+    )
+
+    # With them, each model scores them through its own spec.
+    result = _register(mlflow_server, name, week_b, study, challenger)
     assert result.decision["compared_on"] == (
         "raw test rows through each model's feature spec (750 rows)"
     )
@@ -381,14 +390,7 @@ def test_champion_with_another_feature_spec_is_scored_on_the_raw_test_rows(
         challenger.evaluation.logloss, rel=1e-9
     )
     assert result.promoted == (expected > result.decision["challenger_logloss"])
-
-    # Without the raw rows the two cannot be compared: the champion stays, and the reason says so.
-    kept = _register(mlflow_server, name, week_b, study, challenger, test_raw=None)
-    assert not kept.promoted and kept.champion == _champion(client, name)
-    assert kept.reason == (
-        f"champion kept: champion version {kept.champion} uses another feature spec and no raw "
-        "test rows were given to score both models on"
-    )
+    assert _champion(client, name) == ("3" if result.promoted else "1")
 
 
 def test_two_pipelines_promoting_at_once_end_with_the_better_one_as_champion(
