@@ -46,6 +46,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests
 
+## The committed pipeline spec; tests/pipelines/test_pipeline_spec.py fails when it is stale.
+compile: $(STAMP)
+	$(BIN)/ctrflow compile -o pipelines/ctr_pipeline.yaml
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ffm_bench.py
 

@@ -52,10 +52,16 @@ class KfpTarget:
     def client(self) -> Any:
         import kfp
 
+        class Client(kfp.Client):  # type: ignore[misc]
+            def get_kfp_healthz(self, sleep_duration: int = 5) -> Any:
+                # kfp.Client retries a failing health check 5 times, 5 s apart, then raises
+                # TimeoutError; a wrong token or URL should fail at once with the HTTP status.
+                return self._healthz_api.healthz_service_get_healthz()
+
         with warnings.catch_warnings(), _sdk_prints():
             warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2+"
             with _api_errors(self.host, "connecting"):
-                return kfp.Client(
+                return Client(
                     host=self.host,
                     namespace=self.namespace or "kubeflow",
                     existing_token=self.token or None,

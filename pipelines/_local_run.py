@@ -196,7 +196,7 @@ def _step_output(log_file: pathlib.Path | None) -> Iterator[None]:
             handler = logging.StreamHandler(tee)
             handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
             logging.getLogger().handlers[:] = [handler]
-            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):  # type: ignore[type-var]
+            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
                 yield
 
 
@@ -216,6 +216,15 @@ def _failure_excerpt(log_file: pathlib.Path | None, limit: int = 60) -> str:
     if tracebacks:
         start = tracebacks[-1]
     return "\n".join(lines[start : failed + 1][-limit:])
+
+
+_EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Exit)):\s")
+
+
+def _last_exception_line(excerpt: str) -> str:
+    """The step's own error ("ValueError: ..."), the line a reader looks for first."""
+    found = [line.strip() for line in excerpt.splitlines() if _EXCEPTION_LINE.match(line)]
+    return found[-1] if found else ""
 
 
 def _newest_run_dir(root: pathlib.Path, before: set[str]) -> str | None:
@@ -244,6 +253,8 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
         data_uri = config.data_uri
     else:
         data_uri = str(pathlib.Path(config.data_uri).resolve())
+        if not any(c in data_uri for c in "*?[") and not pathlib.Path(data_uri).exists():
+            raise FileNotFoundError(f"--data {config.data_uri}: no such file or directory")
 
     storage_url = config.storage_url or f"sqlite:///{workdir / 'optuna.db'}"
     mlflow_ui = None
@@ -277,9 +288,13 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
     except RuntimeError as exc:
         message = _ANSI.sub("", str(exc))
         excerpt = _failure_excerpt(log_file)
+        cause = _last_exception_line(excerpt)
         where = f"\nfull log: {log_file}" if log_file else ""
         raise LocalRunError(
-            f"{message}{where}" + (f"\nlast lines:\n{excerpt}" if excerpt else "")
+            message
+            + (f"\n{cause}" if cause else "")
+            + where
+            + (f"\nlast lines:\n{excerpt}" if excerpt else "")
         ) from None
     return LocalRunResult(
         outputs=outputs,

@@ -24,7 +24,8 @@ types.
 
 import dataclasses
 import pathlib
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl.graph_component import GraphComponent
@@ -97,12 +98,12 @@ RESOURCES = {
 }
 # Steps that talk to the database or MLflow retry on failure; all are idempotent on retry
 # (create_study leaves a ready study as it is, workers rejoin the study and its exact budget).
-RETRY = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0}
+RETRY: dict[str, Any] = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0}
 WORKER_TIMEOUT_SECONDS = 12 * 3600
 
 
 def _components(image: str) -> dict[str, PythonComponent]:
-    funcs = {
+    funcs: dict[str, Callable[..., Any]] = {
         "worker-slots": worker_slots_component,
         "prepare-data": prepare_data_component,
         "create-study": create_study_component,
@@ -125,7 +126,7 @@ def _configure(
     # submitted by pipeline version id.
     task.set_caching_options(enable_caching=cache)
     if retry and retries:
-        task.set_retry(**RETRY)  # type: ignore[arg-type]
+        task.set_retry(**RETRY)
     kubernetes.add_pod_label(task, *POD_LABEL)
 
 
@@ -164,7 +165,7 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
     def configure(task: dsl.PipelineTask, step: str, *, cache: bool, retry: bool) -> None:
         _configure(task, step, cache=cache, retry=retry, retries=retries)
 
-    @dsl.pipeline(
+    @dsl.pipeline(  # type: ignore[untyped-decorator]
         name=PIPELINE_NAME,
         description="Weekly CTR model: data prep, distributed Optuna HPO warm-started from the "
         "champion, final training, test evaluation, MLflow registration and promotion.",
@@ -183,7 +184,7 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
         seed: int = 0,
         feature_spec_uri: str = "",
         search_space_tag: str = "",
-    ) -> PipelineOutputs:  # type: ignore[valid-type]
+    ) -> PipelineOutputs:
         slots = steps["worker-slots"](n_workers=n_workers, budget=trial_budget)
         configure(slots, "worker-slots", cache=False, retry=False)
 
@@ -257,7 +258,7 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
         configure(register, "register", cache=False, retry=True)
         _use_mlflow(register, mlflow_secret)
 
-        return PipelineOutputs(  # type: ignore[no-any-return]
+        return PipelineOutputs(
             hpo=final.outputs["summary"],
             test_logloss=evaluation.outputs["test_logloss"],
             test_auc=evaluation.outputs["test_auc"],

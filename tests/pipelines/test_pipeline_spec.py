@@ -1,0 +1,246 @@
+"""The compiled pipeline: the committed spec is current, parses into KFP's protobufs, and says
+what the design says (fan-out, caching, retries, resources, Secrets, no secret values)."""
+
+from __future__ import annotations
+
+import difflib
+import pathlib
+from typing import Any
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from ctrflow.pipelines._image import default_image
+from ctrflow.pipelines.ctr_pipeline import build_pipeline, compile_pipeline
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "pipelines" / "ctr_pipeline.yaml"
+STEPS = (
+    "worker-slots",
+    "prepare-data",
+    "create-study",
+    "hpo-worker",
+    "finalize-study",
+    "train-final",
+    "evaluate",
+    "register",
+)
+
+
+def _docs(path: pathlib.Path) -> list[dict[str, Any]]:
+    return list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+
+
+def _normalized(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the golden comparison ignores, as KFP's own golden tests do: image and sdkVersion."""
+    spec = docs[0]
+    spec.pop("sdkVersion", None)
+    for executor in spec["deploymentSpec"]["executors"].values():
+        executor["container"].pop("image", None)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return compile_pipeline(tmp_path_factory.mktemp("spec") / "p.yaml", "example.org/other:9.9")
+
+
+@pytest.fixture(scope="module")
+def spec() -> pipeline_spec_pb2.PipelineSpec:
+    return json_format.ParseDict(_docs(COMMITTED)[0], pipeline_spec_pb2.PipelineSpec())
+
+
+@pytest.fixture(scope="module")
+def platform() -> dict[str, k8s_pb2.KubernetesExecutorConfig]:
+    parsed = json_format.ParseDict(_docs(COMMITTED)[1], pipeline_spec_pb2.PlatformSpec())
+    executors = parsed.platforms["kubernetes"].deployment_spec.executors
+    out = {}
+    for name, struct in executors.items():
+        config = k8s_pb2.KubernetesExecutorConfig()
+        json_format.ParseDict(json_format.MessageToDict(struct), config)
+        out[name.removeprefix("exec-")] = config
+    return out
+
+
+def test_committed_spec_is_current(fresh: pathlib.Path) -> None:
+    committed = _normalized(_docs(COMMITTED))
+    current = _normalized(_docs(fresh))
+    if committed != current:
+        diff = difflib.unified_diff(
+            yaml.safe_dump_all(committed).splitlines(),
+            yaml.safe_dump_all(current).splitlines(),
+            "pipelines/ctr_pipeline.yaml",
+            "compiled now",
+            lineterm="",
+        )
+        pytest.fail(
+            "pipelines/ctr_pipeline.yaml is stale: run `make compile` and commit it\n"
+            + "\n".join(list(diff)[:80])
+        )
+
+
+def test_golden_comparison_ignores_only_image_and_sdk_version(fresh: pathlib.Path) -> None:
+    docs = _docs(fresh)
+    images = {e["container"]["image"] for e in docs[0]["deploymentSpec"]["executors"].values()}
+    assert images == {"example.org/other:9.9"}
+    docs[0]["root"]["inputDefinitions"]["parameters"]["n_workers"]["defaultValue"] = 99
+    assert _normalized(docs) != _normalized(_docs(COMMITTED))
+
+
+def test_committed_spec_uses_this_versions_image() -> None:
+    executors = _docs(COMMITTED)[0]["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {default_image()}
+
+
+def test_spec_parses_into_pipeline_spec_proto(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    assert spec.pipeline_info.name == "ctrflow"
+    assert spec.schema_version == "2.1.0"
+    params = spec.root.input_definitions.parameters
+    assert set(params) == {
+        "data_uri",
+        "model_name",
+        "model_type",
+        "n_workers",
+        "trial_budget",
+        "storage_secret",
+        "mlflow_tracking_uri",
+        "mlflow_secret",
+        "promotion_margin",
+        "mirror_production_stage",
+        "seed",
+        "feature_spec_uri",
+        "search_space_tag",
+    }
+    assert not params["data_uri"].is_optional  # the one parameter without a default
+    assert params["storage_secret"].default_value.string_value == "ctrflow-storage"
+    outputs = spec.root.output_definitions.parameters
+    assert set(outputs) == {
+        "hpo",
+        "test_logloss",
+        "test_auc",
+        "model_version",
+        "promoted",
+        "promotion_reason",
+    }
+
+
+def _all_tasks(
+    spec: pipeline_spec_pb2.PipelineSpec,
+) -> dict[str, pipeline_spec_pb2.PipelineTaskSpec]:
+    tasks = dict(spec.root.dag.tasks)
+    for component in spec.components.values():
+        if component.HasField("dag"):
+            tasks.update(component.dag.tasks)
+    return tasks
+
+
+def test_dag_order_and_fan_out(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    tasks = _all_tasks(spec)
+    assert set(STEPS) <= set(tasks)
+    root = spec.root.dag.tasks
+    assert "hpo-worker" not in root  # inside the ParallelFor
+    loops = [name for name, task in root.items() if task.WhichOneof("iterator")]
+    assert len(loops) == 1
+    loop = root[loops[0]]
+    assert loop.parameter_iterator.items.input_parameter == "pipelinechannel--worker-slots-Output"
+    assert loop.iterator_policy.parallelism_limit == 50
+    assert set(loop.dependent_tasks) >= {"create-study", "prepare-data", "worker-slots"}
+    assert list(tasks["create-study"].dependent_tasks) == ["prepare-data"]
+    assert set(tasks["finalize-study"].dependent_tasks) >= {loops[0]}
+    assert "finalize-study" in tasks["train-final"].dependent_tasks
+    assert {"train-final", "prepare-data"} <= set(tasks["evaluate"].dependent_tasks)
+    assert {"evaluate", "finalize-study", "train-final", "prepare-data"} <= set(
+        tasks["register"].dependent_tasks
+    )
+    # Workers read the splits straight from prepare-data's artifacts.
+    worker_inputs = tasks["hpo-worker"].inputs.artifacts
+    assert set(worker_inputs) == {"train", "valid"}
+
+
+def test_caching_and_retries(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    tasks = _all_tasks(spec)
+    uncached = {"worker-slots", "prepare-data", "create-study", "hpo-worker", "finalize-study"}
+    for name in uncached | {"register"}:
+        assert not tasks[name].caching_options.enable_cache, name
+    retried = {"create-study", "hpo-worker", "finalize-study", "register"}
+    for name in STEPS:
+        retries = tasks[name].retry_policy.max_retry_count
+        assert (retries > 0) == (name in retried), name
+
+
+def test_local_variant_differs_only_in_retries(tmp_path: pathlib.Path) -> None:
+    path = compile_pipeline(tmp_path / "local.yaml", retries=False)
+    local = _docs(path)[0]
+    committed = _docs(COMMITTED)[0]
+
+    def strip(doc: dict[str, Any]) -> dict[str, Any]:
+        for component in [doc["root"], *(c for c in doc["components"].values())]:
+            for task in (component.get("dag") or {}).get("tasks", {}).values():
+                task.pop("retryPolicy", None)
+        return doc
+
+    assert "retryPolicy" not in str(local)
+    assert strip(local) == strip(committed)
+
+
+def test_every_step_has_resources_on_the_project_image(
+    spec: pipeline_spec_pb2.PipelineSpec,
+) -> None:
+    executors = spec.deployment_spec.fields["executors"].struct_value.fields
+    assert set(executors) == {f"exec-{s}" for s in STEPS}
+    for name, executor in executors.items():
+        container = executor.struct_value.fields["container"].struct_value.fields
+        resources = container["resources"].struct_value.fields
+        for key in ("resourceCpuRequest", "resourceCpuLimit"):
+            assert resources[key].string_value, (name, key)
+        for key in ("resourceMemoryRequest", "resourceMemoryLimit"):
+            assert resources[key].string_value, (name, key)
+        command = " ".join(v.string_value for v in container["command"].list_value.values)
+        assert "pip install" not in command, name  # install_kfp_package=False: image has kfp
+
+
+def test_secrets_and_labels(platform: dict[str, k8s_pb2.KubernetesExecutorConfig]) -> None:
+    needs_storage = {"create-study", "hpo-worker", "finalize-study"}
+    needs_mlflow = {"create-study", "register"}
+    assert set(platform) == set(STEPS)
+    for step, config in platform.items():
+        assert dict(config.pod_metadata.labels) == {"app.kubernetes.io/part-of": "ctrflow"}
+        storage = [
+            s for s in config.secret_as_env if s.key_to_env[0].env_var == "CTRFLOW_STORAGE_URL"
+        ]
+        mlflow = [s for s in config.secret_as_env if s.key_to_env[0].env_var.startswith("MLFLOW_")]
+        assert bool(storage) == (step in needs_storage), step
+        assert bool(mlflow) == (step in needs_mlflow), step
+        for secret in storage:
+            # The Secret's *name* is a run parameter; its value never is.
+            assert secret.secret_name_parameter.component_input_parameter.endswith("storage_secret")
+            assert not secret.optional
+        for secret in mlflow:
+            assert secret.optional
+            assert {k.env_var for k in secret.key_to_env} == {
+                "MLFLOW_TRACKING_USERNAME",
+                "MLFLOW_TRACKING_PASSWORD",
+                "MLFLOW_TRACKING_TOKEN",
+            }
+        tracking = [c for c in config.config_map_as_env if c.config_map_name == "ctrflow-config"]
+        assert bool(tracking) == (step in needs_mlflow), step
+    assert platform["hpo-worker"].active_deadline_seconds > 0
+
+
+def test_no_secret_values_in_the_spec() -> None:
+    text = COMMITTED.read_text(encoding="utf-8").lower()
+    for needle in ("postgresql://", "postgresql+psycopg://", "password=", "@ctrflow-postgres"):
+        assert needle not in text
+
+
+def test_build_pipeline_uses_the_given_image() -> None:
+    pipeline = build_pipeline("registry.example/ctrflow:test")
+    executors = pipeline.pipeline_spec.deployment_spec.fields["executors"].struct_value.fields
+    images = {
+        e.struct_value.fields["container"].struct_value.fields["image"].string_value
+        for e in executors.values()
+    }
+    assert images == {"registry.example/ctrflow:test"}
