@@ -281,6 +281,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", type=pathlib.Path, default=None, help="cache for the data")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress, live
     parts = set(args.parts.split(","))
     logging.disable(logging.INFO)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
