@@ -16,7 +16,7 @@ typedef struct {
 #define FFM_HOT_DECLARE(isa)                                                                      \
     double ffm_train_slice_##isa(ffm_model *model, const ffm_rows *rows, const int64_t *order,    \
                                  int64_t lo, int64_t hi, float eta, float lambda, int normalize,  \
-                                 ffm_token *scratch);                                             \
+                                 ffm_token *scratch, int64_t *field_stamp);                       \
     void ffm_margin_slice_##isa(const ffm_model *model, const ffm_rows *rows, int64_t lo,         \
                                 int64_t hi, int normalize, ffm_token *scratch, float *out);       \
     float ffm_margin_tokens_##isa(const ffm_model *model, const int32_t *fields,                  \

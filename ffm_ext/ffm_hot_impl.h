@@ -322,9 +322,7 @@ static inline void prefetch_rows(const ffm_rows *rows, const int64_t *order, int
 
 double FFM_NAME(ffm_train_slice)(ffm_model *model, const ffm_rows *rows, const int64_t *order,
                                  int64_t lo, int64_t hi, float eta, float lambda, int normalize,
-                                 ffm_token *scratch) {
-    int64_t *stamp = malloc((size_t)model->m * sizeof(int64_t));
-    if (stamp == NULL) return NAN;
+                                 ffm_token *scratch, int64_t *stamp) {
     for (int64_t f = 0; f < model->m; ++f) stamp[f] = -1;
     double loss = 0.0;
     for (int64_t i = lo; i < hi; ++i) {
@@ -347,7 +345,6 @@ double FFM_NAME(ffm_train_slice)(ffm_model *model, const ffm_rows *rows, const i
             pair_update(model->w, model->kp, model->fs, scratch, count, kappa * r, eta, lambda,
                         simple);
     }
-    free(stamp);
     return loss;
 }
 

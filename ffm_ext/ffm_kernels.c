@@ -157,7 +157,7 @@ void ffm_permutation(int64_t *order, int64_t count, uint64_t seed) {
 /* ------------------------------------------------------------------ dispatch */
 
 typedef double (*train_slice_fn)(ffm_model *, const ffm_rows *, const int64_t *, int64_t, int64_t,
-                                 float, float, int, ffm_token *);
+                                 float, float, int, ffm_token *, int64_t *);
 typedef void (*margin_slice_fn)(const ffm_model *, const ffm_rows *, int64_t, int64_t, int,
                                 ffm_token *, float *);
 typedef float (*margin_tokens_fn)(const ffm_model *, const int32_t *, const int32_t *,
@@ -212,11 +212,23 @@ int64_t ffm_max_row_length(const ffm_rows *rows) {
     return best;
 }
 
-double ffm_train_epoch(ffm_model *model, const ffm_rows *rows, const int64_t *order, float eta,
-                       float lambda, int normalize, int n_threads) {
+/* One pass over the rows: training when `train` is set, else margins into `out`. */
+typedef struct {
+    ffm_model *model;
+    const ffm_rows *rows;
+    const int64_t *order;
+    float eta, lambda;
+    int normalize;
+    train_slice_fn train;
+    margin_slice_fn margins;
+    float *out;
+} pass;
+
+/* Runs a pass on one contiguous slice of the rows per thread, each thread with its own scratch.
+ * Returns the summed training loss (0 for margins), or -1 when scratch memory ran out. */
+static double run_pass(const pass *job, int n_threads) {
     const int threads = clamp_threads(n_threads);
-    const int64_t max_len = ffm_max_row_length(rows);
-    const train_slice_fn run = train_slice();
+    const int64_t n_rows = job->rows->n_rows, max_len = ffm_max_row_length(job->rows);
     double total = 0.0;
     int failed = 0;
 #ifdef FFM_HAVE_OPENMP
@@ -228,55 +240,44 @@ double ffm_train_epoch(ffm_model *model, const ffm_rows *rows, const int64_t *or
 #else
         const int64_t tid = 0, nt = 1;
 #endif
-        /* Hogwild (Recht et al. 2011): threads update shared weights without locks; rows are
-         * sparse, so collisions are rare and harmless. Contiguous slices keep one thread's run
-         * identical to a single-threaded pass over the same rows. */
-        const int64_t lo = rows->n_rows * tid / nt, hi = rows->n_rows * (tid + 1) / nt;
+        /* Training is Hogwild (Recht et al. 2011): threads update shared weights without locks;
+         * rows are sparse, so collisions are rare and harmless. Contiguous slices keep one
+         * thread's run identical to a single-threaded pass over the same rows. */
+        const int64_t lo = n_rows * tid / nt, hi = n_rows * (tid + 1) / nt;
         ffm_token *scratch = malloc((size_t)(max_len > 0 ? max_len : 1) * sizeof(ffm_token));
-        if (scratch == NULL) {
+        int64_t *stamp = malloc((size_t)job->model->m * sizeof(int64_t));
+        if (scratch == NULL || stamp == NULL) {
 #ifdef FFM_HAVE_OPENMP
 #pragma omp atomic write
 #endif
             failed = 1;
+        } else if (job->train) {
+            total += job->train(job->model, job->rows, job->order, lo, hi, job->eta, job->lambda,
+                                job->normalize, scratch, stamp);
         } else {
-            total += run(model, rows, order, lo, hi, eta, lambda, normalize, scratch);
+            job->margins(job->model, job->rows, lo, hi, job->normalize, scratch, job->out);
         }
         free(scratch);
+        free(stamp);
     }
     (void)threads;
-    if (failed) return -1.0;
+    return failed ? -1.0 : total;
+}
+
+double ffm_train_epoch(ffm_model *model, const ffm_rows *rows, const int64_t *order, float eta,
+                       float lambda, int normalize, int n_threads) {
+    const pass job = {model, rows, order, eta, lambda, normalize, train_slice(), NULL, NULL};
+    const double total = run_pass(&job, n_threads);
+    if (total < 0) return -1.0;
     return rows->n_rows > 0 ? total / (double)rows->n_rows : 0.0;
 }
 
 int ffm_margins(const ffm_model *model, const ffm_rows *rows, int normalize, int n_threads,
                 float *out) {
-    const int threads = clamp_threads(n_threads);
-    const int64_t max_len = ffm_max_row_length(rows);
-    const margin_slice_fn run = margin_slice();
-    int failed = 0;
-#ifdef FFM_HAVE_OPENMP
-#pragma omp parallel num_threads(threads)
-#endif
-    {
-#ifdef FFM_HAVE_OPENMP
-        const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-        const int64_t tid = 0, nt = 1;
-#endif
-        const int64_t lo = rows->n_rows * tid / nt, hi = rows->n_rows * (tid + 1) / nt;
-        ffm_token *scratch = malloc((size_t)(max_len > 0 ? max_len : 1) * sizeof(ffm_token));
-        if (scratch == NULL) {
-#ifdef FFM_HAVE_OPENMP
-#pragma omp atomic write
-#endif
-            failed = 1;
-        } else {
-            run(model, rows, lo, hi, normalize, scratch, out);
-        }
-        free(scratch);
-    }
-    (void)threads;
-    return failed ? -1 : 0;
+    /* The pass never writes the model when `train` is NULL. */
+    const pass job = {(ffm_model *)model, rows, NULL, 0.0f, 0.0f, normalize, NULL, margin_slice(),
+                      out};
+    return run_pass(&job, n_threads) < 0 ? -1 : 0;
 }
 
 float ffm_margin_one(const ffm_model *model, const int32_t *fields, const int32_t *features,
