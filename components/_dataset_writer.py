@@ -84,7 +84,7 @@ class DatasetWriter:
 
     def close(self) -> None:
         import ffm_ext
-        from ffm_ext._dataset import FORMAT_NAME, FORMAT_VERSION
+        from ffm_ext import FORMAT_NAME, FORMAT_VERSION
 
         self._features.close()
         self._labels.close()

@@ -6,13 +6,15 @@ history = model.fit(train, valid=valid)            # early stopping keeps the be
 p = model.predict(test)                            # float32 probabilities, GIL released
 """
 
-from ffm_ext._dataset import Dataset, read_libffm
+from ffm_ext._dataset import FORMAT_NAME, FORMAT_VERSION, Dataset, read_libffm
 from ffm_ext._errors import FFMDivergenceError, FFMFormatError, FFMModelFileError
 from ffm_ext._model import FFM, EpochCallback, FitHistory
 from ffm_ext._sklearn import FFMClassifier
 
 __all__ = [
     "FFM",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
     "Dataset",
     "EpochCallback",
     "FFMClassifier",
