@@ -1,22 +1,32 @@
-"""Plumbing steps of the pipeline itself (no model logic): the fan-out list of the HPO workers.
+"""Plumbing step of the pipeline itself (no model logic): name the study, list the HPO workers.
 
 KFP's ParallelFor needs a list to loop over, and the number of workers is a run parameter, so a
-tiny step turns it into ``[0, 1, ..., n-1]`` (each item is one worker's index, which seeds its
-sampler). It also rejects a worker count the shared database cannot carry before anything runs.
+small first step turns it into one item per worker: ``{"index": i, "study_name": name}`` (the
+index seeds that worker's sampler). The study name, ``<model name>-<run id>`` (DESIGN.md,
+Contracts), is made here too, from the run id placeholder passed as a whole value, because
+KFP's backend replaces ``{{$.pipeline_job_uuid}}`` only when it is an argument's entire value
+(an f-string around it would reach the step unreplaced). Bad run parameters fail here, in
+seconds, before data preparation.
 """
 
 from __future__ import annotations
 
-__all__ = ["MAX_WORKERS", "worker_slots_component"]
+from typing import NamedTuple
+
+__all__ = ["MAX_WORKERS", "plan_hpo_component"]
 
 # Each worker holds at most 3 PostgreSQL connections (components/_optuna_storage.py): 50 workers
 # stay inside PostgreSQL's default max_connections=100 with room for MLflow and the dashboard.
 MAX_WORKERS = 50
 
 
-def worker_slots_component(n_workers: int, budget: int) -> list:  # type: ignore[type-arg]
-    """KFP step: the ParallelFor items, one per HPO worker. ``budget`` is checked here too, so a
-    bad run parameter fails in seconds, before data preparation."""
+def plan_hpo_component(n_workers: int, budget: int, model_name: str, run_id: str) -> NamedTuple(
+    "Outputs", [("Output", list), ("study_name", str)]
+):  # type: ignore[valid-type]
+    """KFP step. ``Output``: the ParallelFor items (named so because kfp.local looks a loop's
+    items up under the producer's output called "Output"); ``study_name``: for create-study."""
+    from collections import namedtuple
+
     max_workers = 50  # MAX_WORKERS; repeated because KFP ships only this function's source
     if not 1 <= n_workers <= max_workers:
         raise ValueError(f"n_workers must be between 1 and {max_workers}, got {n_workers}")
@@ -27,4 +37,10 @@ def worker_slots_component(n_workers: int, budget: int) -> list:  # type: ignore
             f"n_workers ({n_workers}) exceeds trial_budget ({budget}): workers beyond the budget "
             "would start, find no trial left and only cost pods"
         )
-    return list(range(n_workers))
+    if not model_name.strip() or any(c.isspace() or c == "/" for c in model_name):
+        raise ValueError(f"model_name {model_name!r} must be non-empty, without spaces or '/'")
+    if not run_id or "{{" in run_id:
+        raise ValueError(f"run_id {run_id!r} was not replaced by the pipeline runner")
+    study_name = f"{model_name}-{run_id}"
+    items = [{"index": i, "study_name": study_name} for i in range(n_workers)]
+    return namedtuple("Outputs", ["Output", "study_name"])(items, study_name)

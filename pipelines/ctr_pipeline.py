@@ -1,9 +1,8 @@
 """The weekly ctrflow pipeline (KFP v2).
 
-    worker-slots ─┐
-    prepare-data ─┴─▶ create-study ─▶ ParallelFor, n_workers: hpo-worker ─▶ finalize-study
-                                                                                  │
-                           register ◀── evaluate ◀── train-final ◀────────────────┘
+    plan-hpo ─▶ prepare-data ─▶ create-study ─▶ hpo-worker x n_workers ─▶ finalize-study
+                                                 (ParallelFor)                 │
+                   register ◀── evaluate ◀── train-final ◀─────────────────────┘
 
 Every step is a lightweight Python component over a step function of ``ctrflow.components``,
 running on the project image (chosen at compile time; ``install_kfp_package=False``: the image
@@ -41,7 +40,7 @@ from ctrflow.components.register import register_component
 from ctrflow.components.train_final import train_final_component
 from ctrflow.pipelines._image import default_image
 from ctrflow.pipelines._kfp_components import step_component
-from ctrflow.pipelines._pipeline_steps import MAX_WORKERS, worker_slots_component
+from ctrflow.pipelines._pipeline_steps import MAX_WORKERS, plan_hpo_component
 
 __all__ = [
     "PIPELINE_NAME",
@@ -87,7 +86,7 @@ class Resources:
 # Sized for the reference workload (a week of Criteo-like logs, tens of millions of rows);
 # prepare_data streams, so its memory does not grow with the input.
 RESOURCES = {
-    "worker-slots": Resources("100m", "500m", "128Mi", "256Mi"),
+    "plan-hpo": Resources("100m", "500m", "128Mi", "256Mi"),
     "prepare-data": Resources("2", "4", "4Gi", "8Gi"),
     "create-study": Resources("250m", "1", "512Mi", "1Gi"),
     "hpo-worker": Resources(str(WORKER_THREADS), str(WORKER_THREADS), "2Gi", "4Gi"),
@@ -104,7 +103,7 @@ WORKER_TIMEOUT_SECONDS = 12 * 3600
 
 def _components(image: str) -> dict[str, PythonComponent]:
     funcs: dict[str, Callable[..., Any]] = {
-        "worker-slots": worker_slots_component,
+        "plan-hpo": plan_hpo_component,
         "prepare-data": prepare_data_component,
         "create-study": create_study_component,
         "hpo-worker": hpo_worker_component,
@@ -185,18 +184,21 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
         feature_spec_uri: str = "",
         search_space_tag: str = "",
     ) -> PipelineOutputs:
-        slots = steps["worker-slots"](n_workers=n_workers, budget=trial_budget)
-        configure(slots, "worker-slots", cache=False, retry=False)
+        plan = steps["plan-hpo"](
+            n_workers=n_workers,
+            budget=trial_budget,
+            model_name=model_name,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        configure(plan, "plan-hpo", cache=False, retry=False)
 
         prep = steps["prepare-data"](data_uri=data_uri, spec_uri=feature_spec_uri, seed=seed).after(
-            slots
+            plan
         )
         configure(prep, "prepare-data", cache=False, retry=False)
 
-        # One study per run (DESIGN.md, Contracts): <model name>-<run id>.
-        study_name = f"{model_name}-{dsl.PIPELINE_JOB_ID_PLACEHOLDER}"
         create = steps["create-study"](
-            study_name=study_name,
+            study_name=plan.outputs["study_name"],
             model_type=model_type,
             model_name=model_name,
             budget=trial_budget,
@@ -208,14 +210,13 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
         _use_storage_secret(create, storage_secret)
         _use_mlflow(create, mlflow_secret)
 
-        # The workers get the study name from the run parameters, not from create-study's output:
-        # kfp.local (2.17) replaces every task output fed into a ParallelFor body with the loop
-        # item. .after() keeps the order; on a cluster both are the same string.
-        with dsl.ParallelFor(items=slots.output, parallelism=MAX_WORKERS) as slot:
+        # Each item carries the study name: kfp.local (2.17) replaces every *other* task output
+        # fed into a ParallelFor body with the loop item. .after() orders workers after creation.
+        with dsl.ParallelFor(items=plan.outputs["Output"], parallelism=MAX_WORKERS) as slot:
             worker = steps["hpo-worker"](
-                study_name=study_name,
+                study_name=slot.study_name,
                 budget=trial_budget,
-                worker_index=slot,
+                worker_index=slot.index,
                 n_threads=WORKER_THREADS,
                 train=prep.outputs["train"],
                 valid=prep.outputs["valid"],

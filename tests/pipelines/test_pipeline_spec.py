@@ -19,7 +19,7 @@ from ctrflow.pipelines.ctr_pipeline import build_pipeline, compile_pipeline
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "pipelines" / "ctr_pipeline.yaml"
 STEPS = (
-    "worker-slots",
+    "plan-hpo",
     "prepare-data",
     "create-study",
     "hpo-worker",
@@ -145,10 +145,10 @@ def test_dag_order_and_fan_out(spec: pipeline_spec_pb2.PipelineSpec) -> None:
     loops = [name for name, task in root.items() if task.WhichOneof("iterator")]
     assert len(loops) == 1
     loop = root[loops[0]]
-    assert loop.parameter_iterator.items.input_parameter == "pipelinechannel--worker-slots-Output"
+    assert loop.parameter_iterator.items.input_parameter == "pipelinechannel--plan-hpo-Output"
     assert loop.iterator_policy.parallelism_limit == 50
-    assert set(loop.dependent_tasks) >= {"create-study", "prepare-data", "worker-slots"}
-    assert list(tasks["create-study"].dependent_tasks) == ["prepare-data"]
+    assert set(loop.dependent_tasks) >= {"create-study", "prepare-data", "plan-hpo"}
+    assert set(tasks["create-study"].dependent_tasks) == {"plan-hpo", "prepare-data"}
     assert set(tasks["finalize-study"].dependent_tasks) >= {loops[0]}
     assert "finalize-study" in tasks["train-final"].dependent_tasks
     assert {"train-final", "prepare-data"} <= set(tasks["evaluate"].dependent_tasks)
@@ -158,11 +158,30 @@ def test_dag_order_and_fan_out(spec: pipeline_spec_pb2.PipelineSpec) -> None:
     # Workers read the splits straight from prepare-data's artifacts.
     worker_inputs = tasks["hpo-worker"].inputs.artifacts
     assert set(worker_inputs) == {"train", "valid"}
+    # One study name for all: plan-hpo's, to create-study directly, to workers in the items.
+    create_name = tasks["create-study"].inputs.parameters["study_name"]
+    assert create_name.task_output_parameter.producer_task == "plan-hpo"
+    assert create_name.task_output_parameter.output_parameter_key == "study_name"
+    worker = tasks["hpo-worker"].inputs.parameters
+    assert worker["study_name"].parameter_expression_selector == (
+        'parseJson(string_value)["study_name"]'
+    )
+    assert worker["worker_index"].parameter_expression_selector == (
+        'parseJson(string_value)["index"]'
+    )
+
+
+def test_run_id_placeholder_is_always_a_whole_value() -> None:
+    """KFP's driver replaces {{$.pipeline_job_uuid}} only as an argument's entire value."""
+    text = COMMITTED.read_text(encoding="utf-8")
+    whole = text.count("constant: '{{$.pipeline_job_uuid}}'")
+    assert whole == 2  # plan-hpo's run_id and register's pipeline_run_id
+    assert text.count("{{$.pipeline_job_uuid}}") == whole
 
 
 def test_caching_and_retries(spec: pipeline_spec_pb2.PipelineSpec) -> None:
     tasks = _all_tasks(spec)
-    uncached = {"worker-slots", "prepare-data", "create-study", "hpo-worker", "finalize-study"}
+    uncached = {"plan-hpo", "prepare-data", "create-study", "hpo-worker", "finalize-study"}
     for name in uncached | {"register"}:
         assert not tasks[name].caching_options.enable_cache, name
     retried = {"create-study", "hpo-worker", "finalize-study", "register"}
