@@ -333,8 +333,7 @@ def promote(
         score = None
         if current is not None and current != version:
             score = _score_champion(
-                client=client,
-                tracking_uri=tracking_uri, model_name=model_name, version=current,
+                client=client, tracking_uri=tracking_uri, model_name=model_name, version=current,
                 challenger=challenger, challenger_logloss=challenger_logloss, test=test,
                 test_raw=test_raw,
             )  # fmt: skip
@@ -348,6 +347,11 @@ def promote(
                     current, now_current,
                 )  # fmt: skip
                 continue
+            if not lock.held:  # the registry stalled for a whole ttl since we took the lock
+                raise RuntimeError(
+                    f"the promotion lock of {model_name!r} expired before the decision; "
+                    f"version {version} was not promoted (champion left as it is)"
+                )
             if current == version:
                 promoted, reason = False, "already champion"
             else:
