@@ -20,9 +20,9 @@ __all__ = ["MAX_WORKERS", "plan_hpo_component"]
 MAX_WORKERS = 50
 
 
-def plan_hpo_component(n_workers: int, budget: int, model_name: str, run_id: str) -> NamedTuple(
-    "Outputs", [("Output", list), ("study_name", str)]
-):  # type: ignore[valid-type]
+def plan_hpo_component(
+    n_workers: int, budget: int, model_name: str, run_id: str
+) -> NamedTuple("Outputs", [("Output", list), ("study_name", str)]):  # type: ignore[valid-type]  # fmt: skip
     """KFP step. ``Output``: the ParallelFor items (named so because kfp.local looks a loop's
     items up under the producer's output called "Output"); ``study_name``: for create-study."""
     from collections import namedtuple
@@ -43,4 +43,5 @@ def plan_hpo_component(n_workers: int, budget: int, model_name: str, run_id: str
         raise ValueError(f"run_id {run_id!r} was not replaced by the pipeline runner")
     study_name = f"{model_name}-{run_id}"
     items = [{"index": i, "study_name": study_name} for i in range(n_workers)]
-    return namedtuple("Outputs", ["Output", "study_name"])(items, study_name)
+    outputs = namedtuple("outputs", ["Output", "study_name"])
+    return outputs(items, study_name)
