@@ -1,9 +1,11 @@
 """Build Optuna's RDBStorage from a URL: capped pools, heartbeat, retries, password-free errors.
 
-PostgreSQL on a cluster: every worker holds at most ``pool_size + max_overflow`` connections
-(1 + 1 by default: one kept, one opened briefly while the budget lock or the heartbeat thread
-overlaps the main thread), so 50 workers keep about 50 connections open and never exceed 100,
-PostgreSQL's default ``max_connections``; ``pool_pre_ping`` drops connections the server or a
+PostgreSQL on a cluster: every worker holds at most ``pool_size + max_overflow`` connections,
+2 + 0 by default (the main thread, plus the budget lock or Optuna's heartbeat thread, which
+overlap it), so 50 workers never exceed 100, PostgreSQL's default ``max_connections``. Both are
+kept open: with 1 + 1 the overflow connection was closed and reopened about 7 times per trial
+(every heartbeat/main-thread overlap), and a new PostgreSQL connection with SCRAM auth costs more
+than the rest of the trial's storage work. ``pool_pre_ping`` drops connections the server or a
 proxy closed while a trial ran. SQLite locally: a long busy timeout,
 since several worker processes write the same file.
 """
@@ -52,8 +54,8 @@ class StorageSettings:
     heartbeat_interval: int | None = 10
     grace_period: int | None = 30
     max_retry: int | None = 3
-    pool_size: int = 1
-    max_overflow: int = 1
+    pool_size: int = 2
+    max_overflow: int = 0
     connect_attempts: int = 6
     backoff_initial: float = 0.5
     backoff_max: float = 8.0

@@ -141,7 +141,8 @@ def run_worker(
                 seed=config.seed,
             )
         guard = TrialBudget(storage, storage.get_study_id_from_name(study_name), total)
-        poll = poll_interval or float(settings.heartbeat_interval or 1)
+        # Waiting workers re-check once a second: a finished trial frees its slot at once.
+        poll = poll_interval or min(1.0, float(settings.heartbeat_interval or 1))
         return _loop(study, objective, guard, poll, progress)
     finally:
         dispose(storage)
@@ -184,12 +185,12 @@ def _loop(
             started = False
             lock.acquire()
             try:
-                counts = guard.counts()
+                counts = guard.counts(lock)
                 if counts.full and not counts.done:
                     # Every slot is taken; some may be held by dead workers' trials. (Optuna
                     # itself fails stale trials before each `ask`, so this runs only here.)
                     guard.reclaim(study)
-                    counts = guard.counts()
+                    counts = guard.counts(lock)
                 while last:
                     progress.trial_done(last.pop(), counts)
                 if counts.done:
