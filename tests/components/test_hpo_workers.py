@@ -32,7 +32,9 @@ from ctrflow.components.search_space import default_params
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CLI = [sys.executable, "-m", "ctrflow.pipelines.cli"]
-LIVENESS = ["--heartbeat-interval", "1", "--grace-period", "2"]
+# Grace 4 s: short enough for a quick test, long enough that a live but CPU-starved worker is
+# never taken for dead on a busy 2-core machine.
+LIVENESS = ["--heartbeat-interval", "1", "--grace-period", "4"]
 
 
 def tiny_dataset(path: pathlib.Path, rows: int, seed: int) -> pathlib.Path:
@@ -142,7 +144,7 @@ def test_threads_hammering_one_study_never_overshoot(postgres_url: str) -> None:
                 storage_url=postgres_url,
                 study_name=name,
                 seed=seed,
-                settings=StorageSettings(heartbeat_interval=1, grace_period=2),
+                settings=StorageSettings(heartbeat_interval=1, grace_period=4),
                 objective=lambda trial: trial.suggest_float("eta", 0.02, 1.0, log=True),
                 poll_interval=0.05,
                 progress=False,
@@ -180,7 +182,7 @@ def test_killed_worker_trial_fails_is_retried_once_and_budget_stays_exact(
             threading.Event().wait()
 
         run_worker(storage_url={postgres_url!r}, study_name={name!r},
-                   settings=StorageSettings(heartbeat_interval=1, grace_period=2),
+                   settings=StorageSettings(heartbeat_interval=1, grace_period=4),
                    objective=hang, progress=False)
     """)
     victim = subprocess.Popen([sys.executable, "-c", victim_code], stderr=subprocess.PIPE)
