@@ -329,8 +329,10 @@ def register_component(
     plots: dsl.Input[dsl.Artifact],
     test: dsl.Input[dsl.Dataset],
     test_raw_uri: str = "",
+    mlflow_tracking_uri: str = "",
 ) -> NamedTuple("Outputs", [("model_version", str), ("promoted", bool), ("reason", str)]):  # type: ignore[valid-type]
-    """KFP step; MLflow from env MLFLOW_TRACKING_URI (+ MLFLOW_TRACKING_USERNAME/PASSWORD).
+    """KFP step; MLflow at ``mlflow_tracking_uri`` (the pipeline's run parameter, no credentials)
+    or, when empty, env MLFLOW_TRACKING_URI; credentials from MLFLOW_TRACKING_USERNAME/PASSWORD.
 
     ``feature_spec`` is prepare_data's directory (feature_spec.json inside); ``plots`` is
     finalize_study's directory of PNGs; ``test_raw_uri`` a Parquet/CSV file of raw test rows."""
@@ -344,9 +346,12 @@ def register_component(
     from ctrflow.components.register import register
 
     logging.basicConfig(level=logging.INFO)
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    tracking_uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:
-        raise RuntimeError("MLFLOW_TRACKING_URI is not set (it comes from the pipeline's Secret)")
+        raise RuntimeError(
+            "MLFLOW_TRACKING_URI is not set and the run parameter mlflow_tracking_uri is empty "
+            "(on a cluster the ConfigMap ctrflow-config sets the variable)"
+        )
     spec_path = pathlib.Path(feature_spec.path)
     if spec_path.is_dir():
         spec_path = spec_path / "feature_spec.json"

@@ -15,7 +15,9 @@ them, from the optional Secret ``mlflow_secret`` (keys ``MLFLOW_TRACKING_USERNAM
 ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN``), both through
 ``kfp.kubernetes.use_secret_as_env``. Locally, where no Kubernetes applies them, the steps inherit
 those variables from the ``ctrflow run`` process (SubprocessRunner starts each step with the
-parent's environment).
+parent's environment). MLflow's location is not secret: the run parameter
+``mlflow_tracking_uri`` when given, else MLFLOW_TRACKING_URI from the manifests' ConfigMap
+``ctrflow-config``; create-study (the warm-start lookup) and register use the same rule.
 
 No ``from __future__ import annotations`` here: KFP reads the pipeline function's annotations as
 types.
@@ -254,6 +256,7 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
             study_db=final.outputs["study_db"],
             plots=final.outputs["plots"],
             test=prep.outputs["test"],
+            mlflow_tracking_uri=mlflow_tracking_uri,
         )
         # Never cached: a cache hit would skip the registration and the promotion decision.
         configure(register, "register", cache=False, retry=True)
