@@ -171,6 +171,15 @@ def test_dag_order_and_fan_out(spec: pipeline_spec_pb2.PipelineSpec) -> None:
     )
 
 
+def test_mlflow_location_is_one_run_parameter(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    tasks = _all_tasks(spec)
+    for step in ("create-study", "register"):
+        uri = tasks[step].inputs.parameters["mlflow_tracking_uri"]
+        assert uri.component_input_parameter == "mlflow_tracking_uri", step
+    default = spec.root.input_definitions.parameters["mlflow_tracking_uri"].default_value
+    assert default.string_value == ""  # empty: MLFLOW_TRACKING_URI from ConfigMap ctrflow-config
+
+
 def test_run_id_placeholder_is_always_a_whole_value() -> None:
     """KFP's driver replaces {{$.pipeline_job_uuid}} only as an argument's entire value."""
     text = COMMITTED.read_text(encoding="utf-8")
