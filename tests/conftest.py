@@ -43,8 +43,9 @@ def _pg_bin(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    for candidate in sorted(pathlib.Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
-        return str(candidate)
+    installed = sorted(pathlib.Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)
+    if installed:
+        return str(installed[0])
     pytest.fail(f"{name} not found: install the postgresql package (.ci/run does)")
 
 
