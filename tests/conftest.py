@@ -80,29 +80,73 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if uid is not None:
         os.chown(pwfile, uid, gid or -1)
     subprocess.run(
-        [_pg_bin("initdb"), "-D", str(data_dir), "-U", "ctrflow", "--pwfile", str(pwfile),
-         "-A", "scram-sha-256", "--no-sync", "-E", "UTF8"],
-        check=True, capture_output=True, preexec_fn=demote,
+        [
+            _pg_bin("initdb"),
+            "-D",
+            str(data_dir),
+            "-U",
+            "ctrflow",
+            "--pwfile",
+            str(pwfile),
+            "-A",
+            "scram-sha-256",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+        preexec_fn=demote,
     )
     port = free_port()
     log = base / "postgres.log"
     subprocess.run(
-        [_pg_bin("pg_ctl"), "-D", str(data_dir), "-l", str(log), "-w", "-t", "60", "start",
-         "-o", f"-p {port} -h 127.0.0.1 -k {base} -c fsync=off -c max_connections=200"],
-        check=True, capture_output=True, preexec_fn=demote,
+        [
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(data_dir),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            f"-p {port} -h 127.0.0.1 -k {base} -c fsync=off -c max_connections=200",
+        ],
+        check=True,
+        capture_output=True,
+        preexec_fn=demote,
     )
     try:
         env = dict(os.environ, PGPASSWORD=password)
         subprocess.run(
-            [_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "ctrflow", "-d", "postgres",
-             "-c", "CREATE DATABASE ctrflow", "-c", "CREATE DATABASE mlflow"],
-            check=True, capture_output=True, env=env,
+            [
+                _pg_bin("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "ctrflow",
+                "-d",
+                "postgres",
+                "-c",
+                "CREATE DATABASE ctrflow",
+                "-c",
+                "CREATE DATABASE mlflow",
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
         )
         yield f"postgresql+psycopg://ctrflow:{password}@127.0.0.1:{port}/ctrflow"
     finally:
         subprocess.run(
             [_pg_bin("pg_ctl"), "-D", str(data_dir), "-m", "immediate", "stop"],
-            check=False, capture_output=True, preexec_fn=demote,
+            check=False,
+            capture_output=True,
+            preexec_fn=demote,
         )
         if base.parent == pathlib.Path(tempfile.gettempdir()):
             shutil.rmtree(base, ignore_errors=True)
@@ -132,10 +176,23 @@ def run_mlflow_server(backend_uri: str, workdir: pathlib.Path) -> Iterator[str]:
     mlflow_bin = pathlib.Path(sys.executable).with_name("mlflow")
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
-             "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
+            [
+                str(mlflow_bin),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--backend-store-uri",
+                backend_uri,
+                "--artifacts-destination",
+                str(artifacts),
+                "--workers",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
         )
     try:
         url = f"http://127.0.0.1:{port}"
