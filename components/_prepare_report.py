@@ -41,6 +41,7 @@ class PrepareResult:
     n_fields: int
     n_features: int
     features_per_field: dict[str, int]
+    test_raw_path: str = ""  # the test split's raw rows (Parquet), for the promotion gate
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +72,8 @@ class PrepareResult:
                 f"  {name:5s} {split.rows:>12,} rows  positive rate {split.positive_rate:.4f}{when}"
             )
         lines.append(f"  {self.n_fields} fields, {self.n_features:,} features")
+        if self.test_raw_path:
+            lines.append(f"  raw test rows (for the promotion gate): {self.test_raw_path}")
         for example in self.bad_examples[:5]:
             lines.append(f"  bad row {example.file}:{example.line}: {example.reason}")
         return "\n".join(lines)

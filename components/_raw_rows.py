@@ -13,7 +13,11 @@ import pandas as pd
 
 from ctrflow.components.feature_spec import FittedFeatureSpec
 
-__all__ = ["load_raw_rows"]
+__all__ = ["TEST_RAW_FILE", "load_raw_rows"]
+
+# prepare_data's file of raw test rows (in its output directory, or in the KFP step's test_raw
+# artifact directory).
+TEST_RAW_FILE = "test_raw.parquet"
 
 
 def load_raw_rows(path: str | pathlib.Path, spec: FittedFeatureSpec) -> pd.DataFrame:

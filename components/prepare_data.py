@@ -10,7 +10,9 @@ reported with file and line; the step fails after pass 1 (or earlier, once the c
 limit for any plausible input size) when they exceed `max_bad_fraction` of the input rows.
 
 Output (output_dir): train/, valid/, test/ (ffm_ext Dataset directories), feature_spec.json
-(the FittedFeatureSpec), stats.json (the PrepareResult).
+(the FittedFeatureSpec), stats.json (the PrepareResult), test_raw.parquet (the test Dataset's
+rows as raw columns, same rows in the same order: what the promotion gate scores a champion with
+another feature spec on; see `_raw_test_rows`).
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from ctrflow.components._prepare_report import (
     PrepareResult,
     SplitStats,
 )
+from ctrflow.components._raw_rows import TEST_RAW_FILE
+from ctrflow.components._raw_test_rows import RawTestRows
 from ctrflow.components._schema import FeatureSpec, ParsedTable
-from ctrflow.components._split import SPLITS, TRAIN, TimeSplit
+from ctrflow.components._split import SPLITS, TEST, TRAIN, TimeSplit
 from ctrflow.components.feature_spec import FittedFeatureSpec, SpecFitter
 
 __all__ = [
@@ -99,9 +103,10 @@ def _progress(chunk: RawChunk, files: list[InputFile]) -> float | None:
 
 
 def _fit_pass(
-    plan: _Plan, bad: BadRowLog, cache: ChunkCache
+    plan: _Plan, bad: BadRowLog, cache: ChunkCache, test_rows: RawTestRows
 ) -> tuple[FittedFeatureSpec, TimeSplit | None]:
-    """Parse everything once: count bad rows, fit on training rows, cache the good rows."""
+    """Parse everything once: count bad rows, fit on training rows, cache the good rows, keep
+    the raw test rows (or, by time, the rows that may turn out to be test rows)."""
     spec = plan.spec
     by_day: dict[int, SpecFitter] = {}
     fitter = spec.fitter()
@@ -127,10 +132,12 @@ def _fit_pass(
                 day_fitter = by_day.setdefault(int(day), spec.fitter())
                 day_fitter.update(parsed, rows=good & (days == day), row_ids=ids)
             cache.put(parsed, good, days)
+            test_rows.add_candidates(chunk.table, good, days)
         else:
             split = _ratio(plan, ids)
             fitter.update(parsed, rows=good & (split == TRAIN), row_ids=ids)
             cache.put(parsed, good, split)
+            test_rows.add_test(chunk.table, parsed, good & (split == TEST))
     bad.check(final=True)
     if bad.rows == 0:
         raise ValueError(f"{', '.join(f.name for f in plan.files)}: no data rows")
@@ -222,6 +229,7 @@ def prepare_data(
     max_examples: int = 20,
     split_dirs: Mapping[str, str] | None = None,
     cache_memory_mb: int = 1024,
+    test_raw_path: str | None = None,
 ) -> PrepareResult:
     """Prepare FFM datasets from raw logs; see the module docstring.
 
@@ -231,7 +239,9 @@ def prepare_data(
     rare_threshold: overrides the spec's. split_dirs: write a split elsewhere than
     output_dir/<split> (the KFP component gives each split its own artifact).
     cache_memory_mb: parsed rows kept in memory between the passes; beyond, they go to a
-    temporary directory in output_dir (about 170 bytes per Criteo row).
+    temporary directory in output_dir (about 170 bytes per Criteo row). The same budget again
+    holds the raw rows that may be test rows during a time split.
+    test_raw_path: where the raw test rows go (default output_dir/test_raw.parquet).
     """
     started = time.perf_counter()
     for name, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
@@ -248,6 +258,8 @@ def prepare_data(
         spec = spec.with_options(rare_threshold=rare_threshold)
     files = list_inputs(input_uri)
     use_time = _decide_split(spec, files, split)
+    if use_time and (valid_days < 1 or test_days < 1):
+        raise ValueError(f"valid_days and test_days must be >= 1, got {valid_days}, {test_days}")
     needed = [spec.label, *spec.fields] + ([spec.timestamp] if use_time and spec.timestamp else [])
     plan = _Plan(
         spec, files, use_time, needed, valid_fraction, test_fraction, valid_days, test_days,
@@ -257,15 +269,27 @@ def prepare_data(
     out.mkdir(parents=True, exist_ok=True)
     bad = BadRowLog(max_bad_fraction, max_examples)
     cache = ChunkCache(out, memory_bytes=cache_memory_mb << 20)
+    test_raw = Path(test_raw_path) if test_raw_path else out / TEST_RAW_FILE
+    test_rows = RawTestRows(
+        test_raw, spec, test_days=test_days if use_time else None,
+        memory_bytes=cache_memory_mb << 20, threads=plan.threads,
+    )  # fmt: skip
     try:
         log.info("prepare_data: pass 1 (parse, fit) over %d file(s) from %s", len(files), input_uri)
-        fitted, time_split = _fit_pass(plan, bad, cache)
+        fitted, time_split = _fit_pass(plan, bad, cache, test_rows)
         fitted_at = time.perf_counter()
         dirs = {name: Path((split_dirs or {}).get(name, out / name)) for name in SPLITS}
         log.info("prepare_data: pass 2 (transform), %d features", fitted.n_features)
         stats = _transform_pass(fitted, time_split, cache, dirs, plan.threads)
+        test_rows.finish(time_split.test_days if time_split else None)
     finally:
         cache.close()
+        test_rows.close()
+    if test_rows.rows != stats["test"].rows:  # the two are built apart: never ship a mismatch
+        test_raw.unlink()
+        raise RuntimeError(
+            f"{test_rows.rows} raw test rows for a test split of {stats['test'].rows} rows"
+        )
     fitted.save(str(out / "feature_spec.json"))
     done = time.perf_counter()
     if time_split is not None:
@@ -286,6 +310,7 @@ def prepare_data(
         n_fields=fitted.n_fields,
         n_features=fitted.n_features,
         features_per_field=fitted.features_per_field(),
+        test_raw_path=str(test_raw),
         seconds={
             "fit": round(fitted_at - started, 3),
             "transform": round(done - fitted_at, 3),
@@ -307,6 +332,7 @@ def prepare_data_component(
     valid: dsl.Output[dsl.Dataset],
     test: dsl.Output[dsl.Dataset],
     feature_spec: dsl.Output[dsl.Artifact],
+    test_raw: dsl.Output[dsl.Dataset],
     metrics: dsl.Output[dsl.Metrics],
     spec_uri: str = "",
     split: str = "auto",
@@ -320,11 +346,15 @@ def prepare_data_component(
 ) -> None:
     """KFP step. Each split is its own Dataset artifact (the directory format of ffm_ext), so
     hpo_worker/train_final/evaluate take them as inputs directly; `feature_spec` is a directory
-    with feature_spec.json (the fitted spec, shipped with the model) and stats.json.
+    with feature_spec.json (the fitted spec, shipped with the model) and stats.json; `test_raw`
+    a directory with test_raw.parquet, the test split's raw rows (register's promotion gate
+    scores a champion with another feature spec on them).
     spec_uri: feature spec JSON file or URI ("" = Criteo's schema); rare_threshold 0 = spec's.
     """
     import logging
+    import pathlib
 
+    from ctrflow.components._raw_rows import TEST_RAW_FILE
     from ctrflow.components.prepare_data import prepare_data
 
     logging.basicConfig(level=logging.INFO)
@@ -341,6 +371,7 @@ def prepare_data_component(
         max_bad_fraction=max_bad_fraction,
         rare_threshold=rare_threshold or None,
         split_dirs={"train": train.path, "valid": valid.path, "test": test.path},
+        test_raw_path=str(pathlib.Path(test_raw.path) / TEST_RAW_FILE),
     )
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)
@@ -349,3 +380,5 @@ def prepare_data_component(
         artifact.metadata["n_features"] = result.n_features
         artifact.metadata["n_fields"] = result.n_fields
     feature_spec.metadata["split_method"] = result.split_method
+    test_raw.metadata["rows"] = result.splits["test"].rows
+    test_raw.metadata["file"] = TEST_RAW_FILE

@@ -147,6 +147,94 @@ def test_ratio_split_depends_on_rows_not_on_chunks_or_threads(
     )
 
 
+CATEGORICAL = {f"C{i}": "str" for i in range(1, 27)}
+
+
+def _read_raw(path: Path) -> pd.DataFrame:
+    """A generated log as plain pandas: categoricals as text, missing values as NaN."""
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path).astype(CATEGORICAL)
+    return pd.read_csv(path, dtype=CATEGORICAL)
+
+
+def _last_days(raw: pd.DataFrame, n: int) -> pd.DataFrame:
+    day = raw["timestamp"] // 86_400
+    return raw[day.isin(sorted(day.unique())[-n:])].drop(columns="timestamp")
+
+
+@pytest.mark.parametrize(
+    ("source", "options"),
+    [
+        # Days in order: each new day drops kept rows of older days, chunks across two days
+        # are filtered at the end; all spilled.
+        ("csv", {"test_days": 2, "chunk_rows": 700, "cache_memory_mb": 0, "threads": 2}),
+        # Days shuffled, two test days: chunks are kept in part and filtered at the end.
+        ("shuffled", {"test_days": 2, "chunk_rows": 500, "cache_memory_mb": 0}),
+        ("shuffled", {"test_days": 2, "threads": 1}),
+        ("parquet", {}),
+    ],
+)
+def test_raw_test_rows_are_the_test_dataset_rows_as_read(
+    synth_csv: Path, tmp_path: Path, source: str, options: dict[str, typing.Any]
+) -> None:
+    path = synth_csv
+    if source == "shuffled":
+        path = tmp_path / "shuffled.csv"
+        _read_raw(synth_csv).sample(frac=1.0, random_state=0).to_csv(path, index=False)
+    elif source == "parquet":
+        path = tmp_path / "log.parquet"
+        write_synth(str(path), rows=12_000, days=6, seed=3)
+    out = tmp_path / "out"
+    result = prepare_data(input_uri=str(path), output_dir=str(out), **options)
+    assert result.split_method == "time"
+    assert result.test_raw_path == str(out / "test_raw.parquet")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "feature_spec.json",
+        "stats.json",
+        "test",
+        "test_raw.parquet",
+        "train",
+        "valid",
+    ]  # fmt: skip  (no partial file, no spilled rows left behind)
+    table = pq.read_table(out / "test_raw.parquet")
+    fitted = FittedFeatureSpec.load(str(out / "feature_spec.json"))
+    assert table.schema == pa.schema(
+        [pa.field("label", pa.int8())]
+        + [pa.field(c, pa.float64()) for c in fitted.spec.numeric]
+        + [pa.field(c, pa.string()) for c in fitted.spec.categorical]
+    )
+    got = table.to_pandas()
+    # The rows of the test days, in input order, the values as read; missing is null.
+    expected = _last_days(_read_raw(path), options.get("test_days", 1)).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert table.column("C3").null_count == expected["C3"].isna().sum() > 0
+    # Through the fitted spec they are exactly the prepared test Dataset.
+    served, test = fitted.transform(got), _load(out, "test")
+    assert np.array_equal(served.features, test.features)
+    assert np.array_equal(served.labels, test.labels)
+
+
+def test_raw_test_rows_of_a_ratio_split_leave_bad_rows_out(synth_csv: Path, tmp_path: Path) -> None:
+    _corrupt(synth_csv, tmp_path / "bad.csv")
+    result = prepare_data(
+        input_uri=str(tmp_path / "bad.csv"), output_dir=str(tmp_path / "out"), split="ratio",
+        max_bad_fraction=0.01, chunk_rows=300,
+    )  # fmt: skip
+    assert result.bad_rows == 5
+    got = pd.read_parquet(result.test_raw_path)
+    test = _load(tmp_path / "out", "test")
+    assert len(got) == test.n_rows == result.splits["test"].rows > 1000
+    fitted = FittedFeatureSpec.load(str(tmp_path / "out" / "feature_spec.json"))
+    served = fitted.transform(got)  # a bad row here would raise BadRowsError
+    assert np.array_equal(served.features, test.features)
+    assert np.array_equal(served.labels, test.labels)
+    # Each row is a row of the input, as read (the split is a hash of file name and line).
+    raw = _read_raw(synth_csv).drop(columns="timestamp")
+    keys = list(raw.columns)
+    found = got.merge(raw.drop_duplicates(), on=keys, how="left", indicator=True)
+    assert (found["_merge"] == "both").all()
+
+
 def _corrupt(src: Path, dst: Path) -> dict[int, str]:
     """Copy `src`, breaking some lines; returns {line number: expected reason fragment}."""
     lines = src.read_text().splitlines()
@@ -200,7 +288,7 @@ def test_too_many_bad_rows_fail_before_writing(synth_csv: Path, tmp_path: Path) 
         prepare_data(**limit, max_bad_fraction=0.0002, cache_memory_mb=0)
     assert f"{tmp_path / 'bad.csv'}:30: I3: cannot parse 'abc'" in str(info.value)
     assert not (tmp_path / "out" / "train").exists()
-    assert not list((tmp_path / "out").glob(".prepare-cache-*"))
+    assert list((tmp_path / "out").iterdir()) == []  # no cache, no partial raw test rows
 
 
 def test_a_broken_input_stops_early(tmp_path: Path) -> None:
@@ -374,6 +462,12 @@ def test_component_runs_under_kfp_local_runner(
     fitted = FittedFeatureSpec.load(str(spec_dir / "feature_spec.json"))
     assert fitted.n_features == outputs["train"].metadata["n_features"]
     assert json.loads((spec_dir / "stats.json").read_text())["split_method"] == "time"
+    raw = pd.read_parquet(Path(outputs["test_raw"].path) / "test_raw.parquet")
+    assert len(raw) == outputs["test_raw"].metadata["rows"] == outputs["metrics"].metadata[
+        "test_rows"
+    ]  # fmt: skip
+    served = fitted.transform(raw)
+    assert np.array_equal(served.features, ffm_ext.Dataset.load(outputs["test"].path).features)
     shutil.rmtree(tmp_path / "root")
 
 
