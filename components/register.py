@@ -328,14 +328,16 @@ def register_component(
     study_db: dsl.Input[dsl.Artifact],
     plots: dsl.Input[dsl.Artifact],
     test: dsl.Input[dsl.Dataset],
-    test_raw_uri: str = "",
+    test_raw: dsl.Input[dsl.Dataset] | None = None,
     mlflow_tracking_uri: str = "",
 ) -> NamedTuple("Outputs", [("model_version", str), ("promoted", bool), ("reason", str)]):  # type: ignore[valid-type]
     """KFP step; MLflow at ``mlflow_tracking_uri`` (the pipeline's run parameter, no credentials)
     or, when empty, env MLFLOW_TRACKING_URI; credentials from MLFLOW_TRACKING_USERNAME/PASSWORD.
 
     ``feature_spec`` is prepare_data's directory (feature_spec.json inside); ``plots`` is
-    finalize_study's directory of PNGs; ``test_raw_uri`` a Parquet/CSV file of raw test rows."""
+    finalize_study's directory of PNGs; ``test_raw`` prepare_data's raw test rows (a directory
+    with test_raw.parquet, or a Parquet/CSV file): without them a champion with another feature
+    spec than this model's cannot be compared, and it stays."""
     import logging
     import os
     import pathlib
@@ -343,6 +345,7 @@ def register_component(
     import tempfile
     from collections import namedtuple
 
+    from ctrflow.components._raw_rows import TEST_RAW_FILE
     from ctrflow.components.register import register
 
     logging.basicConfig(level=logging.INFO)
@@ -355,6 +358,9 @@ def register_component(
     spec_path = pathlib.Path(feature_spec.path)
     if spec_path.is_dir():
         spec_path = spec_path / "feature_spec.json"
+    raw_path = pathlib.Path(test_raw.path) if test_raw is not None else None
+    if raw_path is not None and raw_path.is_dir():
+        raw_path = raw_path / TEST_RAW_FILE
     with tempfile.TemporaryDirectory() as tmp:
         # The warm start reads the artifact by its file name: optuna/study.db.
         db = pathlib.Path(tmp) / "study.db"
@@ -369,7 +375,7 @@ def register_component(
             study_db=db,
             test_dir=test.path,
             hpo_plots_dir=plots.path,
-            test_raw=test_raw_uri or None,
+            test_raw=raw_path,
             pipeline_run_id=pipeline_run_id,
             margin=margin,
             mirror_stage=mirror_stage,

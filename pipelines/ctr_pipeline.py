@@ -256,6 +256,9 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
             study_db=final.outputs["study_db"],
             plots=final.outputs["plots"],
             test=prep.outputs["test"],
+            # The raw test rows: a champion fitted with last week's feature spec is compared
+            # with this run's model on them, each through its own spec.
+            test_raw=prep.outputs["test_raw"],
             mlflow_tracking_uri=mlflow_tracking_uri,
         )
         # Never cached: a cache hit would skip the registration and the promotion decision.

@@ -1,6 +1,7 @@
 """Test data for the train/evaluate/register/serving tests: a few thousand synthetic raw Criteo
 rows (``synth_data``), split in time order, a feature spec fitted on the training part, the three
-prepared Datasets, and the raw test rows (label + feature columns) as a served model gets them.
+prepared Datasets, and the raw test rows (label + feature columns) as a served model gets them;
+or the same made by prepare_data itself from a generated log (``prepared_week``).
 Also a small finished Optuna study (create_study -> hpo_worker -> finalize_study on SQLite), the
 input the register step takes from finalize_study.
 """
@@ -20,8 +21,9 @@ from ctrflow.components.create_study import create_study
 from ctrflow.components.feature_spec import FeatureSpec, FittedFeatureSpec
 from ctrflow.components.finalize_study import FinalizeResult, finalize_study
 from ctrflow.components.hpo_worker import run_worker
+from ctrflow.components.prepare_data import prepare_data
 from ctrflow.components.search_space import get_space
-from ctrflow.components.synth_data import _plain_schema, synth_table
+from ctrflow.components.synth_data import _plain_schema, synth_table, write_synth
 
 
 def raw_frame(rows: int, seed: int) -> pd.DataFrame:
@@ -39,6 +41,7 @@ class Week:
     spec_path: pathlib.Path
     spec: FittedFeatureSpec
     test_raw: pd.DataFrame  # label + the spec's feature columns
+    test_raw_path: pathlib.Path | None = None  # prepare_data's file of them, if it made them
 
 
 def make_week(base: pathlib.Path, *, rows: int = 5000, seed: int = 0) -> Week:
@@ -57,6 +60,25 @@ def make_week(base: pathlib.Path, *, rows: int = 5000, seed: int = 0) -> Week:
         spec.transform(part).save(str(base / name))
     test_raw = parts["test"][[spec.spec.label, *spec.raw_columns]].reset_index(drop=True)
     return Week(base, base / "train", base / "valid", base / "test", spec_path, spec, test_raw)
+
+
+def prepared_week(
+    base: pathlib.Path, *, rows: int, days: int, seed: int, rare_threshold: int = 3
+) -> Week:
+    """A generated Parquet log through prepare_data (time split: the last day is test)."""
+    base.mkdir(parents=True, exist_ok=True)
+    write_synth(str(base / "log.parquet"), rows=rows, days=days, seed=seed)
+    result = prepare_data(
+        input_uri=str(base / "log.parquet"), output_dir=str(base / "prepared"),
+        rare_threshold=rare_threshold, threads=1,
+    )  # fmt: skip
+    out = base / "prepared"
+    spec = FittedFeatureSpec.load(str(out / "feature_spec.json"))
+    raw_path = pathlib.Path(result.test_raw_path)
+    return Week(
+        base, out / "train", out / "valid", out / "test", out / "feature_spec.json", spec,
+        pd.read_parquet(raw_path), raw_path,
+    )  # fmt: skip
 
 
 def _quick_objective(model_type: str) -> Callable[[optuna.Trial], float]:

@@ -20,11 +20,14 @@ from typing import Any
 
 import mlflow
 import optuna
+import pandas as pd
 import pytest
-from ctr_testdata import Week, make_week, run_study
+from ctr_testdata import Week, make_week, prepared_week, run_study
 from mlflow import MlflowClient
 
 import ctrflow
+import ffm_ext
+from ctrflow.components._fingerprint import spec_fingerprint
 from ctrflow.components.create_study import create_study
 from ctrflow.components.evaluate import EvalResult, evaluate, logloss
 from ctrflow.components.finalize_study import FinalizeResult
@@ -356,41 +359,73 @@ def test_next_weeks_create_study_warm_starts_from_this_runs_study_through_the_al
 # ---- another feature spec, concurrency (SQLite backend store) -------------------------------
 
 
-def test_champion_with_another_feature_spec_is_scored_on_the_raw_test_rows(
+def test_champion_with_another_feature_spec_is_judged_on_prepare_datas_raw_test_rows(
     mlflow_server: str, week: Week, study: FinalizeResult, models: dict[str, Candidate],
     tmp_path: pathlib.Path,
 ) -> None:  # fmt: skip
+    """Next week, as the pipeline runs it: prepare_data refits the spec on new rows (other
+    vocabularies, other feature ids), so the champion can only be scored on prepare_data's raw
+    test rows, each model through its own spec."""
     name = f"ctr-{uuid.uuid4().hex[:8]}"
     client = MlflowClient(mlflow_server)
-    _register(mlflow_server, name, week, study, models["better"])
-    # Next week: other rows, so another fitted spec (other vocabularies, other feature ids).
-    week_b = make_week(tmp_path / "week-b", rows=5000, seed=1)
-    challenger = _train(week_b, tmp_path / "model-b", "ffm", dict(get_space("ffm").defaults))
+    _register(mlflow_server, name, week, study, models["mediocre"])  # version 1, champion
+    # Same planted signal as `week`, other rows (a later "week"), through the real step.
+    week_b = prepared_week(tmp_path / "week-b", rows=6000, days=4, seed=0)
+    assert week_b.test_raw_path is not None
+    assert spec_fingerprint(week_b.spec) != spec_fingerprint(week.spec)
+    defaults = dict(get_space("ffm").defaults)
+    worse = _train(week_b, tmp_path / "worse", "ffm", {**defaults, "eta": 0.02}, max_epochs=1)
+    better = _train(week_b, tmp_path / "better", "ffm", defaults)
+    # The champion on week b's raw test rows, as it is served (its own pyfunc, its own spec).
+    raw = pd.read_parquet(week_b.test_raw_path)
+    local = download_version(client, mlflow_server, name, "1", str(tmp_path / "champion"))
+    served = mlflow.pyfunc.load_model(local).predict(raw[list(week.spec.raw_columns)])
+    champion_loss = logloss(raw["label"].to_numpy(), served)
+    losses = (worse.evaluation.logloss, champion_loss, better.evaluation.logloss)
+    assert losses[0] > losses[1] > losses[2], losses  # the story needs this order: check it
+    rows = len(raw)
+    assert rows == ffm_ext.Dataset.load(week_b.test).n_rows
 
     # Without the raw rows the two cannot be compared: the champion stays, and the reason says so.
-    kept = _register(mlflow_server, name, week_b, study, challenger, test_raw=None)
-    assert (kept.version, kept.promoted, kept.champion) == ("2", False, "1")
-    assert kept.reason == (
+    blind = _register(mlflow_server, name, week_b, study, worse, test_raw=None)
+    assert (blind.version, blind.promoted, blind.champion) == ("2", False, "1")
+    assert blind.reason == (
         "champion kept: champion version 1 uses another feature spec and no raw test rows were "
         "given to score both models on"
     )
 
-    # With them, each model scores them through its own spec.
-    result = _register(mlflow_server, name, week_b, study, challenger)
-    assert result.decision["compared_on"] == (
-        "raw test rows through each model's feature spec (750 rows)"
+    # With prepare_data's file the worse model is kept out, on the numbers of the raw rows.
+    kept = _register(mlflow_server, name, week_b, study, worse, test_raw=week_b.test_raw_path)
+    assert (kept.version, kept.promoted, kept.champion) == ("3", False, "1")
+    on_raw = f"raw test rows through each model's feature spec ({rows} rows)"
+    assert kept.decision["compared_on"] == on_raw
+    assert kept.decision["champion_logloss"] == pytest.approx(champion_loss, rel=1e-12)
+    # Through its own spec the challenger scores the raw rows as evaluate scored its Dataset.
+    assert kept.decision["challenger_logloss"] == pytest.approx(worse.evaluation.logloss, rel=1e-9)
+    tags = _tags(client, name, "3")
+    assert tags["ctrflow.promotion.decision"] == "kept_champion"
+    assert tags["ctrflow.promotion.compared_on"] == on_raw
+    assert tags["ctrflow.promotion.reason"] == (
+        f"champion kept: test logloss {worse.evaluation.logloss:.6f} is not lower than champion "
+        f"version 1's {champion_loss:.6f} by at least the margin 0.0 "
+        f"(difference {champion_loss - worse.evaluation.logloss:+.6f})"
     )
-    raw = week_b.test_raw
-    local = download_version(client, mlflow_server, name, "1", str(tmp_path / "champion"))
-    champion = mlflow.pyfunc.load_model(local)
-    expected = logloss(raw["label"].to_numpy(), champion.predict(raw[list(week.spec.raw_columns)]))
-    assert result.decision["champion_logloss"] == pytest.approx(expected, rel=1e-12)
-    # Through its own spec, the challenger scores the raw rows as evaluate scored its Dataset.
-    assert result.decision["challenger_logloss"] == pytest.approx(
-        challenger.evaluation.logloss, rel=1e-9
+    assert _champion(client, name) == "1"
+
+    # The better one is promoted over the champion of the other spec.
+    won = _register(mlflow_server, name, week_b, study, better, test_raw=week_b.test_raw_path)
+    assert (won.version, won.promoted, won.champion) == ("4", True, "4")
+    assert won.decision["compared_on"] == on_raw
+    assert _champion(client, name) == "4"
+    tags = _tags(client, name, "4")
+    assert tags["ctrflow.promotion.reason"] == (
+        f"test logloss {better.evaluation.logloss:.6f} beats champion version 1's "
+        f"{champion_loss:.6f} by {champion_loss - better.evaluation.logloss:.6f} (margin 0.0)"
     )
-    assert result.promoted == (expected > result.decision["challenger_logloss"])
-    assert _champion(client, name) == ("3" if result.promoted else "1")
+    assert [(h["version"], h["replaced_by"]) for h in promotion_history(client, name)] == [
+        ("1", "4"),
+        ("4", None),
+    ]
 
 
 def test_two_pipelines_promoting_at_once_end_with_the_better_one_as_champion(
@@ -480,8 +515,9 @@ def test_kfp_step_function_registers_from_artifact_paths(
     (spec_dir / "feature_spec.json").write_bytes(week.spec_path.read_bytes())
     db = tmp_path / "study_db"
     db.write_bytes(pathlib.Path(study.study_db).read_bytes())
-    raw = tmp_path / "test_raw.parquet"
-    week.test_raw.to_parquet(raw)
+    raw = tmp_path / "test_raw"  # prepare_data's artifact: a directory with test_raw.parquet
+    raw.mkdir()
+    week.test_raw.to_parquet(raw / "test_raw.parquet")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     name = f"ctr-{uuid.uuid4().hex[:8]}"
     out = register_component(
@@ -490,7 +526,7 @@ def test_kfp_step_function_registers_from_artifact_paths(
         evaluation=dsl.Artifact(uri=str(models["better"].eval_dir)),
         feature_spec=dsl.Artifact(uri=str(spec_dir)), study_db=dsl.Artifact(uri=str(db)),
         plots=dsl.Artifact(uri=str(pathlib.Path(study.study_db).parent)),
-        test=dsl.Dataset(uri=str(week.test)), test_raw_uri=str(raw),
+        test=dsl.Dataset(uri=str(week.test)), test_raw=dsl.Dataset(uri=str(raw)),
     )  # fmt: skip
     assert (out.model_version, out.promoted, out.reason) == ("1", True, "no champion yet")
     client = MlflowClient(mlflow_server)

@@ -2,8 +2,10 @@
 
 Two runs share one work directory (one MLflow store): the first with `ctrflow run`'s embedded
 defaults (generated data, SQLite Optuna storage, SQLite MLflow), the second on the real
-PostgreSQL server of the `postgres_url` fixture. The second finds the first's champion in MLflow
-and warm-starts from its study, registers version 2, and the promotion decision is on that
+PostgreSQL server of the `postgres_url` fixture and a feature spec file with another rare
+threshold, so its fitted spec differs from the champion's, as every week's refit spec does. The
+second finds the first's champion in MLflow and warm-starts from its study, registers version 2,
+and the promotion gate compares the two on prepare-data's raw test rows; the decision is on that
 version's tags and in the `champion` alias. Small data and budgets: these are CI's slowest tests.
 """
 
@@ -22,6 +24,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ctrflow.components._study_config import StudyConfig
+from ctrflow.components.feature_spec import FeatureSpec
 from ctrflow.pipelines import cli
 
 ROWS = "15000"
@@ -83,6 +86,7 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
     assert StudyConfig.from_study(study).sampler["name"] == "tpe"
     run_dir = pathlib.Path(first["run_dir"])
     assert (run_dir / "register").is_dir() and (run_dir / "prepare-data" / "train").is_dir()
+    assert (run_dir / "prepare-data" / "test_raw" / "test_raw.parquet").is_file()
     assert pathlib.Path(first["log_file"]).read_text().count("finished with status") >= 9
 
     mlflow = MlflowClient(tracking_uri=first["mlflow_uri"], registry_uri=first["mlflow_uri"])
@@ -91,8 +95,13 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
     assert experiment is not None
     assert experiment.artifact_location.startswith((workdir / "mlartifacts").as_uri())
 
-    # Run 2: Optuna on PostgreSQL, same MLflow store: warm start from run 1's champion.
-    second = _run_json(*common, "--budget", "4", "--storage", postgres_url)
+    # Run 2: Optuna on PostgreSQL, same MLflow store: warm start from run 1's champion. Another
+    # rare threshold: another fitted spec than the champion's.
+    spec = tmp_path / "spec.json"
+    FeatureSpec.criteo(rare_threshold=4).save(str(spec))
+    second = _run_json(
+        *common, "--budget", "4", "--storage", postgres_url, "--feature-spec", str(spec)
+    )
     out2 = second["outputs"]
     hpo2 = out2["hpo"]
     assert second["data_generated"] is False and second["data_uri"] == first["data_uri"]
@@ -114,6 +123,11 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
     decision = version.tags["ctrflow.promotion.decision"]
     assert decision == ("promoted" if out2["promoted"] else "kept_champion")
     assert version.tags["ctrflow.promotion.champion_version"] == "1"
+    # Decided on the same rows for both, each model through its own spec.
+    assert version.tags["ctrflow.promotion.compared_on"].startswith(
+        "raw test rows through each model's feature spec ("
+    ), version.tags
+    assert float(version.tags["ctrflow.promotion.champion_test_logloss"]) > 0
     assert version.tags["ctrflow.promotion.reason"] == out2["promotion_reason"]
     champion = str(mlflow.get_model_version_by_alias(MODEL, "champion").version)
     assert champion == ("2" if out2["promoted"] else "1")
