@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.exceptions import ExperimentalWarning
 from optuna.pruners import BasePruner, MedianPruner
 from optuna.samplers import BaseSampler, CmaEsSampler, TPESampler
+from optuna.search_space import IntersectionSearchSpace
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
@@ -31,6 +33,7 @@ __all__ = [
     "ATTR_SPACE",
     "ATTR_SPACE_VERSION",
     "ATTR_WARM_START",
+    "SnapshotCmaEsSampler",
     "StudyConfig",
     "build_pruner",
     "build_sampler",
@@ -89,6 +92,30 @@ class StudyConfig:
         )
 
 
+class SnapshotCmaEsSampler(CmaEsSampler):
+    """CmaEsSampler that infers its search space from the trials snapshot it then samples from.
+
+    Optuna's CmaEsSampler computes the intersection search space with ``use_cache=False`` and
+    then reads the trials again (``use_cache=True``) to sample: two storage reads per trial, 7 SQL
+    statements each on RDBStorage. TPESampler already takes both from the per-``ask`` snapshot;
+    this does the same for CMA-ES (same filter as ``CmaEsSampler.infer_relative_search_space``).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._snapshot_space = IntersectionSearchSpace()
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        # `cma` handles neither single-value nor categorical distributions.
+        return {
+            name: dist
+            for name, dist in self._snapshot_space.calculate(study, use_cache=True).items()
+            if not dist.single() and isinstance(dist, (FloatDistribution, IntDistribution))
+        }
+
+
 def source_trials(storage: str | BaseStorage, source_study_name: str) -> list[FrozenTrial]:
     """The completed trials of the warm-start source study kept beside the study."""
     study = optuna.load_study(study_name=source_study_name, storage=storage)
@@ -109,7 +136,7 @@ def build_sampler(
             constant_liar=True,
         )
     if name == "cmaes" and config.get("source_study") is None:
-        return CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        return SnapshotCmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "cmaes":
         trials = source_trials(storage, config["source_study"])
         if not trials:
@@ -118,7 +145,9 @@ def build_sampler(
             )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)  # source_trials: on purpose
-            return CmaEsSampler(seed=seed, source_trials=trials, warn_independent_sampling=False)
+            return SnapshotCmaEsSampler(
+                seed=seed, source_trials=trials, warn_independent_sampling=False
+            )
     raise ValueError(f"unknown sampler {name!r} in the study's {ATTR_SAMPLER} user attr")
 
 
