@@ -10,6 +10,7 @@ here), so the budget is reached as long as one worker lives.
 from __future__ import annotations
 
 import logging
+import math
 import pathlib
 import sys
 import time
@@ -20,11 +21,12 @@ from typing import Any
 import optuna
 from kfp import dsl
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from ctrflow.components._optuna_storage import StorageSettings, dispose, make_storage
 from ctrflow.components._study_config import StudyConfig, build_pruner, build_sampler
 from ctrflow.components._trial_budget import BudgetCounts, TrialBudget
+from ctrflow.components._worker_storage import WorkerStorage
 from ctrflow.components.objectives import make_objective
 
 __all__ = ["WorkerResult", "hpo_worker_component", "run_worker"]
@@ -45,6 +47,25 @@ class WorkerResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """How a trial of this worker ended, for the progress report. Known without reading the
+    trial back (an optimize() callback costs a get_trial: 6 SQL statements per trial)."""
+
+    number: int
+    state: str  # TrialState name, as Optuna's tell decides it
+    value: float | None
+
+    @classmethod
+    def of(cls, number: int, value: Any) -> _Outcome:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return cls(number, "FAIL", None)
+        # Optuna's tell fails a trial whose value is NaN or infinite.
+        return cls(number, "COMPLETE" if math.isfinite(value) else "FAIL", value)
+
+
 class _Progress:
     """A tqdm bar of the study-wide budget on a terminal; plain log lines otherwise."""
 
@@ -57,17 +78,17 @@ class _Progress:
 
             self._bar = tqdm(total=budget, initial=finished, desc=name, unit="trial")
 
-    def trial_done(self, trial: FrozenTrial, counts: BudgetCounts) -> None:
+    def trial_done(self, outcome: _Outcome, counts: BudgetCounts) -> None:
         if self._bar is not None:
             self._bar.n = min(counts.finished, counts.budget)
-            self._bar.set_postfix(last=trial.state.name, refresh=False)
+            self._bar.set_postfix(last=outcome.state, refresh=False)
             self._bar.refresh()
         else:
             _log.info(
                 "trial %d %s value=%s; study %d/%d finished",
-                trial.number,
-                trial.state.name,
-                trial.value,
+                outcome.number,
+                outcome.state,
+                outcome.value,
                 counts.finished,
                 counts.budget,
             )
@@ -126,7 +147,7 @@ def run_worker(
         total = _resolve_budget(config, budget, study_name)
         study = optuna.load_study(
             study_name=study_name,
-            storage=storage,
+            storage=WorkerStorage(storage),
             sampler=build_sampler(config.sampler, storage, seed),
             pruner=build_pruner(config.pruner),
         )
@@ -163,22 +184,23 @@ def _loop(
     running: list[int] = []  # number of the trial in progress
     raised: list[BaseException] = []  # what the objective itself raised, if anything
 
+    last: list[_Outcome] = []  # reported with the next count, which costs no extra query
+
     def admitted(trial: optuna.Trial) -> float:
         # The trial is RUNNING in the storage now, so the next worker's count includes it.
         lock.release()
         running[:] = [trial.number]
         try:
-            return objective(trial)
+            value = objective(trial)
         except optuna.TrialPruned:
+            last.append(_Outcome(trial.number, "PRUNED", None))
             raise
         except Exception as exc:
             raised[:] = [exc]
+            last.append(_Outcome(trial.number, "FAIL", None))
             raise
-
-    last: list[FrozenTrial] = []
-
-    def finished(study: optuna.Study, trial: FrozenTrial) -> None:
-        last.append(trial)  # reported with the next count, which costs no extra query
+        last.append(_Outcome.of(trial.number, value))
+        return value
 
     try:
         while True:
@@ -201,10 +223,11 @@ def _loop(
                     running.clear()
                     raised.clear()
                     try:
-                        study.optimize(admitted, n_trials=1, callbacks=[finished])
+                        study.optimize(admitted, n_trials=1)
                     except Exception as exc:
                         if not _failed_as_stale(study, running, raised, exc):
                             raise
+                        last[:] = [_Outcome(running[0], "FAIL", None)]
             finally:
                 lock.release()
             if not started:

@@ -1,0 +1,132 @@
+"""The worker's storage and sampler shortcuts return what Optuna's own reads would: real storages.
+
+WorkerStorage skips two reads per ``ask`` (the WAITING scan when no trial waits, the read-back of
+the trial just inserted) and SnapshotCmaEsSampler one (the second trials read of CMA-ES). Each
+test compares with Optuna's unshortened path, and counts the SQL it saves on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import uuid
+from collections.abc import Iterator
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.samplers import CmaEsSampler
+from optuna.trial import TrialState
+
+from ctrflow.components._optuna_storage import StorageSettings, dispose, make_storage
+from ctrflow.components._study_config import SnapshotCmaEsSampler
+from ctrflow.components._worker_storage import WorkerStorage
+
+pytestmark = pytest.mark.integration
+SETTINGS = StorageSettings(heartbeat_interval=None, grace_period=None, connect_attempts=2)
+
+
+def bowl(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", -4.0, 4.0)
+    y = trial.suggest_float("y", 1e-3, 1.0, log=True)
+    n = trial.suggest_int("n", 1, 16)
+    return (x - 1) ** 2 + math.log(y) ** 2 + (n - 5) ** 2
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def rdb(
+    request: pytest.FixtureRequest, tmp_path: pathlib.Path
+) -> Iterator[optuna.storages.RDBStorage]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+    storage = make_storage(url, SETTINGS)
+    yield storage
+    dispose(storage)
+
+
+def _name() -> str:
+    return f"ws-{uuid.uuid4().hex[:8]}"
+
+
+def test_snapshot_cmaes_proposes_exactly_what_cmaes_proposes() -> None:
+    studies = [
+        optuna.create_study(sampler=cls(seed=3, n_startup_trials=2))
+        for cls in (CmaEsSampler, SnapshotCmaEsSampler)
+    ]
+    for study in studies:
+        study.optimize(bowl, n_trials=25)
+    plain, snapshot = ([t.params for t in s.trials] for s in studies)
+    assert plain == snapshot
+    # CMA-ES really sampled (generations recorded), not the random fallback.
+    assert any(k.endswith("generation") for k in studies[1].trials[-1].system_attrs)
+
+
+def test_worker_storage_runs_the_same_study_as_optunas_cached_storage(
+    rdb: optuna.storages.RDBStorage,
+) -> None:
+    runs = []
+    for storage in (rdb, WorkerStorage(rdb)):
+        study = optuna.create_study(
+            storage=storage, study_name=_name(), sampler=SnapshotCmaEsSampler(seed=0)
+        )
+        study.enqueue_trial({"x": 0.5, "y": 0.1, "n": 3})
+        study.optimize(bowl, n_trials=12)
+        trials = optuna.load_study(study_name=study.study_name, storage=rdb.url).trials
+        runs.append([(t.number, t.state, t.params, t.value, t.system_attrs) for t in trials])
+    assert runs[0] == runs[1]
+    assert runs[1][0][2] == {"x": 0.5, "y": 0.1, "n": 3}  # the enqueued trial came first
+
+
+def test_a_trial_enqueued_between_asks_is_still_popped(rdb: optuna.storages.RDBStorage) -> None:
+    study = optuna.create_study(storage=WorkerStorage(rdb), study_name=_name())
+    study.optimize(bowl, n_trials=2)
+    # Enqueued by "another process": a second storage object on the same database.
+    optuna.load_study(study_name=study.study_name, storage=rdb.url).enqueue_trial(
+        {"x": 2.0, "y": 0.5, "n": 7}
+    )
+    trial = study.ask()
+    study.tell(trial, bowl(trial))
+    assert trial.params == {"x": 2.0, "y": 0.5, "n": 7}
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+
+
+def test_the_fresh_trial_is_served_once_and_equals_the_database_row(
+    rdb: optuna.storages.RDBStorage,
+) -> None:
+    storage = WorkerStorage(rdb)
+    study = optuna.create_study(storage=storage, study_name=_name())
+    trial = study.ask()
+    served = trial._cached_frozen_trial
+    assert served == rdb.get_trial(trial._trial_id)
+    assert served.datetime_start == rdb.get_trial(trial._trial_id).datetime_start
+    trial.suggest_float("x", -4.0, 4.0)
+    again = storage.get_trial(trial._trial_id)  # from the database now, with the param
+    assert "x" in again.params and again is not served
+
+
+def test_an_ask_on_postgres_reads_less_and_nothing_stale(postgres_url: str) -> None:
+    rdb = make_storage(postgres_url, SETTINGS)
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    try:
+        per_ask = []
+        for storage, sampler in (
+            (rdb, CmaEsSampler(seed=0)),
+            (WorkerStorage(rdb), SnapshotCmaEsSampler(seed=0)),
+        ):
+            study = optuna.create_study(storage=storage, study_name=_name(), sampler=sampler)
+            study.optimize(bowl, n_trials=10)
+            sqlalchemy.event.listen(rdb.engine, "before_cursor_execute", count)
+            statements.clear()
+            study.optimize(bowl, n_trials=10)
+            sqlalchemy.event.remove(rdb.engine, "before_cursor_execute", count)
+            per_ask.append(len(statements) / 10)
+        # Three reads of 6-7 statements each are gone; one LIMIT 1 query is added.
+        assert per_ask[1] <= per_ask[0] - 18, per_ask
+    finally:
+        dispose(rdb)
