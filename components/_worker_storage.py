@@ -11,6 +11,11 @@ checkout each, which is most of the per-trial storage cost of a short trial:
   RUNNING, owned by this thread, and nothing has written it since, so the row built at insert
   time is what the read returns; it is handed out (a copy) once, to that first read only.
 
+And, when the worker loop passes what its budget count saw under the study lock (``counted``):
+while that lock is held no other worker starts, pops or reclaims a trial, so with no RUNNING
+trial Optuna's stale-trial scan before ``ask`` has nothing to find (2 statements), and with none
+WAITING either there is nothing to pop (the ``LIMIT 1`` query above).
+
 Everything else, writes included, goes to Optuna's class unchanged.
 """
 
@@ -18,7 +23,8 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy
@@ -53,6 +59,27 @@ class WorkerStorage(_CachedStorage):
         super().__setstate__(state)
         self._local = threading.local()
 
+    @contextmanager
+    def counted(self, running: int, waiting: int) -> Iterator[None]:
+        """Around one ``optimize(n_trials=1)`` started under the study lock right after the
+        budget count saw ``running`` RUNNING and ``waiting`` WAITING trials."""
+        self._local.counted = (running, waiting)
+        try:
+            yield
+        finally:
+            self._local.counted = None
+
+    def _counted(self) -> tuple[int, int] | None:
+        counted: tuple[int, int] | None = getattr(self._local, "counted", None)
+        return counted
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        counted = self._counted()
+        if counted is not None and counted[0] == 0:
+            return []
+        self._local.counted = None  # a stale trial's retry may be enqueued from here on
+        return super()._get_stale_trial_ids(study_id)
+
     def _take_fresh(self) -> FrozenTrial | None:
         fresh: FrozenTrial | None = getattr(self._local, "fresh", None)
         self._local.fresh = None
@@ -80,6 +107,9 @@ class WorkerStorage(_CachedStorage):
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
         if states == (TrialState.WAITING,):  # Study._pop_waiting_trial_id's query
+            counted, self._local.counted = self._counted(), None
+            if counted == (0, 0):
+                return []
             with self._backend.engine.connect() as conn:
                 if conn.execute(_ANY_WAITING, {"sid": study_id}).first() is None:
                     return []

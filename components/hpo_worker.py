@@ -145,9 +145,10 @@ def run_worker(
         study = _load(storage, study_name)
         config = StudyConfig.from_study(study)
         total = _resolve_budget(config, budget, study_name)
+        cached = WorkerStorage(storage)
         study = optuna.load_study(
             study_name=study_name,
-            storage=WorkerStorage(storage),
+            storage=cached,
             sampler=build_sampler(config.sampler, storage, seed),
             pruner=build_pruner(config.pruner),
         )
@@ -164,13 +165,14 @@ def run_worker(
         guard = TrialBudget(storage, storage.get_study_id_from_name(study_name), total)
         # Waiting workers re-check once a second: a finished trial frees its slot at once.
         poll = poll_interval or min(1.0, float(settings.heartbeat_interval or 1))
-        return _loop(study, objective, guard, poll, progress)
+        return _loop(study, cached, objective, guard, poll, progress)
     finally:
         dispose(storage)
 
 
 def _loop(
     study: optuna.Study,
+    cached: WorkerStorage,
     objective: Objective,
     guard: TrialBudget,
     poll: float,
@@ -223,7 +225,8 @@ def _loop(
                     running.clear()
                     raised.clear()
                     try:
-                        study.optimize(admitted, n_trials=1)
+                        with cached.counted(counts.running, counts.by_state.get("WAITING", 0)):
+                            study.optimize(admitted, n_trials=1)
                     except Exception as exc:
                         if not _failed_as_stale(study, running, raised, exc):
                             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -130,3 +131,30 @@ def test_an_ask_on_postgres_reads_less_and_nothing_stale(postgres_url: str) -> N
         assert per_ask[1] <= per_ask[0] - 18, per_ask
     finally:
         dispose(rdb)
+
+
+def test_a_count_with_a_running_trial_still_fails_it_as_stale_and_pops_its_retry(
+    rdb: optuna.storages.RDBStorage, tmp_path: pathlib.Path
+) -> None:
+    """The hint from the budget count skips the stale scan only when nothing ran; here one trial
+    runs (its worker died after a heartbeat): the scan fails it and the same ask pops its retry,
+    although the count saw nothing WAITING."""
+    settings = StorageSettings(heartbeat_interval=1, grace_period=1, connect_attempts=2)
+    storage = make_storage(str(rdb.url), settings)
+    try:
+        cached = WorkerStorage(storage)
+        study = optuna.create_study(storage=cached, study_name=_name())
+        dead = study.ask({"x": optuna.distributions.FloatDistribution(-4.0, 4.0)})
+        storage.record_heartbeat(dead._trial_id)
+        time.sleep(2.5)  # older than the grace period
+        with cached.counted(running=1, waiting=0):
+            study.optimize(bowl, n_trials=1)
+        trials = study.trials
+        assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+        assert trials[1].params["x"] == dead.params["x"]  # the retry, not a new trial
+        # With nothing RUNNING counted, a stale trial cannot exist: no scan, nothing popped.
+        with cached.counted(running=0, waiting=0):
+            study.optimize(bowl, n_trials=1)
+        assert len(study.trials) == 3 and study.trials[2].state == TrialState.COMPLETE
+    finally:
+        dispose(storage)
