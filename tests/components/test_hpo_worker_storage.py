@@ -133,6 +133,7 @@ def test_an_ask_on_postgres_reads_less_and_nothing_stale(postgres_url: str) -> N
         dispose(rdb)
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")  # the dead ask
 def test_a_count_with_a_running_trial_still_fails_it_as_stale_and_pops_its_retry(
     rdb: optuna.storages.RDBStorage, tmp_path: pathlib.Path
 ) -> None:
