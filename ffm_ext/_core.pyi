@@ -49,6 +49,20 @@ class Engine:
 def isa() -> str: ...
 def max_threads() -> int: ...
 def permutation(count: int, seed: int) -> npt.NDArray[np.int64]: ...
+def permute_rows(
+    indptr: npt.NDArray[np.int64],
+    fields: npt.NDArray[np.int32],
+    features: npt.NDArray[np.int32],
+    values: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.float32],
+    order: npt.NDArray[np.int64],
+    out_indptr: npt.NDArray[np.int64],
+    out_fields: npt.NDArray[np.int32],
+    out_features: npt.NDArray[np.int32],
+    out_values: npt.NDArray[np.float32],
+    out_labels: npt.NDArray[np.float32],
+    n_threads: int,
+) -> None: ...
 def logloss_from_margins(
     margins: npt.NDArray[np.float32], labels: npt.NDArray[np.float32]
 ) -> float: ...

@@ -42,6 +42,9 @@ cdef extern from "ffm_kernels.h" nogil:
     void ffm_unpack(float *weights, const float *state, int64_t vectors, int64_t kp)
     void ffm_copy(float *dst, const float *src, int64_t count)
     void ffm_permutation(int64_t *order, int64_t count, uint64_t seed)
+    void ffm_permute_rows(const ffm_rows *src, const int64_t *order, int64_t *indptr,
+                          int32_t *fields, int32_t *features, float *values, float *labels,
+                          int n_threads)
     double ffm_train_epoch(ffm_model *model, const ffm_rows *rows, const int64_t *order,
                            float eta, float lam, int normalize, int n_threads)
     int ffm_margins(const ffm_model *model, const ffm_rows *rows, int normalize, int n_threads,
@@ -135,6 +138,35 @@ def permutation(int64_t count, uint64_t seed):
         with nogil:
             ffm_permutation(&view[0], count, seed)
     return order
+
+
+def permute_rows(const int64_t[::1] indptr, const int32_t[::1] fields,
+                 const int32_t[::1] features, const float[::1] values, const float[::1] labels,
+                 const int64_t[::1] order, int64_t[::1] out_indptr, int32_t[::1] out_fields,
+                 int32_t[::1] out_features, float[::1] out_values, float[::1] out_labels,
+                 int n_threads):
+    """Copy the rows in `order` contiguously into the out_* arrays (same sizes as the input)."""
+    cdef int64_t n_rows = indptr.shape[0] - 1
+    cdef int64_t nnz = fields.shape[0]
+    if (order.shape[0] != n_rows or labels.shape[0] != n_rows or out_indptr.shape[0] != n_rows + 1
+            or out_labels.shape[0] != n_rows or out_fields.shape[0] != nnz
+            or out_features.shape[0] != nnz or out_values.shape[0] != nnz
+            or features.shape[0] != nnz or values.shape[0] != nnz):
+        raise ValueError("permute_rows: array sizes do not match")
+    if n_rows == 0:
+        return
+    cdef int64_t i
+    for i in range(n_rows):  # a bad order would read out of bounds below
+        if order[i] < 0 or order[i] >= n_rows:
+            raise ValueError(f"order[{i}] = {order[i]} is not a row index")
+    cdef ffm_rows src
+    _fill_rows(&src, indptr, fields, features, values, &labels[0])
+    cdef int32_t *f_out = &out_fields[0] if nnz else NULL
+    cdef int32_t *j_out = &out_features[0] if nnz else NULL
+    cdef float *v_out = &out_values[0] if nnz else NULL
+    with nogil:
+        ffm_permute_rows(&src, &order[0], &out_indptr[0], f_out, j_out, v_out, &out_labels[0],
+                         n_threads)
 
 
 cdef inline void _fill_rows(ffm_rows *rows, const int64_t[::1] indptr, const int32_t[::1] fields,

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from ffm_ext import _core
 from ffm_ext._dataset import Dataset
+from ffm_ext._epoch_rows import EpochRows
 from ffm_ext._errors import FFMDivergenceError, FFMModelFileError
 from ffm_ext._threads import resolve_threads
 
@@ -181,19 +182,15 @@ class FFM:
         bad_epochs = 0
         bar = self._progress_bar()
         restore = None
+        rows = EpochRows(train, threads)
         engine.start_training()
         try:
             for epoch in range(1, self.epochs + 1):
                 started = time.perf_counter()
-                order = (
-                    _core.permutation(train.n_rows, self.seed * 1_000_003 + epoch)
-                    if shuffle
-                    else np.arange(train.n_rows, dtype=np.int64)
-                )
+                arrays, order = rows.epoch(self.seed * 1_000_003 + epoch if shuffle else None)
                 loss = engine.train_epoch(
-                    train.indptr, train.fields, train.features, train.values, train.labels,
-                    order, self.eta, self.lam, self.normalize, threads,
-                )  # fmt: skip
+                    *arrays, order, self.eta, self.lam, self.normalize, threads
+                )
                 if not math.isfinite(loss):
                     raise self._diverged(epoch, "training logloss", loss)
                 history.train_logloss.append(loss)

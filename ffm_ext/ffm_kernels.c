@@ -203,6 +203,29 @@ static margin_tokens_fn margin_tokens(void) { return FFM_PICK(ffm_margin_tokens)
 
 /* ------------------------------------------------------------------ epochs and batches */
 
+void ffm_permute_rows(const ffm_rows *src, const int64_t *order, int64_t *indptr,
+                      int32_t *fields, int32_t *features, float *values, float *labels,
+                      int n_threads) {
+    const int64_t n_rows = src->n_rows;
+    indptr[0] = 0;
+    for (int64_t i = 0; i < n_rows; ++i) {
+        const int64_t row = order[i];
+        indptr[i + 1] = indptr[i] + (src->indptr[row + 1] - src->indptr[row]);
+        labels[i] = src->labels[row];
+    }
+#ifdef FFM_HAVE_OPENMP
+#pragma omp parallel for num_threads(clamp_threads(n_threads)) schedule(static)
+#else
+    (void)n_threads;
+#endif
+    for (int64_t i = 0; i < n_rows; ++i) {
+        const int64_t from = src->indptr[order[i]], len = indptr[i + 1] - indptr[i];
+        memcpy(fields + indptr[i], src->fields + from, (size_t)len * sizeof(int32_t));
+        memcpy(features + indptr[i], src->features + from, (size_t)len * sizeof(int32_t));
+        memcpy(values + indptr[i], src->values + from, (size_t)len * sizeof(float));
+    }
+}
+
 int64_t ffm_max_row_length(const ffm_rows *rows) {
     int64_t best = 0;
     for (int64_t i = 0; i < rows->n_rows; ++i) {
@@ -210,6 +233,11 @@ int64_t ffm_max_row_length(const ffm_rows *rows) {
         if (len > best) best = len;
     }
     return best;
+}
+
+static void *thread_buffer(size_t bytes) {
+    void *p = NULL;
+    return posix_memalign(&p, 64, (bytes + 63) / 64 * 64) == 0 ? p : NULL;
 }
 
 /* One pass over the rows: training when `train` is set, else margins into `out`. */
@@ -244,8 +272,10 @@ static double run_pass(const pass *job, int n_threads) {
          * rows are sparse, so collisions are rare and harmless. Contiguous slices keep one
          * thread's run identical to a single-threaded pass over the same rows. */
         const int64_t lo = n_rows * tid / nt, hi = n_rows * (tid + 1) / nt;
-        ffm_token *scratch = malloc((size_t)(max_len > 0 ? max_len : 1) * sizeof(ffm_token));
-        int64_t *stamp = malloc((size_t)job->model->m * sizeof(int64_t));
+        /* Per-thread buffers on their own cache lines: written every row, they must not share a
+         * line with the other thread's (false sharing). */
+        ffm_token *scratch = thread_buffer((size_t)(max_len > 0 ? max_len : 1) * sizeof(ffm_token));
+        int64_t *stamp = thread_buffer((size_t)job->model->m * sizeof(int64_t));
         if (scratch == NULL || stamp == NULL) {
 #ifdef FFM_HAVE_OPENMP
 #pragma omp atomic write
