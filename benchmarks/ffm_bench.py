@@ -80,8 +80,9 @@ def run_libffm(libffm: pathlib.Path, data: pathlib.Path) -> LibffmFigures:
         def train_run(threads: int, extra: list[str], epochs: int) -> tuple[list[float], str]:
             args = [str(libffm / "ffm-train"), *common, "-t", str(epochs), "-s", str(threads)]
             started = time.perf_counter()
+            # cwd: ffm-train leaves its binary caches (*.bin) in the working directory
             out = subprocess.run(
-                [*args, *extra, train, model], check=False, capture_output=True, text=True
+                [*args, *extra, train, model], check=False, capture_output=True, text=True, cwd=tmp
             )
             if out.returncode != 0:
                 sys.exit(f"ffm-train failed: {out.stderr}")
@@ -104,6 +105,7 @@ def run_libffm(libffm: pathlib.Path, data: pathlib.Path) -> LibffmFigures:
             [str(libffm / "ffm-predict"), train, model, str(pathlib.Path(tmp) / "out")],
             check=True,
             capture_output=True,
+            cwd=tmp,
         )
         predict_seconds = time.perf_counter() - started
     n_train = sum(1 for _ in open(train))  # noqa: PTH123, SIM115
