@@ -159,3 +159,79 @@ def test_a_count_with_a_running_trial_still_fails_it_as_stale_and_pops_its_retry
         assert len(study.trials) == 3 and study.trials[2].state == TrialState.COMPLETE
     finally:
         dispose(storage)
+
+
+def test_complete_trials_for_a_pruner_are_the_stored_ones_after_another_worker_adds_one(
+    rdb: optuna.storages.RDBStorage,
+) -> None:
+    storage = WorkerStorage(rdb)
+    study = optuna.create_study(storage=storage, study_name=_name())
+    study.optimize(bowl, n_trials=3)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    complete = (TrialState.COMPLETE,)
+    assert [t.number for t in storage.get_all_trials(study._study_id, states=complete)] == [
+        0,
+        1,
+        2,
+    ]
+    # Another worker completes a trial: the count differs, so the read goes to the database.
+    optuna.load_study(study_name=study.study_name, storage=rdb.url).optimize(bowl, n_trials=1)
+    seen = storage.get_all_trials(study._study_id, states=complete)
+    stored = rdb.get_all_trials(study._study_id, states=complete)
+    assert [t.number for t in seen] == [0, 1, 2, 4]
+    assert [(t.params, t.value) for t in seen] == [(t.params, t.value) for t in stored]
+
+
+def test_pruning_decisions_are_the_same_as_with_optunas_cached_storage(
+    rdb: optuna.storages.RDBStorage,
+) -> None:
+    def stepped(trial: optuna.Trial) -> float:
+        value = bowl(trial)
+        for step in range(1, 8):
+            trial.report(value + 1.0 / step, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return value
+
+    runs = []
+    for storage in (rdb, WorkerStorage(rdb)):
+        study = optuna.create_study(
+            storage=storage,
+            study_name=_name(),
+            sampler=optuna.samplers.RandomSampler(seed=1),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        )
+        study.optimize(stepped, n_trials=15)
+        runs.append([(t.state, t.value, t.intermediate_values) for t in study.trials])
+    assert runs[0] == runs[1]
+    assert any(state == TrialState.PRUNED for state, _, _ in runs[1])
+
+
+def test_tell_sees_what_the_database_holds_and_a_trial_failed_elsewhere_is_refused(
+    rdb: optuna.storages.RDBStorage,
+) -> None:
+    storage = WorkerStorage(rdb)
+    study = optuna.create_study(storage=storage, study_name=_name())
+    trial = study.ask()
+    trial.suggest_float("x", -4.0, 4.0)
+    trial.suggest_float("y", 1e-3, 1.0, log=True)
+    trial.suggest_int("n", 1, 16, step=3)
+    trial.suggest_categorical("c", ["a", None, 2.5])
+    trial.report(0.5, 1)
+    trial.report(float("inf"), 2)
+    trial.set_user_attr("pair", (1, "two"))
+    storage.set_trial_system_attr(trial._trial_id, "nested", {"a": [1.5, None]})
+    statements: list[object] = []
+    sqlalchemy.event.listen(rdb.engine, "before_cursor_execute", lambda *a: statements.append(a))
+    served = storage.get_trial(trial._trial_id)  # what tell reads: the copy, state checked
+    assert len(statements) == 1  # the state, instead of the trial and its 5 child tables
+    assert served == rdb.get_trial(trial._trial_id)
+    study.tell(trial, 1.0)
+    assert storage.get_trial(trial._trial_id).state == TrialState.COMPLETE
+
+    # Failed as stale by another worker while it ran: tell refuses, as with Optuna's storage.
+    trial = study.ask()
+    trial.suggest_float("x", -4.0, 4.0)
+    rdb.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    with pytest.raises(ValueError, match="Cannot tell a FAIL trial"):
+        study.tell(trial, 1.0)
