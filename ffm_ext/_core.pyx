@@ -24,6 +24,8 @@ cdef extern from "ffm_kernels.h" nogil:
         int64_t js
         float *w
         float *g
+        const int32_t *hot_slot
+        float *hot_w
 
     ctypedef struct ffm_rows:
         const int64_t *indptr
@@ -201,6 +203,8 @@ cdef class Engine:
         self.model.m = m
         self.model.k = k
         self.model.kp = (k + FFM_LANES - 1) // FFM_LANES * FFM_LANES
+        self.model.hot_slot = NULL
+        self.model.hot_w = NULL
         self._vectors = n * m
         if training:
             self._state = _aligned_floats(2 * self._vectors * self.model.kp, zero=False)

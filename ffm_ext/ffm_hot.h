@@ -8,7 +8,7 @@
 
 /* One valid token of a row: where its feature's vectors start, its field, its value. */
 typedef struct {
-    int64_t off;
+    float *base;
     int32_t field;
     float value;
 } ffm_token;

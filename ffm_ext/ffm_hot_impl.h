@@ -27,7 +27,9 @@ static inline int64_t gather(const ffm_model *model, const int32_t *fields,
         const uint64_t j = (uint64_t)(uint32_t)features[p], f = (uint64_t)(uint32_t)fields[p];
         if (j >= (uint64_t)model->n || f >= (uint64_t)model->m) continue;
         const float v = values[p];
-        out[count].off = (int64_t)j * model->js;
+        const int32_t slot = model->hot_slot ? model->hot_slot[j] : -1;
+        out[count].base = slot < 0 ? model->w + (int64_t)j * model->js
+                                   : model->hot_w + (int64_t)slot * model->js;
         out[count].field = (int32_t)f;
         out[count].value = v;
         norm += v * v;
@@ -111,7 +113,7 @@ static inline float pair_sum(const float *W, int64_t kp, int64_t fs, const ffm_t
     __m256 acc8 = _mm256_setzero_ps();
 #endif
     for (int64_t a = 0; a < count; ++a) {
-        const float *wa = W + t[a].off;
+        const float *wa = t[a].base;
         const int64_t fa = (int64_t)t[a].field * fs;
         const float va = t[a].value;
         int64_t b = a + 1;
@@ -121,8 +123,8 @@ static inline float pair_sum(const float *W, int64_t kp, int64_t fs, const ffm_t
             for (; b + 3 < count; b += 4) {
                 const __m512 x1 = load4(wa + t[b].field * fs, wa + t[b + 1].field * fs,
                                         wa + t[b + 2].field * fs, wa + t[b + 3].field * fs);
-                const __m512 x2 = load4(W + t[b].off + fa, W + t[b + 1].off + fa,
-                                        W + t[b + 2].off + fa, W + t[b + 3].off + fa);
+                const __m512 x2 = load4(t[b].base + fa, t[b + 1].base + fa,
+                                        t[b + 2].base + fa, t[b + 3].base + fa);
                 acc16 = _mm512_fmadd_ps(_mm512_mul_ps(x1, x2), _mm512_mul_ps(va16, values4(t + b)),
                                         acc16);
             }
@@ -136,8 +138,8 @@ static inline float pair_sum(const float *W, int64_t kp, int64_t fs, const ffm_t
                     _mm256_castps128_ps256(_mm_load_ps(wa + t[b].field * fs)),
                     _mm_load_ps(wa + t[b + 1].field * fs), 1);
                 const __m256 x2 = _mm256_insertf128_ps(
-                    _mm256_castps128_ps256(_mm_load_ps(W + t[b].off + fa)),
-                    _mm_load_ps(W + t[b + 1].off + fa), 1);
+                    _mm256_castps128_ps256(_mm_load_ps(t[b].base + fa)),
+                    _mm_load_ps(t[b + 1].base + fa), 1);
                 acc8 = _mm256_fmadd_ps(_mm256_mul_ps(x1, x2), _mm256_mul_ps(va8, values2(t + b)),
                                        acc8);
             }
@@ -145,7 +147,7 @@ static inline float pair_sum(const float *W, int64_t kp, int64_t fs, const ffm_t
 #endif
         for (; b < count; ++b) {
             const v4 *w1 = (const v4 *)(wa + (int64_t)t[b].field * fs);
-            const v4 *w2 = (const v4 *)(W + t[b].off + fa);
+            const v4 *w2 = (const v4 *)(t[b].base + fa);
             const float v = va * t[b].value;
             for (int64_t d = 0; d < kp / 4; ++d) acc += w1[d] * w2[d] * v;
         }
@@ -240,7 +242,7 @@ static inline void pair_update(float *W, int64_t kp, int64_t fs, const ffm_token
     const __m256 eta8 = _mm256_set1_ps(eta), lambda8 = _mm256_set1_ps(lambda);
 #endif
     for (int64_t a = 0; a < count; ++a) {
-        float *wa = W + t[a].off;
+        float *wa = t[a].base;
         const int64_t fa = (int64_t)t[a].field * fs;
         const float va = kr * t[a].value;
         int64_t b = a + 1;
@@ -248,10 +250,11 @@ static inline void pair_update(float *W, int64_t kp, int64_t fs, const ffm_token
         if (kp == 4 && simple) {
             const __m512 va16 = _mm512_set1_ps(va);
             for (; b + 3 < count; b += 4) {
-                const int64_t o0 = t[b].off, o1 = t[b + 1].off, o2 = t[b + 2].off, o3 = t[b + 3].off;
+                const float *o0 = t[b].base, *o1 = t[b + 1].base, *o2 = t[b + 2].base, *o3 = t[b + 3].base;
                 float *const p1[4] = {wa + t[b].field * fs, wa + t[b + 1].field * fs,
                                       wa + t[b + 2].field * fs, wa + t[b + 3].field * fs};
-                float *const p2[4] = {W + o0 + fa, W + o1 + fa, W + o2 + fa, W + o3 + fa};
+                float *const p2[4] = {t[b].base + fa, t[b + 1].base + fa, t[b + 2].base + fa,
+                                      t[b + 3].base + fa};
                 if (o0 != o1 && o0 != o2 && o0 != o3 && o1 != o2 && o1 != o3 && o2 != o3) {
                     update_four_pairs(p1, p2, _mm512_mul_ps(va16, values4(t + b)), eta16,
                                       lambda16);
@@ -266,9 +269,9 @@ static inline void pair_update(float *W, int64_t kp, int64_t fs, const ffm_token
         if (kp == 4 && simple) {
             const __m256 va8 = _mm256_set1_ps(va);
             for (; b + 1 < count; b += 2) {
-                float *p1 = wa + (int64_t)t[b].field * fs, *p2 = W + t[b].off + fa;
-                float *q1 = wa + (int64_t)t[b + 1].field * fs, *q2 = W + t[b + 1].off + fa;
-                if (t[b].off != t[b + 1].off) {
+                float *p1 = wa + (int64_t)t[b].field * fs, *p2 = t[b].base + fa;
+                float *q1 = wa + (int64_t)t[b + 1].field * fs, *q2 = t[b + 1].base + fa;
+                if (t[b].base != t[b + 1].base) {
                     update_two_pairs(p1, p2, q1, q2, _mm256_mul_ps(va8, values2(t + b)), eta8,
                                      lambda8);
                 } else {
@@ -282,7 +285,7 @@ static inline void pair_update(float *W, int64_t kp, int64_t fs, const ffm_token
 #endif
         for (; b < count; ++b) {
             float *w1 = wa + (int64_t)t[b].field * fs;
-            float *w2 = W + t[b].off + fa;
+            float *w2 = t[b].base + fa;
             update_pair(w1, w2, kp, va * t[b].value, eta, lambda);
         }
     }

@@ -29,6 +29,10 @@ typedef struct {
     int64_t js;
     float *w;
     float *g; /* AdaGrad accumulators (training layout), or NULL */
+    /* Multi-threaded training only: features with a slot >= 0 live in this thread's replica
+     * hot_w (slot-major, same block layout) instead of w; NULL everywhere else. */
+    const int32_t *hot_slot;
+    float *hot_w;
 } ffm_model;
 
 typedef struct {
