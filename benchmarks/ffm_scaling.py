@@ -6,7 +6,9 @@ Trains one epoch at 1 and 2 threads on the reference workload twice: as it is (b
 update the same hot features: the 13 numeric fields have 40 values each, so every row writes
 blocks the other thread is writing too) and with the second half of the rows moved onto their
 own copy of every feature (no weight is shared between the threads). The first ratio is what
-training gets; the second is the ceiling this machine's memory system allows without sharing.
+training gets; the second shows what sharing costs. (With plain Hogwild this printed x0.90 and
+x2.00; the engine now keeps per-thread replicas of the hottest features, so both runs also pay
+for merging those every 256 rows.)
 Rows go in dataset order (the synthetic rows are i.i.d., so that is a fair order).
 """
 
