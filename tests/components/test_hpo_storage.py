@@ -19,9 +19,9 @@ import numpy as np
 import optuna
 import pytest
 import sqlalchemy
+from hpo_testdata import tiny_dataset
 from optuna.trial import TrialState
 
-import ffm_ext
 from ctrflow.components._optuna_storage import (
     StorageSettings,
     StorageUnavailableError,
@@ -35,28 +35,6 @@ from ctrflow.components.search_space import default_params, get_space
 
 pytestmark = pytest.mark.integration
 FAST = StorageSettings(heartbeat_interval=1, grace_period=1, connect_attempts=3)
-
-
-def tiny_dataset(path: pathlib.Path, rows: int, seed: int) -> pathlib.Path:
-    """4 fields x 10 values, labels from a planted linear model: trains in milliseconds."""
-    rng = np.random.default_rng(seed)
-    n_fields, per_field = 4, 10
-    fields = np.tile(np.arange(n_fields, dtype=np.int32), rows)
-    features = (rng.integers(0, per_field, rows * n_fields) + fields * per_field).astype(np.int32)
-    weights = np.random.default_rng(0).normal(size=n_fields * per_field)
-    logits = weights[features].reshape(rows, n_fields).sum(axis=1)
-    labels = (rng.random(rows) < 1 / (1 + np.exp(-logits))).astype(np.float32)
-    indptr = np.arange(0, rows * n_fields + 1, n_fields, dtype=np.int64)
-    values = np.ones(rows * n_fields, dtype=np.float32)
-    ffm_ext.Dataset(indptr, fields, features, values, labels, n_features=40, n_fields=4).save(path)
-    return path
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def storage_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'optuna.db'}"
-    return str(request.getfixturevalue("postgres_url"))
 
 
 def _closed_port() -> int:

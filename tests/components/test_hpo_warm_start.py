@@ -13,14 +13,13 @@ import uuid
 import warnings
 from typing import Any
 
-import numpy as np
 import optuna
 import pytest
+from hpo_testdata import tiny_dataset
 from mlflow import MlflowClient
 from optuna.samplers import CmaEsSampler, TPESampler
 from optuna.trial import TrialState
 
-import ffm_ext
 from ctrflow.components._optuna_storage import StorageSettings
 from ctrflow.components._study_config import StudyConfig, build_sampler
 from ctrflow.components.create_study import create_study, source_study_name
@@ -30,21 +29,6 @@ from ctrflow.components.search_space import get_space
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FAST = StorageSettings(heartbeat_interval=1, grace_period=2)
-
-
-def tiny_dataset(path: pathlib.Path, rows: int, seed: int) -> pathlib.Path:
-    """4 fields x 10 values, labels from a planted linear model: trains in milliseconds."""
-    rng = np.random.default_rng(seed)
-    n_fields, per_field = 4, 10
-    fields = np.tile(np.arange(n_fields, dtype=np.int32), rows)
-    features = (rng.integers(0, per_field, rows * n_fields) + fields * per_field).astype(np.int32)
-    weights = np.random.default_rng(0).normal(size=n_fields * per_field)
-    logits = weights[features].reshape(rows, n_fields).sum(axis=1)
-    labels = (rng.random(rows) < 1 / (1 + np.exp(-logits))).astype(np.float32)
-    indptr = np.arange(0, rows * n_fields + 1, n_fields, dtype=np.int64)
-    values = np.ones(rows * n_fields, dtype=np.float32)
-    ffm_ext.Dataset(indptr, fields, features, values, labels, n_features=40, n_fields=4).save(path)
-    return path
 
 
 def _register(
