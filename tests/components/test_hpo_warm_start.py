@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from ctrflow.components._optuna_storage import StorageSettings
 from ctrflow.components._study_config import StudyConfig, build_sampler
-from ctrflow.components.create_study import create_study, source_study_name
+from ctrflow.components.create_study import StudyInfo, create_study, source_study_name
 from ctrflow.components.finalize_study import finalize_study
 from ctrflow.components.hpo_worker import run_worker
 from ctrflow.components.search_space import get_space
@@ -59,14 +59,7 @@ def week1(
     valid = tiny_dataset(base / "valid", 150, seed=2)
     model_name = f"ctr-{uuid.uuid4().hex[:6]}"
     name = f"{model_name}-run1"
-    info = create_study(
-        storage_url=postgres_url,
-        study_name=name,
-        model_type="ffm",
-        mlflow_tracking_uri=mlflow_server,
-        model_name=model_name,
-        budget=24,
-    )
+    info = _create_ffm_study(postgres_url, mlflow_server, name, model_name, budget=24)
     run_worker(
         storage_url=postgres_url,
         study_name=name,
@@ -95,6 +88,20 @@ def week1(
     }
 
 
+def _create_ffm_study(
+    storage_url: str, mlflow_uri: str, study_name: str, model_name: str, **kwargs: Any
+) -> StudyInfo:
+    """create_study for an FFM study that looks for its warm start in the MLflow registry."""
+    return create_study(
+        storage_url=storage_url,
+        study_name=study_name,
+        model_type="ffm",
+        mlflow_tracking_uri=mlflow_uri,
+        model_name=model_name,
+        **kwargs,
+    )
+
+
 def test_first_week_starts_cold_because_there_is_no_champion(week1: dict[str, Any]) -> None:
     info = week1["info"]
     assert info.sampler == "tpe"
@@ -107,14 +114,7 @@ def test_second_week_warm_starts_cmaes_from_the_champion_study(
 ) -> None:
     model_name, version = week1["model_name"], week1["version"]
     name = f"{model_name}-run2"
-    info = create_study(
-        storage_url=postgres_url,
-        study_name=name,
-        model_type="ffm",
-        mlflow_tracking_uri=mlflow_server,
-        model_name=model_name,
-        budget=6,
-    )
+    info = _create_ffm_study(postgres_url, mlflow_server, name, model_name, budget=6)
     source = week1["study"].get_trials(states=(TrialState.COMPLETE,))
     assert info.sampler == "cmaes"
     assert info.warm_start["warm"] and info.warm_start["reason"] == ""
@@ -163,14 +163,8 @@ def test_changed_range_same_names_changes_the_version_and_starts_cold(
         ),
     )
     name = f"{week1['model_name']}-run3"
-    info = create_study(
-        storage_url=postgres_url,
-        study_name=name,
-        model_type="ffm",
-        mlflow_tracking_uri=mlflow_server,
-        model_name=week1["model_name"],
-        space=wider,
-        budget=4,
+    info = _create_ffm_study(
+        postgres_url, mlflow_server, name, week1["model_name"], space=wider, budget=4
     )
     assert info.search_space_version == wider.version() != space.version()
     assert info.sampler == "tpe" and not info.warm_start["warm"]
@@ -203,13 +197,8 @@ def test_legacy_production_stage_is_the_fallback_without_an_alias(
         warnings.simplefilter("ignore", FutureWarning)
         for v in (older, newer):
             client.transition_model_version_stage(legacy_name, v.version, "Production")
-    info = create_study(
-        storage_url=postgres_url,
-        study_name=f"{legacy_name}-run",
-        model_type="ffm",
-        mlflow_tracking_uri=mlflow_server,
-        model_name=legacy_name,
-        budget=3,
+    info = _create_ffm_study(
+        postgres_url, mlflow_server, f"{legacy_name}-run", legacy_name, budget=3
     )
     assert info.sampler == "cmaes"
     assert info.warm_start["found_via"] == "stage:Production"
@@ -225,14 +214,7 @@ def test_champion_without_version_tag_or_with_too_few_trials_starts_cold(
     optuna.create_study(storage=f"sqlite:///{untagged_db}", study_name="nothing-ran")
     untagged = _register(client, name, untagged_db, {})
     client.set_registered_model_alias(name, "champion", untagged.version)
-    info = create_study(
-        storage_url=postgres_url,
-        study_name=f"{name}-a",
-        model_type="ffm",
-        mlflow_tracking_uri=mlflow_server,
-        model_name=name,
-        budget=3,
-    )
+    info = _create_ffm_study(postgres_url, mlflow_server, f"{name}-a", name, budget=3)
     assert info.warm_start["reason"] == (
         f"run {untagged.run_id} has no tag ctrflow.search_space_version"
     )
@@ -253,14 +235,7 @@ def test_champion_without_version_tag_or_with_too_few_trials_starts_cold(
         client, name, few_db, {"ctrflow.search_space_version": get_space("ffm").version()}
     )
     client.set_registered_model_alias(name, "champion", tagged.version)
-    info = create_study(
-        storage_url=postgres_url,
-        study_name=f"{name}-b",
-        model_type="ffm",
-        mlflow_tracking_uri=mlflow_server,
-        model_name=name,
-        budget=3,
-    )
+    info = _create_ffm_study(postgres_url, mlflow_server, f"{name}-b", name, budget=3)
     assert info.sampler == "tpe"
     assert info.warm_start["reason"] == (
         "source study 'few-ran' has 3 completed trials in this search space (3 completed in "
