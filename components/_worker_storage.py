@@ -25,11 +25,25 @@ while that lock is held no other worker starts, pops or reclaims a trial, so wit
 trial Optuna's stale-trial scan before ``ask`` has nothing to find (2 statements), and with none
 WAITING either there is nothing to pop (the ``LIMIT 1`` query above).
 
-Everything else, writes included, goes to Optuna's class unchanged.
+Writes to this thread's own RUNNING trial (the one ``create_new_trial`` inserted without a
+template; not an enqueued trial it popped) go through ``TrialWrites`` on PostgreSQL and SQLite:
+one guarded Core statement per write instead of an ORM session of 3-5, the same rows. A write
+it cannot apply (the trial was failed as stale meanwhile, a row exists already) falls back to
+Optuna's method, which raises or updates as Optuna does. ``create_new_trial`` itself is one
+transaction of two statements under Optuna's study row lock, and the heartbeat one upsert. A
+parameter's distribution is checked against the study's stored one by Optuna on its first
+write in this process, then against that cached one (as ``_CachedStorage`` does).
+
+Everything else goes to Optuna's classes unchanged. Optuna 5.0 internals relied on:
+``_CachedStorage``'s ``_studies``/``_StudyInfo`` (``trials``, ``param_distribution``),
+``_trial_id_to_study_id_and_number``, ``_add_trials_to_cache``, ``_lock``, ``_backend``;
+RDBStorage's schema (see ``_trial_writes``); ``Study._pop_waiting_trial_id`` asking
+``get_all_trials(states=(WAITING,))`` and pruners asking ``states=(COMPLETE,)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import threading
@@ -38,9 +52,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, check_distribution_compatibility
+from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage, _CachedStorage
+from optuna.storages._cached_storage import _StudyInfo
+from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
+
+from ctrflow.components._trial_writes import TrialWrites
 
 __all__ = ["WorkerStorage"]
 
@@ -50,6 +69,19 @@ _ANY_WAITING = sqlalchemy.text(
 
 
 _STATE = sqlalchemy.text("SELECT state FROM trials WHERE trial_id = :tid")
+_TRIALS = models.TrialModel.__table__
+# The rows _CachedStorage._read_trials_from_remote_storage reads, their ids and states only.
+_TO_READ = (
+    sqlalchemy.select(_TRIALS.c.trial_id, _TRIALS.c.state)
+    .where(
+        _TRIALS.c.study_id == sqlalchemy.bindparam("sid"),
+        sqlalchemy.or_(
+            _TRIALS.c.trial_id > sqlalchemy.bindparam("last"),
+            _TRIALS.c.trial_id.in_(sqlalchemy.bindparam("ids", expanding=True)),
+        ),
+    )
+    .order_by(_TRIALS.c.trial_id)
+)
 _COUNT_COMPLETE = sqlalchemy.text(
     "SELECT COUNT(*) FROM trials WHERE study_id = :sid AND state = 'COMPLETE'"
 )
@@ -61,6 +93,11 @@ class WorkerStorage(_CachedStorage):
     def __init__(self, backend: RDBStorage) -> None:
         super().__init__(backend)
         self._local = threading.local()  # the trial this thread just created, until first read
+        self._writes = self._fast_writes()
+
+    def _fast_writes(self) -> TrialWrites | None:
+        engine = self._backend.engine
+        return TrialWrites(engine) if TrialWrites.supported(engine) else None
 
     @property
     def backend(self) -> RDBStorage:
@@ -68,22 +105,25 @@ class WorkerStorage(_CachedStorage):
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
-        del state["_local"]
+        del state["_local"], state["_writes"]
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
         self._local = threading.local()
+        self._writes = self._fast_writes()
 
     @contextmanager
     def counted(self, running: int, waiting: int) -> Iterator[None]:
         """Around one ``optimize(n_trials=1)`` started under the study lock right after the
         budget count saw ``running`` RUNNING and ``waiting`` WAITING trials."""
         self._local.counted = (running, waiting)
+        self._local.alone = running == 0
         try:
             yield
         finally:
             self._local.counted = None
+            self._local.alone = False
 
     def _counted(self) -> tuple[int, int] | None:
         counted: tuple[int, int] | None = getattr(self._local, "counted", None)
@@ -108,13 +148,26 @@ class WorkerStorage(_CachedStorage):
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         self._local.fresh = self._local.own = None
-        trial_id = super().create_new_trial(study_id, template_trial)
-        if template_trial is None:  # a new RUNNING trial of this thread (not an enqueued one)
-            with self._lock:
-                sid, number = self._trial_id_to_study_id_and_number[trial_id]
-                created = self._studies[sid].trials[number]
-                self._local.fresh = copy.deepcopy(created)
-                self._local.own = copy.deepcopy(created)
+        if template_trial is not None:  # an enqueued trial: not this thread's own
+            return super().create_new_trial(study_id, template_trial)
+        created = None
+        if self._writes is not None:
+            # On an error (e.g. a deadlock) Optuna's method retries, and raises its own errors.
+            with contextlib.suppress(StorageInternalError):
+                created = self._writes.create_running(study_id)
+        if created is None:
+            trial_id = super().create_new_trial(study_id)
+        else:
+            trial_id = created._trial_id
+            with self._lock:  # what _CachedStorage.create_new_trial does with its trial
+                self._studies.setdefault(study_id, _StudyInfo())
+                self._add_trials_to_cache(study_id, [created])
+        # A new RUNNING trial of this thread.
+        with self._lock:
+            sid, number = self._trial_id_to_study_id_and_number[trial_id]
+            created = self._studies[sid].trials[number]
+            self._local.fresh = copy.deepcopy(created)
+            self._local.own = copy.deepcopy(created)
         return trial_id
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
@@ -157,7 +210,52 @@ class WorkerStorage(_CachedStorage):
                     return copy.deepcopy(cached) if deepcopy else cached
         return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
 
-    # Any write to a trial ends the "nothing has written it since" of a fresh trial.
+    def _read_trials_from_remote_storage(self, study_id: int) -> None:
+        if not (getattr(self._local, "alone", False) and self._read_known(study_id)):
+            super()._read_trials_from_remote_storage(study_id)
+
+    def _read_known(self, study_id: int) -> bool:
+        """``_CachedStorage``'s incremental read, when every trial it would read is one of this
+        thread's whose stored content is known here: its RUNNING trial and the ones it told
+        (fast path). One query of (id, state) checks that; False (nothing done) otherwise."""
+        known = dict(self._told())
+        own: FrozenTrial | None = getattr(self._local, "own", None)
+        if own is not None:
+            known[own._trial_id] = own
+        if not known or self._writes is None:
+            return False
+        with self._lock:
+            study = self._studies.setdefault(study_id, _StudyInfo())
+            with self._backend.engine.connect() as conn:
+                rows = conn.execute(
+                    _TO_READ,
+                    {
+                        "sid": study_id,
+                        "last": study.last_finished_trial_id,
+                        "ids": sorted(study.unfinished_trial_ids),
+                    },
+                ).all()
+            if not rows or any(
+                trial_id not in known or known[trial_id].state != state for trial_id, state in rows
+            ):
+                return False  # another worker's trial, or one changed elsewhere: read them all
+            trials = [copy.deepcopy(known[trial_id]) for trial_id, _ in rows]
+            # The rest is _CachedStorage._read_trials_from_remote_storage after its read.
+            self._add_trials_to_cache(study_id, trials)
+            for trial in trials:
+                if not trial.state.is_finished():
+                    study.unfinished_trial_ids.add(trial._trial_id)
+                    continue
+                study.last_finished_trial_id = max(study.last_finished_trial_id, trial._trial_id)
+                study.unfinished_trial_ids.discard(trial._trial_id)
+                self._told().pop(trial._trial_id, None)  # cached as finished: never read again
+        return True
+
+    # Any write to a trial ends the "nothing has written it since" of a fresh trial. A write to
+    # this thread's own trial is tried the fast way first, and applied to its copy.
+    def _fast(self, trial_id: int) -> TrialWrites | None:
+        return None if self._own(trial_id) is None else self._writes
+
     def set_trial_param(
         self,
         trial_id: int,
@@ -166,39 +264,88 @@ class WorkerStorage(_CachedStorage):
         distribution: BaseDistribution,
     ) -> None:
         self._take_fresh()
-        super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        fast = self._fast(trial_id)
+        if not (
+            fast is not None
+            and self._cached_compatible(trial_id, param_name, distribution)
+            and fast.param(trial_id, param_name, param_value_internal, distribution)
+        ):
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
         own = self._own(trial_id)
-        if own is not None:
+        if own is not None and param_name not in own.params:  # a duplicate is not stored
             own.params[param_name] = distribution.to_external_repr(param_value_internal)
             own.distributions[param_name] = distribution
+
+    def _cached_compatible(self, trial_id: int, name: str, distribution: BaseDistribution) -> bool:
+        """True when the study's distribution of ``name`` is cached and compatible; a first one
+        is checked by Optuna against the stored one, an incompatible one raises there too."""
+        with self._lock:
+            study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
+            cached = self._studies[study_id].param_distribution.get(name)
+        if cached is None:
+            return False
+        try:
+            check_distribution_compatibility(cached, distribution)
+        except ValueError:
+            return False
+        return True
 
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
         self._take_fresh()
-        if self._own(trial_id) is not None and state != TrialState.RUNNING:
+        own, fast = self._own(trial_id), self._fast(trial_id)
+        if own is not None and state != TrialState.RUNNING:
             self._local.own = None
+        if own is not None and fast is not None and state.is_finished():
+            done = fast.finish(trial_id, state, values)
+            if done is not None:
+                own.state, own.values, own.datetime_complete = state, values, done
+                told = self._told()
+                told[trial_id] = own  # as it is stored now, for the next snapshot read
+                while len(told) > 8:  # never read back (no further ask): forget the oldest
+                    del told[next(iter(told))]
+                return True
         return super().set_trial_state_values(trial_id, state=state, values=values)
+
+    def _told(self) -> dict[int, FrozenTrial]:
+        told: dict[int, FrozenTrial] | None = getattr(self._local, "told", None)
+        if told is None:
+            told = self._local.told = {}
+        return told
 
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
         self._take_fresh()
-        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+        fast = self._fast(trial_id)
+        if fast is None or not fast.intermediate(trial_id, step, intermediate_value):
+            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
         own = self._own(trial_id)
         if own is not None:
             own.intermediate_values[step] = float(intermediate_value)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._take_fresh()
-        super().set_trial_user_attr(trial_id, key, value)
-        own = self._own(trial_id)
-        if own is not None:
-            own.user_attrs[key] = json.loads(json.dumps(value))  # as stored: tuples -> lists
+        self._set_attr("user", trial_id, key, value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._set_attr("system", trial_id, key, value)
+
+    def _set_attr(self, kind: str, trial_id: int, key: str, value: Any) -> None:
         self._take_fresh()
-        super().set_trial_system_attr(trial_id, key, value)
+        fast = self._fast(trial_id)
+        if fast is None or not fast.attr(kind, trial_id, key, value):
+            if kind == "user":
+                super().set_trial_user_attr(trial_id, key, value)
+            else:
+                super().set_trial_system_attr(trial_id, key, value)
         own = self._own(trial_id)
         if own is not None:
-            own.system_attrs[key] = json.loads(json.dumps(value))
+            attrs = own.user_attrs if kind == "user" else own.system_attrs
+            attrs[key] = json.loads(json.dumps(value))  # as stored: tuples -> lists
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        if self._writes is None:
+            super().record_heartbeat(trial_id)
+        else:
+            self._writes.heartbeat(trial_id)
