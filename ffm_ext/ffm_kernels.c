@@ -297,134 +297,198 @@ static double run_pass(const pass *job, int n_threads) {
 /* Hogwild across threads loses to cache-line ping-pong on the hottest features: every row
  * writes the blocks of the numeric fields' few values and the categorical fields' top values,
  * and so does the other thread (2 threads ran slower than 1). With several threads, each
- * trains on a private replica of the HOT_MAX most frequent features' blocks (each in at least
- * 1/64 of the rows) and every SYNC_ROWS rows the threads fold their changes into the shared
- * model, w += sum over threads of (replica - w), accumulators alike, then refresh their
- * replicas. The other features stay plain Hogwild. One thread never takes this path, so its
- * results stay exactly LIBFFM's algorithm. Measured on the reference workload (200k rows):
- * 2 threads 1.4x one thread, best validation logloss 0.4298 vs 0.4296. */
-#define SYNC_ROWS 256
-#define HOT_MAX 256
-#define HOT_MIN_SHARE 64
+ * trains on a private replica of the most frequent features' blocks (up to HOT_MAX, each in at
+ * least 1/HOT_MIN_SHARE of the rows) and now and then folds what it changed since its last
+ * fold into the shared blocks (w += replica - base, accumulators alike) and takes the merged
+ * values back. Folds are asynchronous, one thread at a time under a lock: no barrier, so no
+ * thread waits for a slower (or descheduled) one. The other features stay plain Hogwild. One
+ * thread never takes this path, so its results stay exactly LIBFFM's algorithm. */
+#define SYNC_ROWS 256      /* rows per window; the hottest features fold after every window */
+#define HOT_MAX 2048       /* replicated features, at most */
+#define HOT_MIN_SHARE 1024 /* a replicated feature is in at least 1/HOT_MIN_SHARE of the rows */
+#define HOT_SAMPLE 8       /* features are counted in every HOT_SAMPLE-th row */
+#define REPLICA_BYTES ((int64_t)8 << 20) /* per thread, replica and base together */
+/* A feature in share s of the rows folds every SYNC_ROWS * 2^t rows: the longest such period
+ * (t <= MAX_TIER) in which one thread updates it at most about FOLD_UPDATES times. So every
+ * replicated feature is about equally stale, and folds cost in proportion to the updates, not
+ * to the number of replicated features. */
+#define FOLD_UPDATES 8
+#define MAX_TIER 6
 
 static int by_count_desc(const void *a, const void *b) {
     const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* Slot of each hot feature in the replicas (-1 for the others); returns how many, -1 when out
- * of memory. */
-static int64_t pick_hot(const ffm_model *model, const ffm_rows *rows, int32_t *slot,
-                        int64_t *features_of_slot) {
-    const int64_t nnz = rows->indptr[rows->n_rows];
+typedef struct {
+    int32_t *slot;          /* per feature: its replica slot, or -1 */
+    int64_t *feature;       /* per slot, hottest first */
+    int64_t count;          /* slots used */
+    int64_t tier_end[MAX_TIER + 1]; /* tier t is the slots [tier_end[t-1], tier_end[t]) */
+} hot_set;
+
+static void hot_set_free(hot_set *hot) {
+    free(hot->slot);
+    free(hot->feature);
+}
+
+/* Picks the replicated features of these rows and their fold tiers; 0 when out of memory. */
+static int hot_set_pick(hot_set *hot, const ffm_model *model, const ffm_rows *rows) {
+    const int64_t limit_by_bytes = REPLICA_BYTES / (2 * model->js * (int64_t)sizeof(float));
+    const int64_t limit = limit_by_bytes < HOT_MAX ? limit_by_bytes : HOT_MAX;
+    hot->count = 0;
+    hot->slot = malloc((size_t)model->n * sizeof(int32_t));
+    hot->feature = malloc((size_t)(limit > 0 ? limit : 1) * sizeof(int64_t));
     int32_t *count = calloc((size_t)model->n, sizeof(int32_t));
-    if (count == NULL) return -1;
-    for (int64_t p = 0; p < nnz; ++p) {
-        const uint64_t j = (uint64_t)(uint32_t)rows->features[p];
-        if (j < (uint64_t)model->n && count[j] < INT32_MAX) ++count[j];
+    int64_t *ranked = NULL;
+    int ok = 0;
+    if (hot->slot == NULL || hot->feature == NULL || count == NULL) goto done;
+    /* A sample of the rows ranks the heads well enough, at a fraction of a full count. */
+    int64_t sampled = 0;
+    for (int64_t i = 0; i < rows->n_rows; i += HOT_SAMPLE, ++sampled) {
+        for (int64_t p = rows->indptr[i]; p < rows->indptr[i + 1]; ++p) {
+            const uint64_t j = (uint64_t)(uint32_t)rows->features[p];
+            if (j < (uint64_t)model->n && count[j] < INT32_MAX) ++count[j];
+        }
     }
-    const int64_t threshold =
-        rows->n_rows / HOT_MIN_SHARE > 1 ? rows->n_rows / HOT_MIN_SHARE : 2;
+    const int64_t threshold = sampled / HOT_MIN_SHARE > 1 ? sampled / HOT_MIN_SHARE : 2;
     int64_t candidates = 0;
     for (int64_t j = 0; j < model->n; ++j) {
-        slot[j] = -1;
+        hot->slot[j] = -1;
         if (count[j] >= threshold) ++candidates;
     }
-    int64_t *ranked = malloc((size_t)(candidates > 0 ? candidates : 1) * sizeof(int64_t));
-    if (ranked == NULL) {
-        free(count);
-        return -1;
-    }
+    ranked = malloc((size_t)(candidates > 0 ? candidates : 1) * sizeof(int64_t));
+    if (ranked == NULL) goto done;
     for (int64_t j = 0, c = 0; j < model->n; ++j)
         if (count[j] >= threshold) ranked[c++] = ((int64_t)count[j] << 32) | (int64_t)j;
     qsort(ranked, (size_t)candidates, sizeof(int64_t), by_count_desc);
-    const int64_t hot = candidates < HOT_MAX ? candidates : HOT_MAX;
-    for (int64_t h = 0; h < hot; ++h) {
+    hot->count = candidates < limit ? candidates : limit;
+    for (int64_t h = 0; h < hot->count; ++h) {
         const int64_t j = ranked[h] & 0xFFFFFFFF;
-        slot[j] = (int32_t)h;
-        features_of_slot[h] = j;
+        hot->slot[j] = (int32_t)h;
+        hot->feature[h] = j;
     }
+    for (int64_t t = 0, h = 0; t <= MAX_TIER; ++t) {
+        /* Slot h stays in tier t while one thread expects more than FOLD_UPDATES updates of
+         * it in tier t+1's period: sampled count * period > FOLD_UPDATES * sampled rows. */
+        while (h < hot->count &&
+               (t == MAX_TIER || (ranked[h] >> 32) * (SYNC_ROWS << (t + 1)) > FOLD_UPDATES * sampled))
+            ++h;
+        hot->tier_end[t] = h;
+    }
+    ok = 1;
+done:
     free(ranked);
     free(count);
-    return hot;
+    return ok;
+}
+
+#ifdef FFM_HAVE_OPENMP
+typedef omp_lock_t fold_lock;
+static void fold_lock_init(fold_lock *lock) { omp_init_lock(lock); }
+static void fold_lock_set(fold_lock *lock) { omp_set_lock(lock); }
+static void fold_lock_unset(fold_lock *lock) { omp_unset_lock(lock); }
+static void fold_lock_destroy(fold_lock *lock) { omp_destroy_lock(lock); }
+#else /* one thread: nothing to exclude */
+typedef int fold_lock;
+static void fold_lock_init(fold_lock *lock) { (void)lock; }
+static void fold_lock_set(fold_lock *lock) { (void)lock; }
+static void fold_lock_unset(fold_lock *lock) { (void)lock; }
+static void fold_lock_destroy(fold_lock *lock) { (void)lock; }
+#endif
+
+/* Folds the first `slots` slots of one thread's replica: shared += replica - base, then
+ * replica = base = shared. Under the fold lock, so no fold is lost to another's. */
+static void fold_replica(ffm_model *model, const hot_set *hot, int64_t slots, float *mine,
+                         float *base, fold_lock *lock) {
+    const int64_t js = model->js;
+    fold_lock_set(lock);
+    for (int64_t h = 0; h < slots; ++h) {
+        float *restrict shared = model->w + hot->feature[h] * js;
+        float *restrict rep = mine + h * js, *restrict was = base + h * js;
+        for (int64_t i = 0; i < js; ++i) {
+            const float merged = shared[i] + (rep[i] - was[i]);
+            shared[i] = merged;
+            rep[i] = merged;
+            was[i] = merged;
+        }
+    }
+    fold_lock_unset(lock);
+}
+
+/* A thread's replica and base start as copies of the shared blocks. */
+static void load_replica(const ffm_model *model, const hot_set *hot, float *mine, float *base,
+                         fold_lock *lock) {
+    const int64_t js = model->js;
+    fold_lock_set(lock); /* another thread may already be folding */
+    for (int64_t h = 0; h < hot->count; ++h)
+        memcpy(mine + h * js, model->w + hot->feature[h] * js, (size_t)js * sizeof(float));
+    fold_lock_unset(lock);
+    memcpy(base, mine, (size_t)(hot->count * js) * sizeof(float));
 }
 
 static double train_replicated(ffm_model *model, const ffm_rows *rows, const int64_t *order,
                                float eta, float lambda, int normalize, int threads) {
     const int64_t n_rows = rows->n_rows, max_len = ffm_max_row_length(rows);
-    const int64_t js = model->js, kp = model->kp, fs = model->fs;
-    int32_t *slot = malloc((size_t)model->n * sizeof(int32_t));
-    int64_t *hot_features = malloc(HOT_MAX * sizeof(int64_t));
-    const int64_t hot = slot && hot_features ? pick_hot(model, rows, slot, hot_features) : -1;
-    float *replicas = hot > 0 ? ffm_alloc((int64_t)threads * hot * js, 0) : NULL;
+    const int64_t js = model->js;
+    hot_set hot;
+    const int picked = hot_set_pick(&hot, model, rows);
+    const int64_t n_hot = hot.count;
+    /* Per thread: its replica, then the shared values the replica last took (its base). */
+    float *replicas = n_hot > 0 ? ffm_alloc(2 * (int64_t)threads * n_hot * js, 0) : NULL;
     ffm_token *scratch = malloc((size_t)threads * (size_t)(max_len + 1) * sizeof(ffm_token));
     int64_t *stamps = malloc((size_t)threads * (size_t)model->m * sizeof(int64_t));
     double total = -1.0;
-    if (hot >= 0 && (hot == 0 || replicas) && scratch && stamps) {
+    if (picked && (n_hot == 0 || replicas) && scratch && stamps) {
         const train_slice_fn run = train_slice();
-        const int64_t sync = SYNC_ROWS;
+        const int64_t n_windows = (n_rows + SYNC_ROWS - 1) / SYNC_ROWS;
+        int64_t next_window = 0;
+        fold_lock lock;
+        fold_lock_init(&lock);
         total = 0.0;
 #ifdef FFM_HAVE_OPENMP
 #pragma omp parallel num_threads(threads) reduction(+ : total)
 #endif
         {
 #ifdef FFM_HAVE_OPENMP
-            const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
+            const int64_t tid = omp_get_thread_num();
 #else
-            const int64_t tid = 0, nt = 1;
+            const int64_t tid = 0;
 #endif
-            const int64_t lo = n_rows * tid / nt, hi = n_rows * (tid + 1) / nt;
-            /* Every thread runs the same number of rounds (the last possibly empty), so the
-             * barriers match; nt (not the request) sizes the slices. */
-            const int64_t rounds = ((n_rows + nt - 1) / nt + sync - 1) / sync;
-            float *mine = replicas ? replicas + tid * hot * js : NULL;
+            float *mine = replicas ? replicas + 2 * tid * n_hot * js : NULL;
+            float *base = mine ? mine + n_hot * js : NULL;
             ffm_model local = *model;
-            local.hot_slot = hot > 0 ? slot : NULL;
+            local.hot_slot = n_hot > 0 ? hot.slot : NULL;
             local.hot_w = mine;
-            for (int64_t h = 0; h < hot; ++h)
-                memcpy(mine + h * js, model->w + hot_features[h] * js, (size_t)js * sizeof(float));
-            for (int64_t r = 0; r < rounds; ++r) {
-                const int64_t a = lo + r * sync < hi ? lo + r * sync : hi;
-                const int64_t b = a + sync < hi ? a + sync : hi;
-                if (a < b)
-                    total += run(&local, rows, order, a, b, eta, lambda, normalize,
-                                 scratch + tid * (max_len + 1), stamps + tid * model->m);
-                if (hot == 0) continue;
+            if (n_hot > 0) load_replica(model, &hot, mine, base, &lock);
+            /* Windows are handed out in turn rather than one slice per thread: a thread slowed
+             * down (by another process on its core, say) takes fewer of them instead of
+             * holding the others up at the end. */
+            for (int64_t done = 1;; ++done) {
+                int64_t window;
 #ifdef FFM_HAVE_OPENMP
-#pragma omp barrier
+#pragma omp atomic capture
 #endif
-                /* Fold every thread's changes into the shared blocks, each thread a share. */
-                for (int64_t h = hot * tid / nt; h < hot * (tid + 1) / nt; ++h) {
-                    float *shared = model->w + hot_features[h] * js;
-                    for (int64_t f = 0; f < model->m; ++f) {
-                        float *w = shared + f * fs, *g = w + kp;
-                        for (int64_t d = 0; d < kp; ++d) {
-                            const float w0 = w[d], g0 = g[d];
-                            float dw = 0.0f, dg = 0.0f;
-                            for (int64_t t = 0; t < nt; ++t) {
-                                const float *rep = replicas + (t * hot + h) * js + f * fs;
-                                dw += rep[d] - w0;
-                                dg += rep[kp + d] - g0;
-                            }
-                            g[d] = g0 + dg;
-                            w[d] = w0 + dw;
-                        }
-                    }
-                }
-#ifdef FFM_HAVE_OPENMP
-#pragma omp barrier
-#endif
-                for (int64_t h = 0; h < hot; ++h) /* refresh: the next round starts merged */
-                    memcpy(mine + h * js, model->w + hot_features[h] * js,
-                           (size_t)js * sizeof(float));
+                window = next_window++;
+                if (window >= n_windows) break;
+                const int64_t a = window * SYNC_ROWS;
+                const int64_t b = a + SYNC_ROWS < n_rows ? a + SYNC_ROWS : n_rows;
+                total += run(&local, rows, order, a, b, eta, lambda, normalize,
+                             scratch + tid * (max_len + 1), stamps + tid * model->m);
+                if (n_hot == 0) continue;
+                /* After this thread's window number `done`, the tiers t with 2^t dividing it. */
+                const int tz = __builtin_ctzll((unsigned long long)done);
+                fold_replica(model, &hot, hot.tier_end[tz < MAX_TIER ? tz : MAX_TIER], mine, base,
+                             &lock);
             }
+            if (n_hot > 0) fold_replica(model, &hot, n_hot, mine, base, &lock);
         }
+        fold_lock_destroy(&lock);
     }
     ffm_free(replicas);
     free(scratch);
     free(stamps);
-    free(slot);
-    free(hot_features);
+    hot_set_free(&hot);
     return total;
 }
 

@@ -122,6 +122,42 @@ def test_two_threads_reach_the_same_quality() -> None:
     assert losses[1] == pytest.approx(losses[0], abs=0.01)
 
 
+def zipf_rows(
+    seed: int, rows: int = 20000, n_fields: int = 5, per_field: int = 3000
+) -> ffm_ext.Dataset:
+    """Field values drawn by Zipf's law, as categorical CTR features are; every label 1."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, per_field + 1) ** 1.1
+    ids = rng.choice(per_field, size=(rows, n_fields), p=weights / weights.sum())
+    return ffm_ext.Dataset(
+        np.arange(rows + 1, dtype=np.int64) * n_fields,
+        np.tile(np.arange(n_fields, dtype=np.int32), rows),
+        (ids + np.arange(n_fields) * per_field).astype(np.int32).ravel(),
+        np.ones(rows * n_fields, np.float32), np.ones(rows, np.float32),
+        n_features=n_fields * per_field, n_fields=n_fields,
+    )  # fmt: skip
+
+
+def test_two_threads_fold_every_update_of_replicated_features_once() -> None:
+    """With several threads the most frequent features train on per-thread replicas that are
+    folded into the model at intervals by frequency. A small step and labels all 1 make one
+    epoch's change of each feature nearly independent of the row interleaving, so a fold lost
+    (the feature moves a fraction as far as with one thread) or applied twice shows."""
+    data = zipf_rows(12)
+    changes = []
+    for threads in (1, 2):
+        model = ffm_ext.FFM(k=4, eta=0.01, lam=0.0, epochs=1, normalize=False, n_threads=threads)
+        model.init_weights(data.n_features, data.n_fields)
+        start = model.weights.copy()
+        model.fit(data, shuffle=False, warm_start=True)
+        changes.append((model.weights - start).reshape(data.n_features, -1))
+    counts = np.bincount(data.features, minlength=data.n_features)
+    seen = counts >= 20  # from the hottest (a fold every window) to the rarest replicated tiers
+    assert seen.sum() > 500 and counts.max() > data.n_rows // 10
+    ratio = np.linalg.norm(changes[1][seen], axis=1) / np.linalg.norm(changes[0][seen], axis=1)
+    assert ratio.min() > 0.97 and ratio.max() < 1.03, (ratio.min(), ratio.max())
+
+
 def test_divergence_raises_instead_of_returning_nan_model() -> None:
     data = synthetic(11, rows=500)
     data.values[:] = 1e19  # products overflow float32
