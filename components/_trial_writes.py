@@ -65,9 +65,15 @@ def _running(trial_id: sqlalchemy.ColumnElement[Any]) -> sqlalchemy.ColumnElemen
 
 def _guarded_insert(table: sqlalchemy.Table, columns: Sequence[str]) -> sqlalchemy.Select[Any]:
     """SELECT of the bound values of ``columns`` (trial_id first), one row iff still RUNNING."""
-    return sqlalchemy.select(
-        _TRIALS.c.trial_id, *(_typed(name, table.c[name]) for name in columns[1:])
-    ).where(_running(_B("tid")))
+    # FOR SHARE (PostgreSQL; SQLite has one writer at a time anyway): a concurrent transaction
+    # failing the trial is waited for, and the row it leaves fails the RUNNING check.
+    return (
+        sqlalchemy.select(
+            _TRIALS.c.trial_id, *(_typed(name, table.c[name]) for name in columns[1:])
+        )
+        .where(_running(_B("tid")))
+        .with_for_update(read=True)
+    )
 
 
 _PARAM_COLUMNS = ("trial_id", "param_name", "param_value", "distribution_json")
@@ -86,6 +92,23 @@ _FINISH = (
     _TRIALS.update()
     .where(_running(_B("tid")))
     .values(state=_B("state", type_=_TRIALS.c.state.type), datetime_complete=_B("done"))
+)
+# PostgreSQL: the state and a single objective's value in one statement (a data-modifying CTE;
+# SQLite has none): no value row unless the UPDATE matched, and all or nothing.
+_FINISHED = _FINISH.returning(_TRIALS.c.trial_id).cte("finished")
+_FINISH_WITH_VALUE = (
+    _VALUES.insert()
+    .from_select(
+        ("trial_id", "objective", "value", "value_type"),
+        sqlalchemy.select(
+            _FINISHED.c.trial_id,
+            _typed("objective", _VALUES.c.objective),
+            _typed("value", _VALUES.c.value),
+            _typed("value_type", _VALUES.c.value_type),
+        ),
+    )
+    .add_cte(_FINISHED)
+    .returning(_VALUES.c.trial_value_id)
 )
 _INSERT_VALUE = _VALUES.insert().values(
     trial_id=_B("tid"), objective=_B("objective"), value=_B("value"), value_type=_B("value_type")
@@ -153,10 +176,16 @@ class TrialWrites:
         return engine.name == "postgresql"
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlalchemy.Connection]:
+    def _transaction(self, single: bool = False) -> Iterator[sqlalchemy.Connection]:
+        """A transaction, or for a ``single`` statement an autocommit connection: the statement
+        is atomic alone, and BEGIN and COMMIT would be two more round trips."""
         try:
-            with self._engine.begin() as conn:
-                yield conn
+            if single:
+                with self._engine.connect() as conn:
+                    yield conn.execution_options(isolation_level="AUTOCOMMIT")
+            else:
+                with self._engine.begin() as conn:
+                    yield conn
         except sqlalchemy.exc.IntegrityError:
             raise
         except sqlalchemy.exc.SQLAlchemyError as exc:
@@ -165,7 +194,7 @@ class TrialWrites:
     def _applied(self, stmt: Any, params: dict[str, Any]) -> bool:
         """True when ``stmt`` (a guarded insert with RETURNING) wrote its row."""
         try:
-            with self._transaction() as conn:
+            with self._transaction(single=True) as conn:
                 return conn.execute(stmt, params).first() is not None
         except sqlalchemy.exc.IntegrityError:
             return False  # the row exists: Optuna's method decides (update, or ignore)
@@ -229,20 +258,25 @@ class TrialWrites:
     def finish(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None
     ) -> datetime.datetime | None:
-        """State, values and ``datetime_complete`` of a finished trial in one transaction; the
+        """State, values and ``datetime_complete`` of a finished trial, all or nothing; the
         time written, or None when the trial was no longer RUNNING (nothing written)."""
         assert state.is_finished()
         done = datetime.datetime.now()
+        finish = {"tid": trial_id, "state": state, "done": done}
         rows = []
         for objective, value in enumerate(values or ()):
             stored, kind = models.TrialValueModel.value_to_stored_repr(value)
-            row = {"tid": trial_id, "objective": objective, "value": stored, "value_type": kind}
-            rows.append(row)
+            rows.append(finish | {"objective": objective, "value": stored, "value_type": kind})
         try:
+            if not rows:  # one statement: no transaction needed
+                with self._transaction(single=True) as conn:
+                    return done if conn.execute(_FINISH, finish).rowcount else None
+            if len(rows) == 1 and self._engine.name == "postgresql":
+                with self._transaction(single=True) as conn:
+                    return done if conn.execute(_FINISH_WITH_VALUE, rows[0]).first() else None
             with self._transaction() as conn:
-                if conn.execute(_FINISH, {"tid": trial_id, "state": state, "done": done}).rowcount:
-                    if rows:
-                        conn.execute(_INSERT_VALUE, rows)
+                if conn.execute(_FINISH, finish).rowcount:
+                    conn.execute(_INSERT_VALUE, rows)
                     return done
                 return None  # the UPDATE matched no row: nothing to undo
         except sqlalchemy.exc.IntegrityError:
@@ -250,7 +284,7 @@ class TrialWrites:
 
     def heartbeat(self, trial_id: int) -> None:
         try:
-            with self._transaction() as conn:
+            with self._transaction(single=True) as conn:
                 conn.execute(self._upsert["heartbeat"], {"tid": trial_id})
         except sqlalchemy.exc.IntegrityError:
             pass  # no such trial: Optuna's record_heartbeat ignores it too

@@ -125,6 +125,13 @@ class WorkerStorage(_CachedStorage):
             self._local.counted = None
             self._local.alone = False
 
+    def _query(self, stmt: sqlalchemy.Executable, params: dict[str, Any]) -> sqlalchemy.Result[Any]:
+        """One read on an autocommit connection (no BEGIN and ROLLBACK round trips); the rows
+        are fetched before the connection goes back to the pool."""
+        with self._backend.engine.connect() as conn:
+            autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
+            return autocommit.execute(stmt, params).freeze()()
+
     def _counted(self) -> tuple[int, int] | None:
         counted: tuple[int, int] | None = getattr(self._local, "counted", None)
         return counted
@@ -176,8 +183,7 @@ class WorkerStorage(_CachedStorage):
             return fresh
         own = self._own(trial_id)
         if own is not None:
-            with self._backend.engine.connect() as conn:
-                state = conn.execute(_STATE, {"tid": trial_id}).scalar_one()
+            state = self._query(_STATE, {"tid": trial_id}).scalar_one()
             if state == TrialState.RUNNING.name:
                 return copy.deepcopy(own)
             self._local.own = None  # failed as stale (or finished) elsewhere: read it all
@@ -193,9 +199,8 @@ class WorkerStorage(_CachedStorage):
             counted, self._local.counted = self._counted(), None
             if counted == (0, 0):
                 return []
-            with self._backend.engine.connect() as conn:
-                if conn.execute(_ANY_WAITING, {"sid": study_id}).first() is None:
-                    return []
+            if self._query(_ANY_WAITING, {"sid": study_id}).first() is None:
+                return []
         if states == (TrialState.COMPLETE,):  # a pruner's query, once per reported step
             with self._lock:
                 info = self._studies.get(study_id)
@@ -203,8 +208,7 @@ class WorkerStorage(_CachedStorage):
                     [] if info is None else [t for t in info.trials.values() if t.state in states]
                 )
             if cached:
-                with self._backend.engine.connect() as conn:
-                    stored = conn.execute(_COUNT_COMPLETE, {"sid": study_id}).scalar_one()
+                stored = self._query(_COUNT_COMPLETE, {"sid": study_id}).scalar_one()
                 if stored == len(cached):
                     cached.sort(key=lambda t: t.number)
                     return copy.deepcopy(cached) if deepcopy else cached
@@ -226,15 +230,14 @@ class WorkerStorage(_CachedStorage):
             return False
         with self._lock:
             study = self._studies.setdefault(study_id, _StudyInfo())
-            with self._backend.engine.connect() as conn:
-                rows = conn.execute(
-                    _TO_READ,
-                    {
-                        "sid": study_id,
-                        "last": study.last_finished_trial_id,
-                        "ids": sorted(study.unfinished_trial_ids),
-                    },
-                ).all()
+            rows = self._query(
+                _TO_READ,
+                {
+                    "sid": study_id,
+                    "last": study.last_finished_trial_id,
+                    "ids": sorted(study.unfinished_trial_ids),
+                },
+            ).all()
             if not rows or any(
                 trial_id not in known or known[trial_id].state != state for trial_id, state in rows
             ):
