@@ -87,6 +87,28 @@ _COUNT_COMPLETE = sqlalchemy.text(
 )
 
 
+def _copy(trial: FrozenTrial) -> FrozenTrial:
+    """A copy whose containers can be changed apart from ``trial``'s, as ``copy.deepcopy`` makes
+    but in a fraction of its time: the values in params and intermediate values are scalars,
+    datetimes are immutable, and distributions are never changed after construction (Optuna
+    shares them the same way between a Trial and its storage); attrs may nest, so they are
+    deep-copied."""
+    return FrozenTrial(
+        number=trial.number,
+        state=trial.state,
+        value=None,
+        values=trial.values,  # copied by the constructor
+        datetime_start=trial.datetime_start,
+        datetime_complete=trial.datetime_complete,
+        params=dict(trial.params),
+        distributions=dict(trial.distributions),
+        user_attrs=copy.deepcopy(trial.user_attrs),
+        system_attrs=copy.deepcopy(trial.system_attrs),
+        intermediate_values=dict(trial.intermediate_values),
+        trial_id=trial._trial_id,
+    )
+
+
 class WorkerStorage(_CachedStorage):
     """What a worker passes to ``optuna.load_study`` instead of its RDBStorage."""
 
@@ -173,8 +195,8 @@ class WorkerStorage(_CachedStorage):
         with self._lock:
             sid, number = self._trial_id_to_study_id_and_number[trial_id]
             created = self._studies[sid].trials[number]
-            self._local.fresh = copy.deepcopy(created)
-            self._local.own = copy.deepcopy(created)
+            self._local.fresh = _copy(created)
+            self._local.own = _copy(created)
         return trial_id
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
@@ -185,7 +207,7 @@ class WorkerStorage(_CachedStorage):
         if own is not None:
             state = self._query(_STATE, {"tid": trial_id}).scalar_one()
             if state == TrialState.RUNNING.name:
-                return copy.deepcopy(own)
+                return _copy(own)
             self._local.own = None  # failed as stale (or finished) elsewhere: read it all
         return super().get_trial(trial_id)
 
@@ -242,7 +264,9 @@ class WorkerStorage(_CachedStorage):
                 trial_id not in known or known[trial_id].state != state for trial_id, state in rows
             ):
                 return False  # another worker's trial, or one changed elsewhere: read them all
-            trials = [copy.deepcopy(known[trial_id]) for trial_id, _ in rows]
+            # A told trial is referenced from `told` alone: it moves into the cache as it is.
+            own_id = None if own is None else own._trial_id
+            trials = [known[t] if t != own_id else _copy(known[t]) for t, _ in rows]
             # The rest is _CachedStorage._read_trials_from_remote_storage after its read.
             self._add_trials_to_cache(study_id, trials)
             for trial in trials:
