@@ -252,14 +252,12 @@ class WorkerStorage(_CachedStorage):
             return False
         with self._lock:
             study = self._studies.setdefault(study_id, _StudyInfo())
-            rows = self._query(
-                _TO_READ,
-                {
-                    "sid": study_id,
-                    "last": study.last_finished_trial_id,
-                    "ids": sorted(study.unfinished_trial_ids),
-                },
-            ).all()
+            params = {
+                "sid": study_id,
+                "last": study.last_finished_trial_id,
+                "ids": sorted(study.unfinished_trial_ids),
+            }
+            rows = [(int(row.trial_id), row.state) for row in self._query(_TO_READ, params)]
             if not rows or any(
                 trial_id not in known or known[trial_id].state != state for trial_id, state in rows
             ):
