@@ -23,7 +23,13 @@ each read, which is most of the per-trial storage cost of a short trial:
 And, when the worker loop passes what its budget count saw under the study lock (``counted``):
 while that lock is held no other worker starts, pops or reclaims a trial, so with no RUNNING
 trial Optuna's stale-trial scan before ``ask`` has nothing to find (2 statements), and with none
-WAITING either there is nothing to pop (the ``LIMIT 1`` query above).
+WAITING either there is nothing to pop (the ``LIMIT 1`` query above). With no other trial
+RUNNING, the sampler's snapshot read (``_CachedStorage._read_trials_from_remote_storage``: the
+trials newer than the last finished one it holds, and its unfinished ones; 7 statements) most
+likely finds only this thread's trials: the one it just created and the one it just told. One
+query of their ids and states checks that; then the trials as this thread wrote them (see
+below) go into the cache as that read would have put them. Any other trial, or a state that
+differs (failed elsewhere), and the read is done as Optuna does it.
 
 Writes to this thread's own RUNNING trial (the one ``create_new_trial`` inserted without a
 template; not an enqueued trial it popped) go through ``TrialWrites`` on PostgreSQL and SQLite:
@@ -32,11 +38,16 @@ it cannot apply (the trial was failed as stale meanwhile, a row exists already) 
 Optuna's method, which raises or updates as Optuna does. ``create_new_trial`` itself is one
 transaction of two statements under Optuna's study row lock, and the heartbeat one upsert. A
 parameter's distribution is checked against the study's stored one by Optuna on its first
-write in this process, then against that cached one (as ``_CachedStorage`` does).
+write in this process, then against that cached one (as ``_CachedStorage`` does). Each write is
+also applied to this thread's copy of the trial, so a successful final write leaves a copy equal
+to the stored trial (``told``). Single statements and the reads here run on autocommit
+connections: BEGIN and COMMIT/ROLLBACK would be two more round trips each.
 
 Everything else goes to Optuna's classes unchanged. Optuna 5.0 internals relied on:
 ``_CachedStorage``'s ``_studies``/``_StudyInfo`` (``trials``, ``param_distribution``),
-``_trial_id_to_study_id_and_number``, ``_add_trials_to_cache``, ``_lock``, ``_backend``;
+``_trial_id_to_study_id_and_number``, ``_add_trials_to_cache``, ``_lock``, ``_backend``,
+``_read_trials_from_remote_storage`` and its bookkeeping (``last_finished_trial_id``,
+``unfinished_trial_ids``);
 RDBStorage's schema (see ``_trial_writes``); ``Study._pop_waiting_trial_id`` asking
 ``get_all_trials(states=(WAITING,))`` and pruners asking ``states=(COMPLETE,)``.
 """
