@@ -4,8 +4,12 @@ Optuna's RDBStorage writes through an ORM session: a pool checkout (a pre-ping),
 ``SELECT`` of the trial to check it is still RUNNING, often a ``SELECT`` of the row it will
 update, the write, ``COMMIT``; about 1.5 ms of client CPU per write. Here each write is one
 prebuilt Core statement on Optuna's own tables whose ``WHERE`` is the RUNNING check
-(``INSERT ... SELECT ... FROM trials WHERE trial_id = :tid AND state = 'RUNNING'``, or
-``UPDATE ... WHERE state = 'RUNNING'``), so the check and the write are one atomic step.
+(``INSERT ... SELECT ... FROM trials WHERE trial_id = :tid AND state = 'RUNNING' FOR SHARE``,
+or ``UPDATE ... WHERE state = 'RUNNING'``), so the check and the write are one atomic step: on
+PostgreSQL a transaction failing the trial at that moment is waited for, and then the write is
+refused. A single statement runs on an autocommit connection (no BEGIN/COMMIT round trips). The
+final state with one value is one statement on PostgreSQL (a data-modifying CTE), otherwise a
+transaction; a new trial is one transaction of two statements under Optuna's study row lock.
 
 Every method returns False/None when the statement did not apply (the trial is no longer
 RUNNING, is missing, or the row exists already): the caller then runs Optuna's own method, which
