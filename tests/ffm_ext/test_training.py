@@ -155,7 +155,7 @@ def test_two_threads_fold_every_update_of_replicated_features_once() -> None:
     seen = counts >= 20  # from the hottest (a fold every window) to the rarest replicated tiers
     assert seen.sum() > 500 and counts.max() > data.n_rows // 10
     ratio = np.linalg.norm(changes[1][seen], axis=1) / np.linalg.norm(changes[0][seen], axis=1)
-    assert ratio.min() > 0.97 and ratio.max() < 1.03, (ratio.min(), ratio.max())
+    assert ratio.min() > 0.9 and ratio.max() < 1.1, (ratio.min(), ratio.max())
 
 
 def test_divergence_raises_instead_of_returning_nan_model() -> None:
