@@ -1,7 +1,7 @@
 # Cython bindings over the C kernels (ffm_kernels.c, libffm_text.c). Memory the C side allocates
 # is owned by small Python objects that NumPy arrays keep as their base, so arrays view it
 # without a copy and it is freed when the last view goes.
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, realloc
 
 cimport numpy as cnp
@@ -24,8 +24,9 @@ cdef extern from "ffm_kernels.h" nogil:
         int64_t js
         float *w
         float *g
-        const int32_t *hot_slot
+        const int16_t *hot_slot
         float *hot_w
+        void *hot_set
 
     ctypedef struct ffm_rows:
         const int64_t *indptr
@@ -49,6 +50,7 @@ cdef extern from "ffm_kernels.h" nogil:
                           int n_threads)
     double ffm_train_epoch(ffm_model *model, const ffm_rows *rows, const int64_t *order,
                            float eta, float lam, int normalize, int n_threads)
+    void ffm_forget_hot(ffm_model *model)
     int ffm_margins(const ffm_model *model, const ffm_rows *rows, int normalize, int n_threads,
                     float *out)
     double ffm_logloss_from_margins(const float *margins, const float *labels, int64_t count)
@@ -205,6 +207,7 @@ cdef class Engine:
         self.model.kp = (k + FFM_LANES - 1) // FFM_LANES * FFM_LANES
         self.model.hot_slot = NULL
         self.model.hot_w = NULL
+        self.model.hot_set = NULL
         self._vectors = n * m
         if training:
             self._state = _aligned_floats(2 * self._vectors * self.model.kp, zero=False)
@@ -212,6 +215,9 @@ cdef class Engine:
         else:
             self._weights = _aligned_floats(self._vectors * self.model.kp)
             self._use_compact()
+
+    def __dealloc__(self):
+        ffm_forget_hot(&self.model)
 
     cdef void _use_compact(self):
         self.model.w = self._weights.ptr
@@ -272,6 +278,7 @@ cdef class Engine:
         """Back to the compact layout, with the current weights or a snapshot's."""
         if self._state is None:
             return
+        ffm_forget_hot(&self.model)
         if restore is not None:
             self._weights = restore
         else:

@@ -27,9 +27,18 @@ static inline int64_t gather(const ffm_model *model, const int32_t *fields,
         const uint64_t j = (uint64_t)(uint32_t)features[p], f = (uint64_t)(uint32_t)fields[p];
         if (j >= (uint64_t)model->n || f >= (uint64_t)model->m) continue;
         const float v = values[p];
-        const int32_t slot = model->hot_slot ? model->hot_slot[j] : -1;
-        out[count].base = slot < 0 ? model->w + (int64_t)j * model->js
-                                   : model->hot_w + (int64_t)slot * model->js;
+        if (model->hot_slot == NULL) {
+            out[count].base = model->w + (int64_t)j * model->js;
+        } else {
+            /* Replicated or not is data-dependent and close to a coin flip for the features
+             * just inside the replicated set: a branch here mispredicts often, a mask never. */
+            const int64_t slot = model->hot_slot[j];
+            const uintptr_t hot = (uintptr_t)0 - (uintptr_t)(slot >= 0);
+            const uintptr_t shared = (uintptr_t)(model->w + (int64_t)j * model->js);
+            const uintptr_t mine = (uintptr_t)model->hot_w +
+                                   (uintptr_t)((int64_t)slot * model->js * (int64_t)sizeof(float));
+            out[count].base = (float *)((mine & hot) | (shared & ~hot));
+        }
         out[count].field = (int32_t)f;
         out[count].value = v;
         norm += v * v;

@@ -31,8 +31,11 @@ typedef struct {
     float *g; /* AdaGrad accumulators (training layout), or NULL */
     /* Multi-threaded training only: features with a slot >= 0 live in this thread's replica
      * hot_w (slot-major, same block layout) instead of w; NULL everywhere else. */
-    const int32_t *hot_slot;
+    const int16_t *hot_slot;
     float *hot_w;
+    /* Multi-threaded training: the replicated features, picked from the first epoch's rows and
+     * kept until ffm_forget_hot (NULL until then; zero-initialise the struct). */
+    struct ffm_hot_set *hot_set;
 } ffm_model;
 
 typedef struct {
@@ -72,10 +75,15 @@ void ffm_permute_rows(const ffm_rows *src, const int64_t *order, int64_t *indptr
                       int n_threads);
 
 /* One SGD epoch over rows in `order` (NULL = 0..n_rows-1), lock-free across n_threads threads
- * (Hogwild); each thread takes a contiguous slice of the order. Returns the mean training
- * logloss measured before each row's update, or a negative value when scratch memory ran out. */
+ * (Hogwild, with per-thread replicas of the most frequent features; see ffm_kernels.c). One
+ * thread is the exact sequential algorithm. Returns the mean training logloss measured before
+ * each row's update, or a negative value when memory ran out. */
 double ffm_train_epoch(ffm_model *model, const ffm_rows *rows, const int64_t *order, float eta,
                        float lambda, int normalize, int n_threads);
+
+/* Frees what multi-threaded training keeps between epochs (call when training stops, or
+ * before training on different rows). */
+void ffm_forget_hot(ffm_model *model);
 
 /* Margins phi(x) for every row (n_threads threads). Returns 0, or -1 when out of memory. */
 int ffm_margins(const ffm_model *model, const ffm_rows *rows, int normalize, int n_threads,
