@@ -45,3 +45,31 @@ def test_train_and_delete_fifty_times_does_not_grow() -> None:
     grown = rss_bytes() - before
     # One leaked model is 3.2 MB of weights (+6.4 MB training state): 50 would be >150 MB.
     assert grown < 8 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 50 train/delete cycles"
+
+
+def test_what_threads_keep_between_epochs_is_freed() -> None:
+    """With several threads the model keeps its replicated-feature set (a slot per feature)
+    from epoch to epoch: it must go when training stops."""
+    rng = np.random.default_rng(1)
+    rows, n_fields, n_features = 2000, 2, 600_000  # the kept slot table: 1.2 MB per model
+    data = ffm_ext.Dataset(
+        np.arange(rows + 1, dtype=np.int64) * n_fields,
+        np.tile(np.arange(n_fields, dtype=np.int32), rows),
+        rng.integers(0, 50, rows * n_fields).astype(np.int32),  # hot enough to replicate
+        np.ones(rows * n_fields, np.float32),
+        (rng.random(rows) < 0.3).astype(np.float32),
+        n_features=n_features,
+    )
+
+    def cycle() -> None:
+        ffm_ext.FFM(k=4, epochs=2, n_threads=2).fit(data)
+
+    for _ in range(3):
+        cycle()
+    gc.collect()
+    before = rss_bytes()
+    for _ in range(50):
+        cycle()
+    gc.collect()
+    grown = rss_bytes() - before
+    assert grown < 8 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 50 two-thread fits"
