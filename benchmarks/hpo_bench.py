@@ -77,9 +77,10 @@ class _Meter:
     block: on a busy machine the wall time swings, the counts do not."""
 
     def __init__(self) -> None:
-        self.statements = self.checkouts = 0
+        self.statements = self.checkouts = self.connects = 0
         event.listen(Engine, "before_cursor_execute", self._statement)
         event.listen(Pool, "checkout", self._checkout)
+        event.listen(Pool, "connect", self._connect)
 
     def _statement(self, *args: Any) -> None:
         self.statements += 1
@@ -87,15 +88,18 @@ class _Meter:
     def _checkout(self, *args: Any) -> None:
         self.checkouts += 1
 
+    def _connect(self, *args: Any) -> None:
+        self.connects += 1
+
     def run(self, label: str, trials: int, block: Callable[[], Any]) -> float:
-        self.statements = self.checkouts = 0
+        self.statements = self.checkouts = self.connects = 0
         wall, cpu = time.perf_counter(), time.process_time()
         block()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         print(
             f"  {label:<38} {wall / trials * 1e3:7.2f} ms/trial  (client CPU "
             f"{cpu / trials * 1e3:6.2f} ms, {self.statements / trials:5.1f} statements, "
-            f"{self.checkouts / trials:5.1f} pool checkouts per trial)"
+            f"{self.checkouts / trials:5.1f} pool checkouts, {self.connects} new connections)"
         )
         return wall / trials
 

@@ -1,13 +1,16 @@
 """Build Optuna's RDBStorage from a URL: capped pools, heartbeat, retries, password-free errors.
 
-PostgreSQL on a cluster: every worker holds at most ``pool_size + max_overflow`` connections,
-2 + 0 by default (the main thread, plus the budget lock or Optuna's heartbeat thread, which
-overlap it), so 50 workers never exceed 100, PostgreSQL's default ``max_connections``. Both are
-kept open: with 1 + 1 the overflow connection was closed and reopened about 7 times per trial
-(every heartbeat/main-thread overlap), and a new PostgreSQL connection with SCRAM auth costs more
-than the rest of the trial's storage work. ``pool_pre_ping`` drops connections the server or a
-proxy closed while a trial ran. SQLite locally: a long busy timeout,
-since several worker processes write the same file.
+PostgreSQL on a cluster: a worker keeps ``pool_size`` = 1 connection open and may open
+``max_overflow`` = 1 more for a moment, so 50 workers hold about 50 of PostgreSQL's default 100
+(97 for non-superusers). One is enough because everything a worker does while it holds the
+study lock (the budget count, the stale-trial search, the new trial's creation with its first
+heartbeat) runs on the lock's own connection, and the lock is released as soon as the trial is
+committed (see ``WorkerStorage.use_lock``); after that one thread at a time uses the database
+but for Optuna's heartbeat thread, every ``heartbeat_interval`` seconds. The overflow
+connection is closed again when given back, and a new PostgreSQL connection with SCRAM auth
+costs more than a trial's storage work, so it must stay rare (``hpo_bench`` counts them).
+``pool_pre_ping`` drops connections the server or a proxy closed while a trial ran. SQLite
+locally: a long busy timeout, since several worker processes write the same file.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import sqlalchemy
 import sqlalchemy.exc
-from optuna.exceptions import ExperimentalWarning
+from optuna.exceptions import ExperimentalWarning, StorageInternalError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import URL, make_url
 
@@ -54,8 +57,8 @@ class StorageSettings:
     heartbeat_interval: int | None = 10
     grace_period: int | None = 30
     max_retry: int | None = 3
-    pool_size: int = 2
-    max_overflow: int = 0
+    pool_size: int = 1
+    max_overflow: int = 1
     connect_attempts: int = 6
     backoff_initial: float = 0.5
     backoff_max: float = 8.0
@@ -120,11 +123,16 @@ def _scrub(message: str, url: URL) -> str:
     return message.splitlines()[0] if message else message
 
 
-def make_storage(url: str, settings: StorageSettings | None = None) -> RDBStorage:
+def make_storage(
+    url: str, settings: StorageSettings | None = None, *, existing: bool = False
+) -> RDBStorage:
     """RDBStorage for ``url``, retrying an unreachable database with exponential backoff.
 
-    Raises StorageUnavailableError naming host, port, database and user (not the password) once
-    ``settings.connect_attempts`` attempts failed; ValueError for a malformed URL.
+    ``existing``: the study's step (create_study) made and checked the tables already, so
+    Optuna's table creation and schema check are skipped; the check holds two connections at
+    once, which 50 workers starting together would all want. Raises StorageUnavailableError
+    naming host, port, database and user (not the password) once ``settings.connect_attempts``
+    attempts failed; ValueError for a malformed URL.
     """
     settings = settings or StorageSettings()
     try:
@@ -143,6 +151,9 @@ def make_storage(url: str, settings: StorageSettings | None = None) -> RDBStorag
             if settings.heartbeat_interval is not None
             else None
         )
+    # SQLite has no pool to spare; a database without Optuna's tables is checked the full way,
+    # so a worker started before create_study hears that its study does not exist.
+    existing = existing and parsed.get_backend_name() == "postgresql"
     delay = settings.backoff_initial
     last_error = ""
     started = time.monotonic()
@@ -153,12 +164,23 @@ def make_storage(url: str, settings: StorageSettings | None = None) -> RDBStorag
                 return RDBStorage(
                     url,
                     engine_kwargs=_engine_kwargs(parsed, settings),
+                    skip_compatibility_check=existing,
+                    skip_table_creation=existing,
                     heartbeat_interval=settings.heartbeat_interval,
                     grace_period=settings.grace_period,
                     heartbeat_stale_trial_callback=callback,
                 )
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
             last_error = _scrub(str(exc.orig) if exc.orig is not None else str(exc), parsed)
+        except StorageInternalError as exc:  # Optuna's wrapping of the same, in some paths
+            cause = exc.__cause__
+            if existing and isinstance(cause, sqlalchemy.exc.ProgrammingError):
+                return make_storage(url, settings)  # no tables yet: Optuna makes and checks them
+            if not isinstance(
+                cause, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
+            ):
+                raise
+            last_error = _scrub(str(cause.orig) if cause.orig is not None else str(cause), parsed)
         if attempt < settings.connect_attempts:
             sleep = min(delay, settings.backoff_max) * random.uniform(0.8, 1.2)
             _log.warning(

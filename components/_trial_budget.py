@@ -171,14 +171,15 @@ class TrialBudget:
                 rows = conn.execute(query, {"sid": self._study_id}).all()
         return BudgetCounts({str(state): int(n) for state, n in rows}, self.budget)
 
-    def reclaim(self, study: optuna.Study) -> None:
-        """Fail trials whose worker died (stale heartbeat, or none ever written) and retry them."""
+    def reclaim(self, study: optuna.Study, lock: StudyLock | None = None) -> None:
+        """Fail trials whose worker died (stale heartbeat, or none ever written) and retry them;
+        the search for them runs on the held ``lock``'s connection when it has one."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        self._fail_orphans(study)
+        self._fail_orphans(study, lock)
 
-    def _fail_orphans(self, study: optuna.Study) -> None:
+    def _fail_orphans(self, study: optuna.Study, lock: StudyLock | None) -> None:
         # Optuna never fails a RUNNING trial that has no heartbeat row at all: a worker killed
         # between `ask` and its first heartbeat would hold a budget slot forever. Such a trial is
         # treated as stale once it is older than the grace period plus one heartbeat interval.
@@ -186,19 +187,20 @@ class TrialBudget:
         if interval is None:
             return
         grace = self._storage.grace_period or 2 * interval
-        cutoff = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(
-            seconds=grace + interval
+        # datetime_start is the creating client's local time, as Optuna writes it.
+        cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace + interval)
+        query = sqlalchemy.text(
+            "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h"
+            " ON h.trial_id = t.trial_id WHERE t.study_id = :sid"
+            " AND t.state = 'RUNNING' AND h.trial_id IS NULL"
+            " AND t.datetime_start < :cutoff"
         )
-        with self._storage.engine.connect() as conn:
-            orphans = conn.execute(
-                sqlalchemy.text(
-                    "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h"
-                    " ON h.trial_id = t.trial_id WHERE t.study_id = :sid"
-                    " AND t.state = 'RUNNING' AND h.trial_id IS NULL"
-                    " AND t.datetime_start < :cutoff"
-                ),
-                {"sid": self._study_id, "cutoff": cutoff},
-            ).all()
+        params = {"sid": self._study_id, "cutoff": cutoff}
+        if lock is not None and lock.connection is not None:
+            orphans = lock.connection.execute(query, params).all()
+        else:
+            with self._storage.engine.connect() as conn:
+                orphans = conn.execute(query, params).all()
         callback = self._storage.get_heartbeat_stale_trial_callback()
         for (trial_id,) in orphans:
             try:

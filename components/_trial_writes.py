@@ -26,6 +26,7 @@ trial_id for heartbeats) and the stored forms of values (``value_to_stored_repr`
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import sqlite3
@@ -166,6 +167,18 @@ _DIALECT_UPSERTS = {
 }
 
 
+@contextmanager
+def _transaction_on(conn: sqlalchemy.Connection) -> Iterator[sqlalchemy.Connection]:
+    """A transaction on an autocommit connection, which is autocommit again after it."""
+    conn.commit()  # SQLAlchemy's autobegun (no-op) transaction, or the level cannot change
+    conn.execution_options(isolation_level="READ COMMITTED")  # PostgreSQL's default
+    try:
+        with conn.begin():
+            yield conn
+    finally:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
 class TrialWrites:
     """The fast writes on one engine (the RDBStorage's: its pool, its caps)."""
 
@@ -180,11 +193,17 @@ class TrialWrites:
         return engine.name == "postgresql"
 
     @contextmanager
-    def _transaction(self, single: bool = False) -> Iterator[sqlalchemy.Connection]:
+    def _transaction(
+        self, single: bool = False, on: sqlalchemy.Connection | None = None
+    ) -> Iterator[sqlalchemy.Connection]:
         """A transaction, or for a ``single`` statement an autocommit connection: the statement
-        is atomic alone, and BEGIN and COMMIT would be two more round trips."""
+        is atomic alone, and BEGIN and COMMIT would be two more round trips. ``on``: an
+        autocommit connection to use instead of one from the pool (the study lock's)."""
         try:
-            if single:
+            if on is not None:
+                with contextlib.nullcontext(on) if single else _transaction_on(on) as conn:
+                    yield conn
+            elif single:
                 with self._engine.connect() as conn:
                     yield conn.execution_options(isolation_level="AUTOCOMMIT")
             else:
@@ -203,16 +222,21 @@ class TrialWrites:
         except sqlalchemy.exc.IntegrityError:
             return False  # the row exists: Optuna's method decides (update, or ignore)
 
-    def create_running(self, study_id: int) -> FrozenTrial | None:
+    def create_running(
+        self, study_id: int, *, heartbeat: bool = False, on: sqlalchemy.Connection | None = None
+    ) -> FrozenTrial | None:
         """A new RUNNING trial of ``study_id`` as Optuna's ``_create_new_trial`` stores and
-        returns it; None when the study does not exist."""
+        returns it, with its first heartbeat when ``heartbeat``; None when the study does not
+        exist. ``on``: an autocommit connection to run the transaction on."""
         start = datetime.datetime.now()
-        with self._transaction() as conn:
+        with self._transaction(on=on) as conn:
             if conn.execute(_LOCK_STUDY, {"sid": study_id}).first() is None:
                 return None
             trial_id, number = conn.execute(
                 _INSERT_TRIAL, {"sid": study_id, "state": TrialState.RUNNING, "start": start}
             ).one()
+            if heartbeat:
+                conn.execute(self._upsert["heartbeat"], {"tid": trial_id})
         return FrozenTrial(
             number=number,
             state=TrialState.RUNNING,

@@ -70,6 +70,7 @@ from optuna.storages._cached_storage import _StudyInfo
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
+from ctrflow.components._trial_budget import StudyLock
 from ctrflow.components._trial_writes import TrialWrites
 
 __all__ = ["WorkerStorage"]
@@ -92,6 +93,13 @@ _TO_READ = (
         ),
     )
     .order_by(_TRIALS.c.trial_id)
+)
+# RDBStorage._get_stale_trial_ids as one query: RUNNING trials whose heartbeat is older than the
+# grace period by the server's clock (LOCALTIMESTAMP is Optuna's now() with the zone dropped).
+_STALE = sqlalchemy.text(
+    "SELECT t.trial_id FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id"
+    " WHERE t.study_id = :sid AND t.state = 'RUNNING'"
+    " AND LOCALTIMESTAMP - h.heartbeat > make_interval(secs => :grace) ORDER BY t.trial_id"
 )
 _COUNT_COMPLETE = sqlalchemy.text(
     "SELECT COUNT(*) FROM trials WHERE study_id = :sid AND state = 'COMPLETE'"
@@ -127,6 +135,7 @@ class WorkerStorage(_CachedStorage):
         super().__init__(backend)
         self._local = threading.local()  # the trial this thread just created, until first read
         self._writes = self._fast_writes()
+        self._beaten: set[int] = set()  # trials whose first heartbeat came with their creation
 
     def _fast_writes(self) -> TrialWrites | None:
         engine = self._backend.engine
@@ -145,6 +154,18 @@ class WorkerStorage(_CachedStorage):
         super().__setstate__(state)
         self._local = threading.local()
         self._writes = self._fast_writes()
+        self._beaten = set()
+
+    def use_lock(self, lock: StudyLock | None) -> None:
+        """The worker loop's study lock, for this thread: while it is held, this thread's reads
+        and its trial creation run on the lock's own connection (PostgreSQL), so a worker needs
+        one connection, not two, until its new trial is committed; then the lock is released
+        at once (the next worker's count includes the trial)."""
+        self._local.lock = lock
+
+    def _borrowed(self) -> sqlalchemy.Connection | None:
+        lock: StudyLock | None = getattr(self._local, "lock", None)
+        return None if lock is None else lock.connection
 
     @contextmanager
     def counted(self, running: int, waiting: int) -> Iterator[None]:
@@ -161,6 +182,9 @@ class WorkerStorage(_CachedStorage):
     def _query(self, stmt: sqlalchemy.Executable, params: dict[str, Any]) -> sqlalchemy.Result[Any]:
         """One read on an autocommit connection (no BEGIN and ROLLBACK round trips); the rows
         are fetched before the connection goes back to the pool."""
+        borrowed = self._borrowed()
+        if borrowed is not None:  # autocommit already
+            return borrowed.execute(stmt, params).freeze()()
         with self._backend.engine.connect() as conn:
             autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
             return autocommit.execute(stmt, params).freeze()()
@@ -174,7 +198,12 @@ class WorkerStorage(_CachedStorage):
         if counted is not None and counted[0] == 0:
             return []
         self._local.counted = None  # a stale trial's retry may be enqueued from here on
-        return super()._get_stale_trial_ids(study_id)
+        interval = self._backend.heartbeat_interval
+        if self._borrowed() is None or interval is None:
+            return super()._get_stale_trial_ids(study_id)
+        grace = self._backend.grace_period or 2 * interval  # as Optuna's default
+        rows = self._query(_STALE, {"sid": study_id, "grace": float(grace)})
+        return [int(trial_id) for (trial_id,) in rows]
 
     def _take_fresh(self) -> FrozenTrial | None:
         fresh: FrozenTrial | None = getattr(self._local, "fresh", None)
@@ -192,9 +221,18 @@ class WorkerStorage(_CachedStorage):
             return super().create_new_trial(study_id, template_trial)
         created = None
         if self._writes is not None:
+            # The first heartbeat goes in with the trial: Optuna's heartbeat thread beats at
+            # once when the objective starts, and that beat (skipped, see record_heartbeat)
+            # would need a second connection while this thread writes its parameters.
+            heartbeat = self._backend.heartbeat_interval is not None
             # On an error (e.g. a deadlock) Optuna's method retries, and raises its own errors.
             with contextlib.suppress(StorageInternalError):
-                created = self._writes.create_running(study_id)
+                created = self._writes.create_running(
+                    study_id, heartbeat=heartbeat, on=self._borrowed()
+                )
+            if created is not None and heartbeat:
+                with self._lock:
+                    self._beaten.add(created._trial_id)
         if created is None:
             trial_id = super().create_new_trial(study_id)
         else:
@@ -202,6 +240,9 @@ class WorkerStorage(_CachedStorage):
             with self._lock:  # what _CachedStorage.create_new_trial does with its trial
                 self._studies.setdefault(study_id, _StudyInfo())
                 self._add_trials_to_cache(study_id, [created])
+        lock: StudyLock | None = getattr(self._local, "lock", None)
+        if lock is not None:
+            lock.release()  # the RUNNING trial is committed: the budget guard needs no more
         # A new RUNNING trial of this thread.
         with self._lock:
             sid, number = self._trial_id_to_study_id_and_number[trial_id]
@@ -381,6 +422,10 @@ class WorkerStorage(_CachedStorage):
             attrs[key] = json.loads(json.dumps(value))  # as stored: tuples -> lists
 
     def record_heartbeat(self, trial_id: int) -> None:
+        with self._lock:
+            if trial_id in self._beaten:  # its first beat was written with the trial
+                self._beaten.discard(trial_id)
+                return
         if self._writes is None:
             super().record_heartbeat(trial_id)
         else:

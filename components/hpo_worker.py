@@ -140,7 +140,7 @@ def run_worker(
     An exception raised by the objective fails that trial and stops this worker with it.
     """
     settings = settings or StorageSettings()
-    storage = make_storage(storage_url, settings)
+    storage = make_storage(storage_url, settings, existing=True)
     try:
         study = _load(storage, study_name)
         config = StudyConfig.from_study(study)
@@ -179,6 +179,7 @@ def _loop(
     progress_enabled: bool | None,
 ) -> WorkerResult:
     lock = guard.lock()
+    cached.use_lock(lock)
     counts = guard.counts()
     progress = _Progress(guard.budget, counts.finished, progress_enabled, study.study_name)
     trials_run = 0
@@ -213,7 +214,7 @@ def _loop(
                 if counts.full and not counts.done:
                     # Every slot is taken; some may be held by dead workers' trials. (Optuna
                     # itself fails stale trials before each `ask`, so this runs only here.)
-                    guard.reclaim(study)
+                    guard.reclaim(study, lock)
                     counts = guard.counts(lock)
                 while last:
                     progress.trial_done(last.pop(), counts)

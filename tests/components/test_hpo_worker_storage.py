@@ -235,3 +235,51 @@ def test_tell_sees_what_the_database_holds_and_a_trial_failed_elsewhere_is_refus
     rdb.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     with pytest.raises(ValueError, match="Cannot tell a FAIL trial"):
         study.tell(trial, 1.0)
+
+
+def test_on_the_study_lock_the_stale_search_and_creation_match_optunas(postgres_url: str) -> None:
+    """While the worker loop holds the study lock, the stale-trial search and the new trial's
+    creation (with its first heartbeat) run on the lock's connection, then the lock goes.
+    The search finds what Optuna's finds: RUNNING trials whose heartbeat is older than the
+    grace period (not a fresh one, not one without a heartbeat, not a finished one)."""
+    from ctrflow.components._trial_budget import StudyLock
+
+    settings = StorageSettings(heartbeat_interval=1, grace_period=3, connect_attempts=2)
+    storage = make_storage(postgres_url, settings)
+    try:
+        cached = WorkerStorage(storage)
+        study = optuna.create_study(storage=cached, study_name=_name())
+        sid = study._study_id
+        old, fresh, silent, done = (study.ask() for _ in range(4))
+        for trial in (old, fresh, done):
+            storage.record_heartbeat(trial._trial_id)
+        study.tell(done, 1.0)
+        with storage.engine.begin() as conn:  # two heartbeats from before the grace period
+            conn.execute(
+                sqlalchemy.text(
+                    "UPDATE trial_heartbeats SET heartbeat = heartbeat - interval '10 seconds'"
+                    " WHERE trial_id IN (:a, :b)"
+                ),
+                {"a": old._trial_id, "b": done._trial_id},
+            )
+        expected = storage._get_stale_trial_ids(sid)
+        assert expected == [old._trial_id]
+
+        lock = StudyLock(storage, sid)
+        cached.use_lock(lock)
+        lock.acquire()
+        assert lock.connection is not None
+        with cached.counted(running=3, waiting=0):
+            assert cached._get_stale_trial_ids(sid) == expected
+            created = cached.create_new_trial(sid)
+        assert lock.connection is None  # released once the trial was committed
+        with storage.engine.connect() as conn:
+            beats = conn.execute(
+                sqlalchemy.text("SELECT count(*) FROM trial_heartbeats WHERE trial_id = :t"),
+                {"t": created},
+            ).scalar_one()
+        assert beats == 1  # its first heartbeat came with it
+        assert storage.get_trial(created).state == TrialState.RUNNING
+        assert silent.number < storage.get_trial(created).number
+    finally:
+        dispose(storage)

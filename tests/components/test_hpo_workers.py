@@ -21,6 +21,7 @@ from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy
 from hpo_testdata import tiny_dataset
 from optuna.trial import TrialState
 
@@ -192,3 +193,84 @@ def test_killed_worker_trial_fails_is_retried_once_and_budget_stays_exact(
     assert retries[0].system_attrs["retry_history"] == [victim_trial]
     results = [json.loads((tmp_path / f"w{i}.json").read_text()) for i in range(3)]
     assert sum(r["trials_run"] for r in results) == 20  # 19 new trials + the retry
+
+
+class _Connections:
+    """Samples the study database's client connections (pg_stat_activity) while workers run,
+    and counts the sessions opened (pg_stat_database.sessions, PostgreSQL >= 14)."""
+
+    def __init__(self, url: str) -> None:
+        self._url, self.peak, self._stop = url, 0, threading.Event()
+        self._started = threading.Event()
+        self.failure: Exception | None = None
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.opened = -self._sessions()
+
+    def _sessions(self) -> int:
+        with sqlalchemy.create_engine(self._url, poolclass=sqlalchemy.NullPool).connect() as conn:
+            return int(
+                conn.execute(
+                    sqlalchemy.text(
+                        "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+                    )
+                ).scalar_one()
+            )
+
+    def _sample(self) -> None:
+        query = sqlalchemy.text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+        engine = sqlalchemy.create_engine(
+            self._url, poolclass=sqlalchemy.NullPool, isolation_level="AUTOCOMMIT"
+        )  # statistics views answer from one snapshot per transaction
+        try:
+            with engine.connect() as conn:
+                # Connections from before (other tests' pools in this process) are not counted.
+                before = set(conn.execute(query).scalars())
+                self._started.set()
+                while not self._stop.wait(0.01):
+                    now = set(conn.execute(query).scalars()) - before
+                    self.peak = max(self.peak, len(now))
+        except Exception as exc:
+            self.failure = exc
+
+    def __enter__(self) -> _Connections:
+        self._thread.start()
+        self._started.wait(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.failure is not None:
+            raise self.failure
+        self.opened += self._sessions() - 2  # this sampler's two own sessions
+
+
+def test_a_worker_holds_one_connection_so_fifty_fit_in_postgres_default_limit(
+    postgres_url: str, data: tuple[pathlib.Path, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    """The default pool keeps one connection per worker open (one more for a moment at most):
+    what a worker does under the study lock runs on the lock's connection. 50 workers then
+    hold about 50 of PostgreSQL's default 100 connections (97 for non-superusers). Sessions
+    opened are counted too: a pool that kept closing and reopening its second connection
+    would fit, and pay a connection set-up per trial."""
+    name = f"pool-{uuid.uuid4().hex[:8]}"
+    budget, workers = 24, 4
+    _create(postgres_url, name, budget=budget, tmp_path=tmp_path)
+    with _Connections(postgres_url) as connections:
+        procs = [
+            _worker(postgres_url, name, data, tmp_path / f"p{i}.json", seed=i)
+            for i in range(workers)
+        ]
+        for proc in procs:
+            _finish(proc)
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    assert sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) == budget
+    counted = (connections.peak, connections.opened)
+    assert connections.peak <= workers + 1, counted  # 2 per worker before: 8
+    # One per worker, and one more for a moment by the worker that pops the enqueued defaults
+    # (Optuna's read of waiting trials); a pool that reopened its second connection per trial
+    # would open at least one per trial (24 here).
+    assert connections.opened <= 2 * workers, counted
