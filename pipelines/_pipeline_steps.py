@@ -15,8 +15,9 @@ from typing import NamedTuple
 
 __all__ = ["MAX_WORKERS", "plan_hpo_component"]
 
-# Each worker holds at most 3 PostgreSQL connections (components/_optuna_storage.py): 50 workers
-# stay inside PostgreSQL's default max_connections=100 with room for MLflow and the dashboard.
+# Each worker keeps one PostgreSQL connection open, a second one for a moment at most
+# (components/_optuna_storage.py): 50 workers stay inside PostgreSQL's default
+# max_connections=100 with room for MLflow and the dashboard.
 MAX_WORKERS = 50
 
 
