@@ -10,11 +10,9 @@ when the failure commits while that write waits on the row (PostgreSQL row lock)
 from __future__ import annotations
 
 import math
-import pathlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -31,18 +29,6 @@ from ctrflow.components._trial_writes import TrialWrites
 from ctrflow.components._worker_storage import WorkerStorage
 
 pytestmark = pytest.mark.integration
-SETTINGS = StorageSettings(heartbeat_interval=None, grace_period=None, connect_attempts=2)
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def rdb(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[RDBStorage]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-    storage = make_storage(url, SETTINGS)
-    yield storage
-    dispose(storage)
 
 
 def _name() -> str:

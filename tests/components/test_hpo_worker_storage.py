@@ -11,7 +11,6 @@ import math
 import pathlib
 import time
 import uuid
-from collections.abc import Iterator
 
 import optuna
 import pytest
@@ -32,19 +31,6 @@ def bowl(trial: optuna.Trial) -> float:
     y = trial.suggest_float("y", 1e-3, 1.0, log=True)
     n = trial.suggest_int("n", 1, 16)
     return (x - 1) ** 2 + math.log(y) ** 2 + (n - 5) ** 2
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def rdb(
-    request: pytest.FixtureRequest, tmp_path: pathlib.Path
-) -> Iterator[optuna.storages.RDBStorage]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-    storage = make_storage(url, SETTINGS)
-    yield storage
-    dispose(storage)
 
 
 def _name() -> str:
