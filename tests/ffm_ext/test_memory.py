@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import pathlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -14,6 +15,18 @@ import ffm_ext
 def rss_bytes() -> int:
     with pathlib.Path("/proc/self/statm").open() as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_growth(cycle: Callable[[], None], times: int = 50) -> int:
+    """RSS bytes gained over `times` cycles, after 5 that warm up the allocator's pools."""
+    for _ in range(5):
+        cycle()
+    gc.collect()
+    before = rss_bytes()
+    for _ in range(times):
+        cycle()
+    gc.collect()
+    return rss_bytes() - before
 
 
 def test_train_and_delete_fifty_times_does_not_grow() -> None:
@@ -35,14 +48,7 @@ def test_train_and_delete_fifty_times_does_not_grow() -> None:
         del model
         assert float(view.sum()) != 0.0
 
-    for _ in range(5):  # warm up allocator pools
-        cycle()
-    gc.collect()
-    before = rss_bytes()
-    for _ in range(50):
-        cycle()
-    gc.collect()
-    grown = rss_bytes() - before
+    grown = rss_growth(cycle)
     # One leaked model is 3.2 MB of weights (+6.4 MB training state): 50 would be >150 MB.
     assert grown < 8 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 50 train/delete cycles"
 
@@ -64,12 +70,5 @@ def test_what_threads_keep_between_epochs_is_freed() -> None:
     def cycle() -> None:
         ffm_ext.FFM(k=4, epochs=2, n_threads=2).fit(data)
 
-    for _ in range(3):
-        cycle()
-    gc.collect()
-    before = rss_bytes()
-    for _ in range(50):
-        cycle()
-    gc.collect()
-    grown = rss_bytes() - before
+    grown = rss_growth(cycle)
     assert grown < 8 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 50 two-thread fits"
