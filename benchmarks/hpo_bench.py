@@ -1,4 +1,4 @@
-"""Distributed HPO figures (DESIGN.md, Performance targets: HPO). Starts its own PostgreSQL.
+"""Distributed HPO figures (docs/performance.md, HPO). Starts its own PostgreSQL.
 
     python benchmarks/hpo_bench.py [--parts overhead,parallel,warm] [--rows 60000] ...
 
@@ -52,7 +52,7 @@ from ctrflow.components.hpo_worker import run_worker
 from ctrflow.components.search_space import get_space
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SYNTH = ROOT.parent / "shared" / "tools" / "synth_ctr.py"
+SYNTH = ROOT / "benchmarks" / "synth_ctr.py"
 SPACE = get_space("ffm")
 SETTINGS = StorageSettings(heartbeat_interval=10, grace_period=30)
 

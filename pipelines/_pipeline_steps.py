@@ -2,7 +2,7 @@
 
 KFP's ParallelFor needs a list to loop over, and the number of workers is a run parameter, so a
 small first step turns it into one item per worker: ``{"index": i, "study_name": name}`` (the
-index seeds that worker's sampler). The study name, ``<model name>-<run id>`` (DESIGN.md,
+index seeds that worker's sampler). The study name, ``<model name>-<run id>`` (docs/architecture.md,
 Contracts), is made here too, from the run id placeholder passed as a whole value, because
 KFP's backend replaces ``{{$.pipeline_job_uuid}}`` only when it is an argument's entire value
 (an f-string around it would reach the step unreplaced). Bad run parameters fail here, in
