@@ -22,15 +22,7 @@ from ctrflow.components.feature_spec import (
     SpecError,
 )
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 M64 = (1 << 64) - 1
-
-
-def criteo_sample() -> Path:
-    path = SHARED / "criteo_deepctr" / "raw_criteo_sample.csv"
-    if not path.exists():
-        pytest.skip(f"{path} is absent (the shared test data lives beside the project checkout)")
-    return path
 
 
 # ---- a pure-Python SipHash-2-4 + splitmix64, the documented definition of the hash ---------
@@ -176,8 +168,8 @@ def test_threshold_and_cap_pick_the_most_frequent_values() -> None:
     assert len({int(feats[0]), int(feats[1])}) == 2 and min(feats[:2]) >= 2
 
 
-def test_fit_streams_frames_like_one_frame() -> None:
-    frame = pd.read_csv(criteo_sample())
+def test_fit_streams_frames_like_one_frame(criteo_csv: Path) -> None:
+    frame = pd.read_csv(criteo_csv)
     spec = FeatureSpec.criteo(rare_threshold=3)
     whole = spec.fit([frame])
     parts = spec.fit(frame.iloc[i : i + 37] for i in range(0, len(frame), 37))
@@ -185,8 +177,8 @@ def test_fit_streams_frames_like_one_frame() -> None:
     assert whole.rows_fitted == parts.rows_fitted == len(frame)
 
 
-def test_criteo_sample_one_feature_per_field_and_missing_where_empty() -> None:
-    frame = pd.read_csv(criteo_sample(), dtype={f"C{i}": str for i in range(1, 27)})
+def test_criteo_sample_one_feature_per_field_and_missing_where_empty(criteo_csv: Path) -> None:
+    frame = pd.read_csv(criteo_csv, dtype={f"C{i}": str for i in range(1, 27)})
     fitted = FeatureSpec.criteo(rare_threshold=2).fit([frame])
     ds = fitted.transform(frame)
     assert (ds.n_rows, ds.n_fields) == (len(frame), 39)
@@ -224,8 +216,8 @@ def test_categorical_values_hash_as_text_whatever_their_python_type() -> None:
 # ---- persistence and determinism -------------------------------------------------------
 
 
-def test_save_load_round_trip_gives_the_same_features(tmp_path: Path) -> None:
-    frame = pd.read_csv(criteo_sample())
+def test_save_load_round_trip_gives_the_same_features(criteo_csv: Path, tmp_path: Path) -> None:
+    frame = pd.read_csv(criteo_csv)
     fitted = FeatureSpec.criteo(rare_threshold=2, numeric_binning="quantile").fit([frame])
     fitted.save(str(tmp_path / "spec.json"))
     loaded = FittedFeatureSpec.load(str(tmp_path / "spec.json"))
@@ -248,8 +240,8 @@ np.save(sys.argv[2], fitted.transform(frame).features)
 """
 
 
-def test_features_are_identical_in_another_process(tmp_path: Path) -> None:
-    sample = criteo_sample()
+def test_features_are_identical_in_another_process(criteo_csv: Path, tmp_path: Path) -> None:
+    sample = criteo_csv
     frame = pd.read_csv(sample)
     here = FeatureSpec.criteo(rare_threshold=2, hash_seed=11).fit([frame]).transform(frame)
     for hash_seed in ("1", "12345"):  # Python's own str hash differs per process with these

@@ -28,15 +28,7 @@ from ctrflow.components.prepare_data import (
 from ctrflow.components.synth_data import write_synth
 from ctrflow.pipelines.cli import main
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 SPLITS = ("train", "valid", "test")
-
-
-def criteo_sample() -> Path:
-    path = SHARED / "criteo_deepctr" / "raw_criteo_sample.csv"
-    if not path.exists():
-        pytest.skip(f"{path} is absent (the shared test data lives beside the project checkout)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +52,8 @@ def _sorted_rows(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return table[np.lexsort(table.T[::-1])]
 
 
-def test_criteo_sample_matches_the_serving_transform(tmp_path: Path) -> None:
-    sample = criteo_sample()
+def test_criteo_sample_matches_the_serving_transform(criteo_csv: Path, tmp_path: Path) -> None:
+    sample = criteo_csv
     result = prepare_data(input_uri=str(sample), output_dir=str(tmp_path), rare_threshold=2)
     assert result.split_method == "ratio"  # the sample has no timestamp column
     assert result.input_rows == 200 and result.bad_rows == 0

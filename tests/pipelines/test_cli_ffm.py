@@ -1,4 +1,5 @@
-"""`ctrflow ffm train|predict|convert` on the shared Criteo sample and on bad input."""
+"""`ctrflow ffm train|predict|convert` on LIBFFM text files (generated, plus the Criteo sample
+beside the checkout when present) and on bad input."""
 
 from __future__ import annotations
 
@@ -10,31 +11,23 @@ import pytest
 import ffm_ext
 from ctrflow.pipelines.cli import main
 
-TINY = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "criteo_tiny"
-
-
-@pytest.fixture
-def tiny() -> pathlib.Path:
-    if not TINY.exists():
-        pytest.skip(f"{TINY} is absent (shared test data lives beside the checkout)")
-    return TINY
-
 
 def test_train_convert_predict(
-    tiny: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+    libffm_dir: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model_path, binary, out = tmp_path / "m.ffm", tmp_path / "train_bin", tmp_path / "p.txt"
-    assert main(["ffm", "convert", str(tiny / "train.ffm"), str(binary)]) == 0
+    train, valid, test = (str(libffm_dir / f"{split}.ffm") for split in ("train", "valid", "test"))
+    assert main(["ffm", "convert", train, str(binary)]) == 0
     code = main([
-        "ffm", "train", str(binary), "--valid", str(tiny / "valid.ffm"),
-        "--test", str(tiny / "test.ffm"), "--epochs", "4", "--patience", "4", "-o", str(model_path),
+        "ffm", "train", str(binary), "--valid", valid, "--test", test,
+        "--epochs", "4", "--patience", "4", "-o", str(model_path),
     ])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "best epoch" in printed and "test logloss" in printed
-    assert main(["ffm", "predict", str(model_path), str(tiny / "test.ffm"), "-o", str(out)]) == 0
+    assert main(["ffm", "predict", str(model_path), test, "-o", str(out)]) == 0
     model = ffm_ext.FFM.load(model_path)
-    expected = model.predict(ffm_ext.read_libffm(tiny / "test.ffm"))
+    expected = model.predict(ffm_ext.read_libffm(test))
     np.testing.assert_allclose(np.loadtxt(out), expected, atol=1e-6)
 
 
