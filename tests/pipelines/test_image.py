@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from importlib import metadata
 
@@ -153,11 +154,13 @@ def test_dockerfile_installs_with_the_constraints_file_ci_uses() -> None:
         flag = cmd.index("-c")
         assert cmd[flag + 1] in mounted, f"{' '.join(cmd)} is not constrained by {constraints}"
 
-    # The build tools: the same list as `make install`, the same --no-build-isolation build.
-    make_tools = re.search(r"pip install -q -c \$\(CONSTRAINTS\) ([^\n]*)", makefile)
-    assert make_tools is not None
+    # The build tools: pyproject's build requirements, which `make install` installs too (with
+    # ninja, which meson-python would otherwise fetch), and the same --no-build-isolation build.
+    build_requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]
+    tools = {canonicalize_name(Requirement(r).name) for r in build_requires["requires"]}
     tool_cmd = next(c for c in commands if "meson-python" in c)
-    assert set(tool_cmd[4:]) == set(make_tools.group(1).split())
+    assert {canonicalize_name(t) for t in tool_cmd[4:]} == tools | {"ninja"}
+    assert '"build-system"]["requires"]' in makefile and "ninja" in makefile
     assert "--no-build-isolation" in makefile
     assert any("--no-build-isolation" in c for c in commands)
     # The runtime stage installs offline, only from wheels the builder made.
