@@ -44,12 +44,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
 
 import ffm_ext
-from ctrflow.components._optuna_storage import StorageSettings, dispose, make_storage
-from ctrflow.components._study_config import SnapshotCmaEsSampler
-from ctrflow.components.create_study import create_study
-from ctrflow.components.finalize_study import finalize_study
-from ctrflow.components.hpo_worker import run_worker
-from ctrflow.components.search_space import get_space
+from ctrflow.components.hpo._study_config import SnapshotCmaEsSampler
+from ctrflow.components.hpo.create_study import create_study
+from ctrflow.components.hpo.finalize_study import finalize_study
+from ctrflow.components.hpo.hpo_worker import run_worker
+from ctrflow.components.hpo.search_space import get_space
+from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SYNTH = ROOT / "benchmarks" / "synth_ctr.py"

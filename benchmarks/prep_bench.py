@@ -21,8 +21,8 @@ import pandas as pd
 import pyarrow.csv as pacsv
 
 import ffm_ext  # noqa: F401  (imported up front: its one-off import cost is not per row)
-from ctrflow.components.prepare_data import PrepareResult, prepare_data
-from ctrflow.components.synth_data import write_synth
+from ctrflow.components.data.prepare_data import PrepareResult, prepare_data
+from ctrflow.components.data.synth_data import write_synth
 
 TARGET_ROWS_PER_S = 200_000
 

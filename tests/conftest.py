@@ -45,7 +45,7 @@ def criteo_csv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         return shared_data("criteo_deepctr", "raw_criteo_sample.csv")
     import pandas as pd
 
-    from ctrflow.components.synth_data import write_synth
+    from ctrflow.components.data.synth_data import write_synth
 
     folder = tmp_path_factory.mktemp("criteo")
     write_synth(str(folder / "with_time.csv"), rows=200, days=1, seed=5)

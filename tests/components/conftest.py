@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from optuna.storages import RDBStorage
 
-from ctrflow.components._optuna_storage import StorageSettings, dispose, make_storage
+from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 import optuna
 import pandas as pd
 
-from ctrflow.components._optuna_storage import StorageSettings
-from ctrflow.components.create_study import create_study
-from ctrflow.components.feature_spec import FeatureSpec, FittedFeatureSpec
-from ctrflow.components.finalize_study import FinalizeResult, finalize_study
-from ctrflow.components.hpo_worker import run_worker
-from ctrflow.components.prepare_data import prepare_data
-from ctrflow.components.search_space import get_space
-from ctrflow.components.synth_data import _plain_schema, synth_table, write_synth
+from ctrflow.components.data.feature_spec import FeatureSpec, FittedFeatureSpec
+from ctrflow.components.data.prepare_data import prepare_data
+from ctrflow.components.data.synth_data import _plain_schema, synth_table, write_synth
+from ctrflow.components.hpo.create_study import create_study
+from ctrflow.components.hpo.finalize_study import FinalizeResult, finalize_study
+from ctrflow.components.hpo.hpo_worker import run_worker
+from ctrflow.components.hpo.search_space import get_space
+from ctrflow.components.hpo.storage import StorageSettings
 
 
 def raw_frame(rows: int, seed: int) -> pd.DataFrame:

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctrflow.components import _binning
-from ctrflow.components._hashing import hash_key, hash_strings
-from ctrflow.components.feature_spec import (
+from ctrflow.components.data import _binning
+from ctrflow.components.data._hashing import hash_key, hash_strings
+from ctrflow.components.data.feature_spec import (
     BadRowsError,
     FeatureSpec,
     FittedFeatureSpec,
@@ -233,7 +233,7 @@ def test_save_load_round_trip_gives_the_same_features(criteo_csv: Path, tmp_path
 
 _CHILD = """
 import sys, numpy as np, pandas as pd
-from ctrflow.components.feature_spec import FeatureSpec
+from ctrflow.components.data.feature_spec import FeatureSpec
 frame = pd.read_csv(sys.argv[1])
 fitted = FeatureSpec.criteo(rare_threshold=2, hash_seed=11).fit([frame])
 np.save(sys.argv[2], fitted.transform(frame).features)

@@ -7,7 +7,7 @@ import dataclasses
 import optuna
 import pytest
 
-from ctrflow.components.search_space import (
+from ctrflow.components.hpo.search_space import (
     MODEL_TYPES,
     Param,
     SearchSpace,

@@ -22,16 +22,17 @@ import sqlalchemy
 from hpo_testdata import tiny_dataset
 from optuna.trial import TrialState
 
-from ctrflow.components._optuna_storage import (
+from ctrflow.components.hpo._trial_budget import _PG_LOCK_CLASS, StudyLock
+from ctrflow.components.hpo.create_study import create_study
+from ctrflow.components.hpo.finalize_study import finalize_study
+from ctrflow.components.hpo.hpo_worker import run_worker
+from ctrflow.components.hpo.search_space import default_params, get_space
+from ctrflow.components.hpo.storage import (
     StorageSettings,
     StorageUnavailableError,
     make_storage,
 )
-from ctrflow.components._trial_budget import _PG_LOCK_CLASS, StudyLock
-from ctrflow.components.create_study import DEFAULT_TRIAL_ATTR, create_study
-from ctrflow.components.finalize_study import finalize_study
-from ctrflow.components.hpo_worker import run_worker
-from ctrflow.components.search_space import default_params, get_space
+from ctrflow.components.names import ATTR_DEFAULT_TRIAL as DEFAULT_TRIAL_ATTR
 
 pytestmark = pytest.mark.integration
 FAST = StorageSettings(heartbeat_interval=1, grace_period=1, connect_attempts=3)
@@ -120,8 +121,8 @@ def test_postgres_study_lock_excludes_others_and_dies_with_its_holder(postgres_u
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from ctrflow.components._optuna_storage import make_storage
-            from ctrflow.components._trial_budget import StudyLock
+            from ctrflow.components.hpo.storage import make_storage
+            from ctrflow.components.hpo._trial_budget import StudyLock
             StudyLock(make_storage({postgres_url!r}), 4242).acquire()
             print("locked", flush=True)
             time.sleep(600)
@@ -271,9 +272,11 @@ def test_kfp_step_functions_run_the_steps_with_the_storage_url_from_the_environm
 ) -> None:
     from kfp import dsl
 
-    from ctrflow.components.create_study import create_study_component
-    from ctrflow.components.finalize_study import finalize_study_component
-    from ctrflow.components.hpo_worker import hpo_worker_component
+    from ctrflow.components.kfp_components import (
+        create_study_component,
+        finalize_study_component,
+        hpo_worker_component,
+    )
 
     monkeypatch.setenv("CTRFLOW_STORAGE_URL", f"sqlite:///{tmp_path / 'optuna.db'}")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -355,7 +358,7 @@ def test_warm_start_from_an_exported_study_file_checks_the_version_in_the_file(
 def test_sampler_choice_is_recorded_and_rebuilt_by_workers(tmp_path: pathlib.Path) -> None:
     from optuna.samplers import CmaEsSampler, TPESampler
 
-    from ctrflow.components._study_config import StudyConfig, build_sampler
+    from ctrflow.components.hpo._study_config import StudyConfig, build_sampler
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     plain = create_study(storage_url=url, study_name="cma", model_type="ffm", sampler="cmaes")
@@ -379,7 +382,7 @@ def test_worker_shows_a_bar_or_log_lines_of_the_study_wide_budget(
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     create_study(storage_url=url, study_name="p", model_type="ffm", budget=3)
     space = get_space("ffm")
-    with caplog.at_level(logging.INFO, logger="ctrflow.components.hpo_worker"):
+    with caplog.at_level(logging.INFO, logger="ctrflow.components.hpo.hpo_worker"):
         run_worker(
             storage_url=url,
             study_name="p",
@@ -388,7 +391,9 @@ def test_worker_shows_a_bar_or_log_lines_of_the_study_wide_budget(
             progress=progress,
         )
     err = capsys.readouterr().err
-    lines = [r.getMessage() for r in caplog.records if r.name == "ctrflow.components.hpo_worker"]
+    lines = [
+        r.getMessage() for r in caplog.records if r.name == "ctrflow.components.hpo.hpo_worker"
+    ]
     if progress:
         assert "p: 100%" in err and "3/3" in err
         assert not [line for line in lines if line.startswith("trial ")]
@@ -406,7 +411,7 @@ def test_a_trial_started_under_the_lock_fills_the_slot_for_the_next_worker(
     postgres_url: str,
 ) -> None:
     """The step the exact budget rests on, played out by hand for two workers, budget 2."""
-    from ctrflow.components._trial_budget import TrialBudget
+    from ctrflow.components.hpo._trial_budget import TrialBudget
 
     name = f"slots-{uuid.uuid4().hex[:8]}"
     create_study(storage_url=postgres_url, study_name=name, model_type="ffm", budget=2)

@@ -23,10 +23,10 @@ from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
-from ctrflow.components._optuna_storage import StorageSettings, dispose, make_storage
-from ctrflow.components._study_config import SnapshotCmaEsSampler
-from ctrflow.components._trial_writes import TrialWrites
-from ctrflow.components._worker_storage import WorkerStorage
+from ctrflow.components.hpo._study_config import SnapshotCmaEsSampler
+from ctrflow.components.hpo._trial_writes import TrialWrites
+from ctrflow.components.hpo._worker_storage import WorkerStorage
+from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage
 
 pytestmark = pytest.mark.integration
 

@@ -20,12 +20,12 @@ from mlflow import MlflowClient
 from optuna.samplers import CmaEsSampler, TPESampler
 from optuna.trial import TrialState
 
-from ctrflow.components._optuna_storage import StorageSettings
-from ctrflow.components._study_config import StudyConfig, build_sampler
-from ctrflow.components.create_study import StudyInfo, create_study, source_study_name
-from ctrflow.components.finalize_study import finalize_study
-from ctrflow.components.hpo_worker import run_worker
-from ctrflow.components.search_space import get_space
+from ctrflow.components.hpo._study_config import StudyConfig, build_sampler
+from ctrflow.components.hpo.create_study import StudyInfo, create_study, source_study_name
+from ctrflow.components.hpo.finalize_study import finalize_study
+from ctrflow.components.hpo.hpo_worker import run_worker
+from ctrflow.components.hpo.search_space import get_space
+from ctrflow.components.hpo.storage import StorageSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FAST = StorageSettings(heartbeat_interval=1, grace_period=2)

@@ -18,9 +18,9 @@ import sqlalchemy
 from optuna.samplers import CmaEsSampler
 from optuna.trial import TrialState
 
-from ctrflow.components._optuna_storage import StorageSettings, dispose, make_storage
-from ctrflow.components._study_config import SnapshotCmaEsSampler
-from ctrflow.components._worker_storage import WorkerStorage
+from ctrflow.components.hpo._study_config import SnapshotCmaEsSampler
+from ctrflow.components.hpo._worker_storage import WorkerStorage
+from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage
 
 pytestmark = pytest.mark.integration
 SETTINGS = StorageSettings(heartbeat_interval=None, grace_period=None, connect_attempts=2)
@@ -228,7 +228,7 @@ def test_on_the_study_lock_the_stale_search_and_creation_match_optunas(postgres_
     creation (with its first heartbeat) run on the lock's connection, then the lock goes.
     The search finds what Optuna's finds: RUNNING trials whose heartbeat is older than the
     grace period (not a fresh one, not one without a heartbeat, not a finished one)."""
-    from ctrflow.components._trial_budget import StudyLock
+    from ctrflow.components.hpo._trial_budget import StudyLock
 
     settings = StorageSettings(heartbeat_interval=1, grace_period=3, connect_attempts=2)
     storage = make_storage(postgres_url, settings)

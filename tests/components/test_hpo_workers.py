@@ -25,10 +25,10 @@ import sqlalchemy
 from hpo_testdata import tiny_dataset
 from optuna.trial import TrialState
 
-from ctrflow.components._optuna_storage import StorageSettings
-from ctrflow.components.create_study import DEFAULT_TRIAL_ATTR
-from ctrflow.components.hpo_worker import run_worker
-from ctrflow.components.search_space import default_params
+from ctrflow.components.hpo.hpo_worker import run_worker
+from ctrflow.components.hpo.search_space import default_params
+from ctrflow.components.hpo.storage import StorageSettings
+from ctrflow.components.names import ATTR_DEFAULT_TRIAL as DEFAULT_TRIAL_ATTR
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CLI = [sys.executable, "-m", "ctrflow.pipelines.cli"]
@@ -111,7 +111,7 @@ def test_threads_hammering_one_study_never_overshoot(postgres_url: str) -> None:
     """8 workers (threads, each with its own pool and lock session) and a trial costing ~nothing:
     the tightest race between the budget check and the start of a trial."""
     name = f"race-{uuid.uuid4().hex[:8]}"
-    from ctrflow.components.create_study import create_study
+    from ctrflow.components.hpo.create_study import create_study
 
     create_study(storage_url=postgres_url, study_name=name, model_type="ffm", budget=40)
     errors: list[BaseException] = []
@@ -150,9 +150,9 @@ def test_killed_worker_trial_fails_is_retried_once_and_budget_stays_exact(
     # (heartbeat still beating) until it is SIGKILLed: "in the middle of a trial", for sure.
     victim_code = textwrap.dedent(f"""
         import pathlib, threading
-        from ctrflow.components._optuna_storage import StorageSettings
-        from ctrflow.components.hpo_worker import run_worker
-        from ctrflow.components.search_space import get_space
+        from ctrflow.components.hpo.storage import StorageSettings
+        from ctrflow.components.hpo.hpo_worker import run_worker
+        from ctrflow.components.hpo.search_space import get_space
 
         def hang(trial):
             get_space("ffm").suggest(trial)

@@ -18,14 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import ffm_ext
-from ctrflow.components._schema import SpecError
-from ctrflow.components.feature_spec import FeatureSpec, FittedFeatureSpec
-from ctrflow.components.prepare_data import (
+from ctrflow.components.data._schema import SpecError
+from ctrflow.components.data.feature_spec import FeatureSpec, FittedFeatureSpec
+from ctrflow.components.data.prepare_data import (
     BadInputError,
     prepare_data,
-    prepare_data_component,
 )
-from ctrflow.components.synth_data import write_synth
+from ctrflow.components.data.synth_data import write_synth
+from ctrflow.components.kfp_components import prepare_data_component
 from ctrflow.pipelines.cli import main
 
 SPLITS = ("train", "valid", "test")

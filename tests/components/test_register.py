@@ -27,14 +27,19 @@ from mlflow import MlflowClient
 
 import ctrflow
 import ffm_ext
-from ctrflow.components._fingerprint import spec_fingerprint
-from ctrflow.components.create_study import create_study
-from ctrflow.components.evaluate import EvalResult, evaluate, logloss
-from ctrflow.components.finalize_study import FinalizeResult
-from ctrflow.components.promotion import _decide, _Score, download_version, promotion_history
-from ctrflow.components.register import RegisterResult, register
-from ctrflow.components.search_space import get_space
-from ctrflow.components.train_final import train_final
+from ctrflow.components.data.fingerprint import spec_fingerprint
+from ctrflow.components.hpo.create_study import create_study
+from ctrflow.components.hpo.finalize_study import FinalizeResult
+from ctrflow.components.hpo.search_space import get_space
+from ctrflow.components.registry.promotion import (
+    _decide,
+    _Score,
+    download_version,
+    promotion_history,
+)
+from ctrflow.components.registry.register import RegisterResult, register
+from ctrflow.components.training.evaluate import EvalResult, evaluate, logloss
+from ctrflow.components.training.train_final import train_final
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -277,7 +282,8 @@ def test_worse_model_stays_challenger_with_the_reason_on_its_version(
     assert float(tags["ctrflow.promotion.champion_test_logloss"]) == pytest.approx(champion)
     assert tags["ctrflow.promotion.champion_version"] == "1"
     assert "ctrflow.champion.since" not in tags
-    assert client.get_run(second.run_id).data.tags["ctrflow.promotion.decision"] == "kept"
+    # The run and the version record the decision with the same word.
+    assert client.get_run(second.run_id).data.tags["ctrflow.promotion.decision"] == "kept_champion"
 
 
 def test_failure_after_the_version_exists_leaves_the_champion(
@@ -506,7 +512,7 @@ def test_kfp_step_function_registers_from_artifact_paths(
 ) -> None:  # fmt: skip
     from kfp import dsl
 
-    from ctrflow.components.register import register_component
+    from ctrflow.components.kfp_components import register_component
 
     # KFP hands over artifact paths: the spec inside prepare_data's directory, the study export
     # under whatever file name the artifact got.

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from mlflow import MlflowClient
 
-from ctrflow.components._registry_lock import (
+from ctrflow.components.registry._registry_lock import (
     TAG_EXPIRES,
     TAG_OWNER,
     LockTimeoutError,

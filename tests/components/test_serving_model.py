@@ -28,12 +28,12 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 import ctrflow
-from ctrflow.components._trained_model import load_trained_model
-from ctrflow.components.evaluate import evaluate
-from ctrflow.components.promotion import download_version
-from ctrflow.components.register import RegisterResult, register
-from ctrflow.components.serving_model import CtrModel
-from ctrflow.components.train_final import train_final
+from ctrflow.components.registry.promotion import download_version
+from ctrflow.components.registry.register import RegisterResult, register
+from ctrflow.components.registry.serving_model import CtrModel
+from ctrflow.components.training.evaluate import evaluate
+from ctrflow.components.training.train_final import train_final
+from ctrflow.components.training.trained_model import load_trained_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL_TYPES = ("ffm", "xgboost")
@@ -124,7 +124,7 @@ def test_champion_loads_in_a_fresh_process_and_predicts_like_the_in_memory_model
         assert loaded.shape == (len(frame),) and loaded.dtype == np.float64
         np.testing.assert_array_equal(loaded, expected)
         assert loaded.min() > 0.0 and loaded.max() < 1.0 and np.unique(loaded).size > 50
-        assert found[item.name] == "ctrflow.components.serving_model"
+        assert found[item.name] == "ctrflow.components.registry.serving_model"
     # The compiled engine comes from the installed ctrflow, not from the model's files.
     assert "ffm_ext" in found["ffm_ext"] and "/artifacts/" not in found["ffm_ext"]
 

@@ -14,8 +14,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 import ffm_ext
-from ctrflow.components.prepare_data import prepare_data
-from ctrflow.components.synth_data import (
+from ctrflow.components.data.prepare_data import prepare_data
+from ctrflow.components.data.synth_data import (
     CATEGORICAL_MISSING,
     NUMERIC_MISSING,
     START_EPOCH,

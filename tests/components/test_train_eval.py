@@ -19,13 +19,14 @@ from kfp import dsl
 from sklearn.metrics import log_loss, roc_auc_score
 
 import ffm_ext
-from ctrflow.components._calibration import calibration_bins, expected_calibration_error
-from ctrflow.components._models import xgb_matrices, xgb_train
-from ctrflow.components._trained_model import load_trained_model
-from ctrflow.components.evaluate import EvalResult, evaluate, evaluate_component, score
-from ctrflow.components.objectives import make_objective
-from ctrflow.components.search_space import get_space
-from ctrflow.components.train_final import TrainResult, train_final, train_final_component
+from ctrflow.components.hpo.objectives import make_objective
+from ctrflow.components.hpo.search_space import get_space
+from ctrflow.components.kfp_components import evaluate_component, train_final_component
+from ctrflow.components.training._calibration import calibration_bins, expected_calibration_error
+from ctrflow.components.training.evaluate import EvalResult, evaluate, score
+from ctrflow.components.training.models import xgb_matrices, xgb_train
+from ctrflow.components.training.train_final import TrainResult, train_final
+from ctrflow.components.training.trained_model import load_trained_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from ctrflow.pipelines import cli
-from ctrflow.pipelines._k8s_requirements import REQUIRED_PERMISSIONS
+from ctrflow.pipelines.k8s.requirements import REQUIRED_PERMISSIONS
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SECRET_VALUE = "postgresql+psycopg://ctrflow:s3cr3t-pw@ctrflow-postgres:5432/optuna"
@@ -211,7 +211,7 @@ def test_in_cluster_credentials_and_namespace_are_used_inside_a_pod(
     files that Kubernetes mounts; --namespace still wins."""
     from kubernetes.config import incluster_config
 
-    from ctrflow.pipelines import _k8s_client
+    from ctrflow.pipelines.k8s import client as _k8s_client
 
     sa = tmp_path / "serviceaccount"
     sa.mkdir()

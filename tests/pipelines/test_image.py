@@ -316,8 +316,8 @@ def test_builder_stage_wheel_is_complete_and_portable(tmp_path: pathlib.Path) ->
         wheel_metadata = archive.read(f"ctrflow-{ctrflow.__version__}.dist-info/METADATA")
     assert any(re.fullmatch(r"ffm_ext/_core\..*\.so", n) for n in names)
     for module in (
-        "ctrflow/pipelines/cli.py",
-        "ctrflow/pipelines/_k8s_launch.py",
+        "ctrflow/pipelines/cli/__init__.py",
+        "ctrflow/pipelines/k8s/launch.py",
         "ctrflow/pipelines/_image.py",
         "ctrflow/components/__init__.py",
     ):

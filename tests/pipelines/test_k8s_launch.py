@@ -30,10 +30,10 @@ import yaml
 
 from ctrflow.pipelines import cli
 from ctrflow.pipelines._image import default_image
-from ctrflow.pipelines._k8s_client import Cluster
-from ctrflow.pipelines._k8s_follow import JobFollower
-from ctrflow.pipelines._k8s_launch import build_job_from_args, register_launch
-from ctrflow.pipelines._k8s_pods import pod_problems
+from ctrflow.pipelines.k8s.client import Cluster
+from ctrflow.pipelines.k8s.follow import JobFollower
+from ctrflow.pipelines.k8s.launch import build_job_from_args, register_launch
+from ctrflow.pipelines.k8s.pods import pod_problems
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCHEMA_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())

@@ -24,9 +24,10 @@ import pytest
 import yaml
 
 import ctrflow
+from ctrflow.components.names import STORAGE_SECRET
+from ctrflow.components.names import STORAGE_URL_ENV as STORAGE_SECRET_KEY
 from ctrflow.pipelines._image import DEFAULT_REGISTRY, default_image
-from ctrflow.pipelines._k8s_job import WorkerJobSpec, build_worker_job
-from ctrflow.pipelines._k8s_requirements import STORAGE_SECRET, STORAGE_SECRET_KEY
+from ctrflow.pipelines.k8s.job import WorkerJobSpec, build_worker_job
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ctrflow.pipelines._cron import CronError, to_kfp_cron
+from ctrflow.pipelines.runs.cron import CronError, to_kfp_cron
 
 
 @pytest.mark.parametrize(

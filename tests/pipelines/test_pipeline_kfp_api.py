@@ -345,7 +345,7 @@ def test_same_version_name_with_another_spec_is_refused(
 
 
 def cli_exit(name: str) -> int:
-    from ctrflow.pipelines import _cli_pipeline
+    from ctrflow.pipelines.cli import pipeline as _cli_pipeline
 
     return int(getattr(_cli_pipeline, name))
 

@@ -23,8 +23,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ctrflow.components._study_config import StudyConfig
-from ctrflow.components.feature_spec import FeatureSpec
+from ctrflow.components.data.feature_spec import FeatureSpec
+from ctrflow.components.hpo._study_config import StudyConfig
 from ctrflow.pipelines import cli
 
 ROWS = "15000"
@@ -149,7 +149,7 @@ def test_failing_step_is_named_with_its_error(tmp_path: pathlib.Path) -> None:
     first, cause = proc.stderr.split("ctrflow run: ", 1)[1].splitlines()[:2]
     assert first.endswith("Inner task failed: 'prepare-data'.")
     # The step's own error, taken from its traceback in the log.
-    assert cause.startswith("ctrflow.components._schema.SpecError: ")
+    assert cause.startswith("ctrflow.components.data._schema.SpecError: ")
     assert f"{bad}: column(s) I3, I4" in cause and "the file has 3 columns" in cause
     assert "full log:" in proc.stderr
     assert proc.stdout == ""
