@@ -1,7 +1,8 @@
 """The `ctrflow` command line: one argparse tree, each command group in its own module.
 
-Each group module (`pipeline`, `data`, `hpo`, `cluster`, `ffm`) exposes `register(subparsers)`,
-which adds its sub-commands and sets `func` on them; `func(args) -> int` is the exit code.
+Each group module (`pipeline`, `data`, `hpo`, `registry`, `cluster`, `ffm`) exposes
+`register(subparsers)`, which adds its sub-commands and sets `func` on them; `func(args) -> int`
+is the exit code.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 import ctrflow
-from ctrflow.pipelines.cli import cluster, data, ffm, hpo, pipeline
+from ctrflow.pipelines.cli import cluster, data, ffm, hpo, pipeline, registry
 
-COMMAND_GROUPS = (pipeline, data, hpo, cluster, ffm)
+COMMAND_GROUPS = (pipeline, data, hpo, registry, cluster, ffm)
 
 
 def build_parser() -> argparse.ArgumentParser:

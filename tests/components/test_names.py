@@ -1,4 +1,5 @@
-"""The shared names: one list of model types that every concern follows, and old tags still read."""
+"""The shared names: one list of model types that every concern follows; old tags and old model
+entry files still read."""
 
 from __future__ import annotations
 
@@ -17,3 +18,10 @@ def test_promotion_decisions_tagged_the_old_way_still_read() -> None:
     assert names.read_decision("kept_champion") == names.DECISION_KEPT
     assert names.read_decision("promoted") == names.DECISION_PROMOTED
     assert names.read_decision(None) is None
+
+
+def test_models_logged_before_the_layout_change_still_find_their_class() -> None:
+    from ctrflow.components import serving_model
+    from ctrflow.components.registry import serving_model as moved
+
+    assert serving_model.CtrModel is moved.CtrModel

@@ -11,6 +11,7 @@ mirrored); next week's create_study finds this run's optuna/study.db through the
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import threading
 import uuid
@@ -40,6 +41,7 @@ from ctrflow.components.registry.promotion import (
 from ctrflow.components.registry.register import RegisterResult, register
 from ctrflow.components.training.evaluate import EvalResult, evaluate, logloss
 from ctrflow.components.training.train_final import train_final
+from ctrflow.pipelines.cli import main as cli_main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -344,6 +346,26 @@ def test_better_model_becomes_champion_with_its_promotion_history(
         }
     assert [v.version for v in production] == ["5"]
     assert [v for v, stage in stages.items() if stage == "Production"] == ["5"]
+
+
+def test_registry_history_command_prints_the_champions_in_order(
+    third: RegisterResult, registry: str, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["registry", "history", "--model-name", name, "--mlflow-uri", registry]
+    assert cli_main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("version 1: champion") < printed.index("version 5: champion")
+    assert "version 5: champion" in printed and ".. now" in printed
+    assert "beats champion version 1's" in printed
+    assert cli_main([*args, "--json"]) == 0
+    history = json.loads(capsys.readouterr().out)
+    assert [(h["version"], h["replaced_by"], h["decision"]) for h in history] == [
+        ("1", "5", "promoted"),
+        ("5", None, "promoted"),
+    ]
+    missing = ["registry", "history", "--model-name", "no-such-model", "--mlflow-uri", registry]
+    assert cli_main(missing) == 1
+    assert "'no-such-model'" in capsys.readouterr().err
 
 
 def test_next_weeks_create_study_warm_starts_from_this_runs_study_through_the_alias(
