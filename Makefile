@@ -69,7 +69,7 @@ compile: $(STAMP)
 	$(BIN)/ctrflow compile -o pipelines/ctr_pipeline.yaml
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/ffm_bench.py
+	$(BIN)/python -m benchmarks.ffm_bench
 
 clean:
 	rm -rf build $(VENV)

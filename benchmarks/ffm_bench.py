@@ -1,6 +1,6 @@
 """ffm_ext against LIBFFM on the reference workload (docs/performance.md).
 
-    python benchmarks/ffm_bench.py [--rows 200000] [--dir DIR] [--libffm DIR]
+    python -m benchmarks.ffm_bench [--rows 200000] [--dir DIR] [--libffm DIR]
 
 Generates the workload with benchmarks/synth_ctr.py (cached in DIR), then measures text
 parsing, binary loading, seconds per epoch at 1 and 2 threads, validation logloss at the best

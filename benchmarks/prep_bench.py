@@ -5,7 +5,7 @@ pyarrow.csv.read_csv (multi-threaded), i.e. only parsing the text into a table. 
 what the full step (bad-row checks, fit, transform, writing three binary datasets) costs over a
 plain parse.
 
-Usage: .venv/bin/python benchmarks/prep_bench.py [--rows 1000000] [--repeat 2] [--workdir DIR]
+Usage: .venv/bin/python -m benchmarks.prep_bench [--rows 1000000] [--repeat 2] [--workdir DIR]
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ LIBFFM_TINY_VALID_LOGLOSS = 0.5571  # ffm-train -k 4 -r 0.2 -l 0.00002 -t 15 on 
 @pytest.fixture(scope="module")
 def tiny(criteo_tiny_dir: pathlib.Path) -> tuple[ffm_ext.Dataset, ffm_ext.Dataset]:
     """xLearn's Criteo sample beside the checkout: an extra case, LIBFFM's figure is known for it
-    (the exact algorithm is checked on generated data against tests/ffm_ext/ffm_reference.py)."""
+    (the exact algorithm is checked on generated data against tests/testkit/ffm_reference.py)."""
     train, valid = criteo_tiny_dir / "train.ffm", criteo_tiny_dir / "valid.ffm"
     return ffm_ext.read_libffm(train), ffm_ext.read_libffm(valid)
 

@@ -23,7 +23,6 @@ import mlflow
 import optuna
 import pandas as pd
 import pytest
-from ctr_testdata import Week, make_week, prepared_week, run_study
 from mlflow import MlflowClient
 
 import ctrflow
@@ -42,6 +41,7 @@ from ctrflow.components.registry.register import RegisterResult, register
 from ctrflow.components.training.evaluate import EvalResult, evaluate, logloss
 from ctrflow.components.training.train_final import train_final
 from ctrflow.pipelines.cli import main as cli_main
+from tests.testkit.ctr_data import Week, make_week, prepared_week, run_study
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

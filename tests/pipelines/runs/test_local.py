@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pathlib
-import subprocess
-import sys
 from typing import Any
 
 import optuna
@@ -26,25 +23,10 @@ from mlflow.tracking import MlflowClient
 from ctrflow.components.data.feature_spec import FeatureSpec
 from ctrflow.components.hpo._study_config import StudyConfig
 from ctrflow.pipelines import cli
+from tests.testkit.cli import run_ctrflow as _ctrflow
 
 ROWS = "15000"
 MODEL = "ctr-e2e"
-
-
-def _ctrflow(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("CTRFLOW_STORAGE_URL", "MLFLOW_TRACKING_URI")
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "ctrflow.pipelines.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
 
 
 def _run_json(*args: str) -> dict[str, Any]:

@@ -22,16 +22,16 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy
-from hpo_testdata import tiny_dataset
 from optuna.trial import TrialState
 
 from ctrflow.components.hpo.hpo_worker import run_worker
 from ctrflow.components.hpo.search_space import default_params
 from ctrflow.components.hpo.storage import StorageSettings
 from ctrflow.components.names import ATTR_DEFAULT_TRIAL as DEFAULT_TRIAL_ATTR
+from tests.testkit.cli import CTRFLOW
+from tests.testkit.hpo_data import tiny_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-CLI = [sys.executable, "-m", "ctrflow.pipelines.cli"]
 # Grace 4 s: short enough for a quick test, long enough that a live but CPU-starved worker is
 # never taken for dead on a busy 2-core machine.
 LIVENESS = ["--heartbeat-interval", "1", "--grace-period", "4"]
@@ -51,7 +51,7 @@ def _env(storage_url: str) -> dict[str, str]:
 def _create(storage_url: str, name: str, budget: int, tmp_path: pathlib.Path) -> dict[str, Any]:
     out = tmp_path / f"{name}.json"
     proc = subprocess.run(
-        [*CLI, "hpo", "create", "--study", name, "--model-type", "ffm", "--budget", str(budget),
+        [*CTRFLOW, "hpo", "create", "--study", name, "--model-type", "ffm", "--budget", str(budget),
          "--out", str(out)],
         env=_env(storage_url), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -68,7 +68,7 @@ def _worker(
     seed: int,
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*CLI, "hpo", "worker", "--study", name, "--train", str(data[0]), "--valid",
+        [*CTRFLOW, "hpo", "worker", "--study", name, "--train", str(data[0]), "--valid",
          str(data[1]), "--seed", str(seed), "--progress", "off", "--out", str(out), *LIVENESS],
         env=_env(storage_url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -2,7 +2,7 @@
 
 These are contract tests, not end-to-end tests: no Kubernetes API server can run on this machine
 (no container runtime, no etcd), so the real `kubernetes` client talks HTTP to
-tests/pipelines/_k8s_fake_api.py on 127.0.0.1, which speaks the API's wire format (Job create,
+tests/testkit/k8s_fake_api.py on 127.0.0.1, which speaks the API's wire format (Job create,
 pod list and watch streams, pod logs, Job status, delete), records each request and moves the
 Job's pods through a scripted scenario. The Job the command submits is validated against the
 Kubernetes 1.30 and newest bundled OpenAPI schemas (kubernetes-validate, strict).
@@ -11,8 +11,6 @@ Kubernetes 1.30 and newest bundled OpenAPI schemas (kubernetes-validate, strict)
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.util
 import json
 import os
 import pathlib
@@ -28,47 +26,23 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ctrflow.pipelines import cli
 from ctrflow.pipelines._image import default_image
 from ctrflow.pipelines.k8s.client import Cluster
 from ctrflow.pipelines.k8s.follow import JobFollower
 from ctrflow.pipelines.k8s.launch import build_job_from_args, register_launch
 from ctrflow.pipelines.k8s.pods import pod_problems
+from tests.testkit import k8s_fake_api
+from tests.testkit.cli import ctrflow_in_process as _ctrflow
+from tests.testkit.paths import REPO_ROOT as ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCHEMA_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@functools.cache
-def _parser() -> argparse.ArgumentParser:
-    # The real `ctrflow` argument tree, built once per module (building it imports every group).
-    return cli.build_parser()
-
-
-def _ctrflow(argv: list[str]) -> int:
-    """`ctrflow ARGV` in this process, as cli.main runs it."""
-    args = _parser().parse_args(argv)
-    return int(args.func(args))
-
-
-def _fake_module() -> Any:
-    name = "ctrflow_tests_k8s_fake_api"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, ROOT / "tests/pipelines/_k8s_fake_api.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 @pytest.fixture
 def fake(tmp_path: pathlib.Path) -> Iterator[Any]:
-    server = _fake_module().FakeKubernetes()
+    server = k8s_fake_api.FakeKubernetes()
     url = server.start()
     server.kubeconfig = tmp_path / "kubeconfig"
     server.write_kubeconfig(server.kubeconfig, url)
@@ -242,7 +216,7 @@ def test_forbidden_create_points_to_cluster_check(
 def test_unreachable_api_server_is_a_clear_error(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    server = _fake_module().FakeKubernetes()
+    server = k8s_fake_api.FakeKubernetes()
     url = server.start()
     server.stop()  # nothing listens on that port any more
     kubeconfig = tmp_path / "kubeconfig"

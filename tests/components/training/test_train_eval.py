@@ -14,7 +14,6 @@ import numpy as np
 import optuna
 import pytest
 import xgboost as xgb
-from ctr_testdata import Week, make_week
 from kfp import dsl
 from sklearn.metrics import log_loss, roc_auc_score
 
@@ -27,6 +26,7 @@ from ctrflow.components.training.evaluate import EvalResult, evaluate, score
 from ctrflow.components.training.models import xgb_matrices, xgb_train
 from ctrflow.components.training.train_final import TrainResult, train_final
 from ctrflow.components.training.trained_model import load_trained_model
+from tests.testkit.ctr_data import Week, make_week
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import optuna
 import pytest
-from hpo_testdata import tiny_dataset
 from mlflow import MlflowClient
 from optuna.samplers import CmaEsSampler, TPESampler
 from optuna.trial import TrialState
@@ -26,6 +25,7 @@ from ctrflow.components.hpo.finalize_study import finalize_study
 from ctrflow.components.hpo.hpo_worker import run_worker
 from ctrflow.components.hpo.search_space import get_space
 from ctrflow.components.hpo.storage import StorageSettings
+from tests.testkit.hpo_data import tiny_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FAST = StorageSettings(heartbeat_interval=1, grace_period=2)

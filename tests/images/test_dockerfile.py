@@ -28,8 +28,8 @@ from packaging.utils import canonicalize_name
 
 import ctrflow
 from ctrflow.pipelines._image import DEFAULT_REGISTRY, REGISTRY_ENV, default_image
+from tests.testkit.paths import REPO_ROOT as ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "images" / "Dockerfile"
 BIN = pathlib.Path(sys.executable).parent
 

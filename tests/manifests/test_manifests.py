@@ -28,8 +28,9 @@ from ctrflow.components.names import STORAGE_SECRET
 from ctrflow.components.names import STORAGE_URL_ENV as STORAGE_SECRET_KEY
 from ctrflow.pipelines._image import DEFAULT_REGISTRY, default_image
 from ctrflow.pipelines.k8s.job import WorkerJobSpec, build_worker_job
+from tests.testkit.paths import REPO_ROOT as ROOT
+from tests.testkit.servers import free_port
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
 OVERLAYS = ("dev", "prod")
 SCHEMA_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
@@ -505,14 +506,6 @@ def _container_env(
     return env
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_ok(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
     import time
     import urllib.request
@@ -595,7 +588,7 @@ def test_mlflow_and_dashboard_start_as_the_manifests_configure_them(
         env = _container_env(server, docs, secrets)
         assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "/mlflow/artifacts"
         env["MLFLOW_ARTIFACTS_DESTINATION"] = str(tmp_path / "artifacts")
-        port = _free_port()
+        port = free_port()
         args = [_kubelet_expand(a, env) for a in server["command"] + server.get("args", [])]
         args[args.index("--port") + 1] = str(port)
         args[args.index("--host") + 1] = "127.0.0.1"
@@ -641,7 +634,7 @@ def test_mlflow_and_dashboard_start_as_the_manifests_configure_them(
         env = _container_env(dashboard, docs, secrets)
         args = [_kubelet_expand(a, env) for a in dashboard["command"] + dashboard["args"]]
         assert secrets[("ctrflow-storage", "CTRFLOW_STORAGE_URL")] in args
-        port = _free_port()
+        port = free_port()
         args[args.index("--port") + 1] = str(port)
         args[args.index("--host") + 1] = "127.0.0.1"
         log = (tmp_path / "dashboard.log").open("wb")

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from ctr_testdata import Week, make_week, run_study
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -34,6 +33,8 @@ from ctrflow.components.registry.serving_model import CtrModel
 from ctrflow.components.training.evaluate import evaluate
 from ctrflow.components.training.train_final import train_final
 from ctrflow.components.training.trained_model import load_trained_model
+from tests.testkit.ctr_data import Week, make_week, run_study
+from tests.testkit.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL_TYPES = ("ffm", "xgboost")
@@ -190,14 +191,6 @@ def test_bad_raw_rows_are_rejected_naming_the_row_and_column(
 # ---- `mlflow models serve` ----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
@@ -213,7 +206,7 @@ def test_mlflow_models_serve_answers_raw_rows_with_probabilities(
     week: Week, served: dict[str, Served], mlflow_server: str, tmp_path: pathlib.Path
 ) -> None:
     item = served["xgboost"]
-    port = _free_port()
+    port = free_port()
     bin_dir = pathlib.Path(sys.executable).parent  # uvicorn lives beside mlflow in the venv
     env = {
         **os.environ,

@@ -1,7 +1,7 @@
 """`ctrflow cluster check`: contract tests against a local stand-in for the Kubernetes API.
 
 These are contract tests: no Kubernetes API server can run on this machine, so the real
-`kubernetes` client talks to tests/pipelines/_k8s_fake_api.py on 127.0.0.1, which answers
+`kubernetes` client talks to tests/testkit/k8s_fake_api.py on 127.0.0.1, which answers
 SelfSubjectAccessReviews and Secret reads by evaluating the rules of the Role in
 manifests/base/rbac.yaml (RBAC's matching: apiGroups, resources with subresources, verbs,
 resourceNames), and records each request.
@@ -11,48 +11,22 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
-import importlib.util
 import itertools
 import pathlib
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from ctrflow.pipelines import cli
 from ctrflow.pipelines.k8s.requirements import REQUIRED_PERMISSIONS
+from tests.testkit import k8s_fake_api
+from tests.testkit.cli import ctrflow_in_process as _ctrflow
+from tests.testkit.paths import REPO_ROOT as ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 SECRET_VALUE = "postgresql+psycopg://ctrflow:s3cr3t-pw@ctrflow-postgres:5432/optuna"
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@functools.cache
-def _parser() -> argparse.ArgumentParser:
-    # The real `ctrflow` argument tree, built once per module (building it imports every group).
-    return cli.build_parser()
-
-
-def _ctrflow(argv: list[str]) -> int:
-    """`ctrflow ARGV` in this process, as cli.main runs it."""
-    args = _parser().parse_args(argv)
-    return int(args.func(args))
-
-
-def _fake_module() -> Any:
-    name = "ctrflow_tests_k8s_fake_api"
-    if name not in sys.modules:
-        path = ROOT / "tests/pipelines/_k8s_fake_api.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def _base_role_rules() -> list[dict[str, Any]]:
@@ -73,7 +47,7 @@ def _storage_secret(**data: str) -> dict[str, Any]:
 
 @pytest.fixture
 def fake(tmp_path: pathlib.Path) -> Iterator[Any]:
-    server = _fake_module().FakeKubernetes(role_rules=_base_role_rules())
+    server = k8s_fake_api.FakeKubernetes(role_rules=_base_role_rules())
     server.secrets["ctrflow-storage"] = _storage_secret(
         CTRFLOW_STORAGE_URL=SECRET_VALUE, MLFLOW_BACKEND_STORE_URI=SECRET_VALUE
     )
@@ -194,7 +168,7 @@ def test_base_role_grants_exactly_what_the_check_requires() -> None:
 
 def test_fake_rbac_evaluation_denies_what_the_role_lacks() -> None:
     """The fake's RBAC matcher (which the tests above rely on) is not permissive."""
-    fake = _fake_module().FakeKubernetes(role_rules=copy.deepcopy(_base_role_rules()))
+    fake = k8s_fake_api.FakeKubernetes(role_rules=copy.deepcopy(_base_role_rules()))
     assert fake.allowed("get", "", "pods", "log")
     assert not fake.allowed("get", "", "pods", "exec")
     assert not fake.allowed("create", "", "pods")

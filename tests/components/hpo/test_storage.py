@@ -19,7 +19,6 @@ import numpy as np
 import optuna
 import pytest
 import sqlalchemy
-from hpo_testdata import tiny_dataset
 from optuna.trial import TrialState
 
 from ctrflow.components.hpo._trial_budget import _PG_LOCK_CLASS, StudyLock
@@ -33,6 +32,8 @@ from ctrflow.components.hpo.storage import (
     make_storage,
 )
 from ctrflow.components.names import ATTR_DEFAULT_TRIAL as DEFAULT_TRIAL_ATTR
+from tests.testkit.cli import CTRFLOW
+from tests.testkit.hpo_data import tiny_dataset
 
 pytestmark = pytest.mark.integration
 FAST = StorageSettings(heartbeat_interval=1, grace_period=1, connect_attempts=3)
@@ -73,7 +74,7 @@ def test_cli_worker_exits_3_with_a_clear_one_line_error_when_postgres_is_down(
         CTRFLOW_STORAGE_URL=f"postgresql+psycopg://ctrflow:s3cret-pw@127.0.0.1:{port}/ctrflow",
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "ctrflow.pipelines.cli", "hpo", "worker", "--study", "s",
+        [*CTRFLOW, "hpo", "worker", "--study", "s",
          "--train", str(tmp_path), "--valid", str(tmp_path), "--connect-attempts", "2",
          "--backoff", "0.05"],
         capture_output=True, text=True, env=env, timeout=120, check=False,
@@ -326,7 +327,7 @@ def test_warm_start_from_an_exported_study_file_checks_the_version_in_the_file(
     db = finalize_study(storage_url=url, study_name="last-week", out_dir=tmp_path / "f").study_db
 
     proc = subprocess.run(
-        [sys.executable, "-m", "ctrflow.pipelines.cli", "hpo", "create", "--storage", url,
+        [*CTRFLOW, "hpo", "create", "--storage", url,
          "--study", "this-week", "--model-type", "ffm", "--budget", "5", "--warm-start-db", db],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
