@@ -9,7 +9,6 @@ p = model.predict(test)                            # float32 probabilities, GIL 
 from ffm_ext._dataset import FORMAT_NAME, FORMAT_VERSION, Dataset, read_libffm
 from ffm_ext._errors import FFMDivergenceError, FFMFormatError, FFMModelFileError
 from ffm_ext._model import FFM, EpochCallback, FitHistory
-from ffm_ext._sklearn import FFMClassifier
 
 __all__ = [
     "FFM",
@@ -17,7 +16,6 @@ __all__ = [
     "FORMAT_VERSION",
     "Dataset",
     "EpochCallback",
-    "FFMClassifier",
     "FFMDivergenceError",
     "FFMFormatError",
     "FFMModelFileError",

@@ -197,22 +197,6 @@ def test_progress_bar_renders(capsys: pytest.CaptureFixture[str]) -> None:
     assert "FFM epochs" in capsys.readouterr().err
 
 
-def test_classifier_is_an_sklearn_estimator() -> None:
-    from sklearn.base import clone
-
-    train, valid = synthetic(13), synthetic(14, rows=500)
-    clf = ffm_ext.FFMClassifier(k=4, eta=0.1, epochs=5)
-    assert clone(clf).get_params() == clf.get_params()
-    clf.set_params(epochs=6)
-    clf.fit(train, eval_set=valid)
-    proba = clf.predict_proba(valid)
-    assert proba.shape == (500, 2)
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
-    assert clf.history_.best_epoch >= 1
-    flipped = clf.fit(train, 1 - train.labels).predict_proba(train)[:, 1]
-    assert np.mean(flipped) == pytest.approx(1 - np.mean(train.labels), abs=0.1)
-
-
 def test_fresh_fit_equals_init_weights_then_warm_start() -> None:
     """A fresh fit initialises straight into the training layout; the weights must be the
     ones init_weights() gives for the seed."""
