@@ -195,7 +195,8 @@ def summary_text(result: Any, model_name: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ctrflow.pipelines.runs.local import LocalRunConfig, LocalRunError, run_local
+    from ctrflow.pipelines.runs.containers import ContainerRunError
+    from ctrflow.pipelines.runs.local import LocalRunConfig, LocalRunError, check_runner, run_local
 
     params = _given_params(args)
     # Small enough for a few minutes on 2 cores, and large enough that a second run can
@@ -208,6 +209,7 @@ def _run(args: argparse.Namespace) -> int:
         _check_params(params)
         if args.rows < 1000:
             raise ValueError(f"--rows must be at least 1000, got {args.rows}")
+        check_runner(args.runner, args.storage, args.mlflow_uri)
         result = run_local(
             LocalRunConfig(
                 workdir=pathlib.Path(args.workdir),
@@ -219,8 +221,12 @@ def _run(args: argparse.Namespace) -> int:
                 params=params,
                 image=args.image,
                 stream_logs=bool(getattr(args, "verbose", False)),
+                runner=args.runner,
             )
         )
+    except ContainerRunError as exc:
+        print(f"ctrflow run: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except LocalRunError as exc:
         print(f"ctrflow run: {exc}", file=sys.stderr)
         return EXIT_PIPELINE_FAILED
@@ -437,7 +443,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run.add_argument("--days", type=int, default=7, help="days the generated log spans")
     run.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite)")
     run.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: SQLite)")
-    run.add_argument("--image", default=None, help="image recorded in the spec (unused locally)")
+    run.add_argument(
+        "--runner",
+        choices=("subprocess", "container"),
+        default="subprocess",
+        help="subprocess: each step a child process of this virtualenv (default); container: "
+        "each step in the image, through Docker or podman (needs --storage and --mlflow-uri "
+        "of servers on this machine)",
+    )
+    run.add_argument(
+        "--image",
+        default=None,
+        help="image of every step (default: this version's tag, as `make image` builds it; "
+        "the container runner runs it)",
+    )
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     run.set_defaults(func=_run)
     _add_params(run, cluster=False)

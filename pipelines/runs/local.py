@@ -11,6 +11,10 @@ environment (``subprocess.Popen(env=None)``, or ``{**os.environ, ...}`` when the
 vars). So the storage URL and the MLflow URI are put into ``os.environ`` for the duration of the
 run; they never become pipeline parameters (the MLflow URI is also passed as the
 ``mlflow_tracking_uri`` parameter, which holds no credentials).
+
+With ``runner="container"`` the same spec runs through ``kfp.local.DockerRunner`` instead, each
+step in the project image (``containers.py``); the stores are then servers on this machine's
+loopback, handed to every container as the same environment variables.
 """
 
 from __future__ import annotations
@@ -33,8 +37,16 @@ from typing import Any, TextIO
 
 from ctrflow.components.names import MLFLOW_TRACKING_URI_ENV as TRACKING_ENV
 from ctrflow.components.names import STORAGE_URL_ENV as STORAGE_ENV
+from ctrflow.pipelines.runs.containers import ContainerRunError
 
-__all__ = ["LocalRunConfig", "LocalRunError", "LocalRunResult", "run_local"]
+__all__ = [
+    "RUNNERS",
+    "LocalRunConfig",
+    "LocalRunError",
+    "LocalRunResult",
+    "check_runner",
+    "run_local",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -54,6 +66,7 @@ class LocalRunConfig:
     params: Mapping[str, Any] = field(default_factory=dict)  # other pipeline parameters
     image: str | None = None
     stream_logs: bool = False  # True: every step's output on the console; else in a log file
+    runner: str = "subprocess"  # or "container": each step in the image (runs/containers.py)
 
 
 @dataclass(frozen=True)
@@ -228,6 +241,29 @@ def _last_exception_line(excerpt: str) -> str:
     return found[-1] if found else ""
 
 
+RUNNERS = ("subprocess", "container")
+
+
+def check_runner(runner: str, storage_url: str | None, mlflow_uri: str | None) -> None:
+    """Fail before any work when the runner cannot reach the stores it was given."""
+    if runner not in RUNNERS:
+        raise ValueError(f"--runner {runner!r}: choose one of {', '.join(RUNNERS)}")
+    if runner != "container":
+        return
+    # Steps in containers run as the image's user with a read-only root: they share the stores
+    # through servers on this machine's loopback, not through SQLite files of the host.
+    if not storage_url or storage_url.startswith("sqlite"):
+        raise ValueError(
+            "--runner container needs --storage with a database server the containers reach "
+            "(e.g. postgresql+psycopg://USER@127.0.0.1:5432/optuna), not an SQLite file"
+        )
+    if not mlflow_uri or not mlflow_uri.startswith(("http://", "https://")):
+        raise ValueError(
+            "--runner container needs --mlflow-uri of a tracking server (e.g. "
+            "http://127.0.0.1:5000, started with --artifacts-destination), not a file store"
+        )
+
+
 def _newest_run_dir(root: pathlib.Path, before: set[str]) -> str | None:
     fresh = [p for p in root.glob("*") if p.is_dir() and p.name not in before]
     return str(max(fresh, key=lambda p: p.stat().st_mtime)) if fresh else None
@@ -241,6 +277,7 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
     from ctrflow.pipelines.ctr_pipeline import compile_pipeline
 
     started = time.perf_counter()
+    check_runner(config.runner, config.storage_url, config.mlflow_uri)
     workdir = config.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     params = dict(config.params)
@@ -269,6 +306,10 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
     pipeline = components.load_component_from_file(str(spec))
     runs = workdir / "runs"
     runs.mkdir(exist_ok=True)
+    if config.runner == "container":
+        # The steps write their outputs here as the image's user (10001), not as this one:
+        # world-writable with the sticky bit, like /tmp.
+        runs.chmod(0o1777)
     before = {p.name for p in runs.glob("*")}
     log_file = None
     if not config.stream_logs:
@@ -278,14 +319,28 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
     arguments = {**params, "data_uri": data_uri, "mlflow_tracking_uri": mlflow_uri}
     env = {STORAGE_ENV: storage_url, TRACKING_ENV: mlflow_uri}
     try:
-        with _environment(env), _step_output(log_file):
-            local.init(
-                runner=local.SubprocessRunner(use_venv=False),
-                pipeline_root=str(runs),
-                raise_on_error=True,
-            )
+        with contextlib.ExitStack() as stack:
+            if config.runner == "container":
+                from ctrflow.pipelines._image import default_image
+                from ctrflow.pipelines.runs.containers import container_runner, mounted_dirs
+
+                runner = stack.enter_context(
+                    container_runner(
+                        image=config.image or default_image(),
+                        environment=env,
+                        read_only_dirs=mounted_dirs(data_uri),
+                    )
+                )
+            else:
+                # SubprocessRunner starts each step with this process's environment.
+                stack.enter_context(_environment(env))
+                runner = local.SubprocessRunner(use_venv=False)
+            stack.enter_context(_step_output(log_file))
+            local.init(runner=runner, pipeline_root=str(runs), raise_on_error=True)
             task = pipeline(**arguments)
             outputs = dict(task.outputs)
+    except ContainerRunError:
+        raise  # the runner could not start: its own message says why, no step log to quote
     except RuntimeError as exc:
         message = _ANSI.sub("", str(exc))
         excerpt = _failure_excerpt(log_file)
