@@ -22,6 +22,9 @@ MLFLOW_SECRET_KEYS: Final = (
     "MLFLOW_TRACKING_TOKEN",
 )
 MLFLOW_CONFIG_MAP: Final = "ctrflow-config"  # holds MLFLOW_TRACKING_URI for pipeline steps
+# The HPO worker's Optuna fast path (components/hpo/_fast_path.py): 0/off/false/no turns it off,
+# 1/on/true/yes or unset leaves it on where the installed Optuna matches what it was written for.
+OPTUNA_FAST_PATH_ENV: Final = "CTRFLOW_OPTUNA_FAST_PATH"
 
 # ---- HPO fan-out -------------------------------------------------------------------------------
 # Each worker holds one PostgreSQL connection (+1 overflow for a moment): 50 workers stay inside

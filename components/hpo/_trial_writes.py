@@ -21,7 +21,7 @@ PostgreSQL and SQLite (>= 3.35, for ``RETURNING``) only; ``supported`` says whet
 one of them. Relies on Optuna 5.0's schema (``optuna.storages._rdb.models``): the tables, their
 unique constraints (trial_id+param_name, trial_id+step, trial_id+objective, trial_id+key,
 trial_id for heartbeats) and the stored forms of values (``value_to_stored_repr``,
-``intermediate_value_to_stored_repr``).
+``intermediate_value_to_stored_repr``), checked by ``_fast_path`` before a worker uses this.
 """
 
 from __future__ import annotations

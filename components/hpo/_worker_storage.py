@@ -49,7 +49,9 @@ Everything else goes to Optuna's classes unchanged. Optuna 5.0 internals relied 
 ``_read_trials_from_remote_storage`` and its bookkeeping (``last_finished_trial_id``,
 ``unfinished_trial_ids``);
 RDBStorage's schema (see ``_trial_writes``); ``Study._pop_waiting_trial_id`` asking
-``get_all_trials(states=(WAITING,))`` and pruners asking ``states=(COMPLETE,)``.
+``get_all_trials(states=(WAITING,))`` and pruners asking ``states=(COMPLETE,)``. A worker gets
+this class only through ``_fast_path.worker_storage``, which checks all of these first and falls
+back to Optuna's stock storage when one does not match; a new reliance goes into its checks too.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from ctrflow.components.hpo._fast_path import ChosenStorage, fast_path_setting, worker_storage
 from ctrflow.components.hpo._study_config import StudyConfig, build_pruner, build_sampler
 from ctrflow.components.hpo._trial_budget import BudgetCounts, TrialBudget
-from ctrflow.components.hpo._worker_storage import WorkerStorage
 from ctrflow.components.hpo.objectives import make_objective
 from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage
 
@@ -41,6 +41,7 @@ class WorkerResult:
     trials_run: int  # trials this worker ran, whatever their end state
     finished: int  # COMPLETE + PRUNED in the whole study when this worker stopped
     by_state: dict[str, int]
+    fast_path: bool  # Optuna's fast path was used (False: Optuna's stock storage)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,23 +132,27 @@ def run_worker(
     objective: Objective | None = None,
     poll_interval: float | None = None,
     progress: bool | None = None,
+    fast_path: bool | None = None,
 ) -> WorkerResult:
     """Run trials of ``study_name`` until exactly ``budget`` are COMPLETE or PRUNED study-wide.
 
     ``objective`` replaces the model objective built from ``train_dir``/``valid_dir`` (tests,
     benchmarks). ``seed`` seeds this worker's sampler: give each worker its own (None: random).
     An exception raised by the objective fails that trial and stops this worker with it.
+    ``fast_path``: False uses Optuna's stock storage; None follows $CTRFLOW_OPTUNA_FAST_PATH
+    (see ``_fast_path``; an invalid value is an error before anything connects).
     """
+    fast_path = fast_path_setting(fast_path)
     settings = settings or StorageSettings()
     storage = make_storage(storage_url, settings, existing=True)
     try:
         study = _load(storage, study_name)
         config = StudyConfig.from_study(study)
         total = _resolve_budget(config, budget, study_name)
-        cached = WorkerStorage(storage)
+        chosen = worker_storage(storage, fast_path=fast_path)
         study = optuna.load_study(
             study_name=study_name,
-            storage=cached,
+            storage=chosen.storage,
             sampler=build_sampler(config.sampler, storage, seed),
             pruner=build_pruner(config.pruner),
         )
@@ -164,21 +169,22 @@ def run_worker(
         guard = TrialBudget(storage, storage.get_study_id_from_name(study_name), total)
         # Waiting workers re-check once a second: a finished trial frees its slot at once.
         poll = poll_interval or min(1.0, float(settings.heartbeat_interval or 1))
-        return _loop(study, cached, objective, guard, poll, progress)
+        return _loop(study, chosen, objective, guard, poll, progress)
     finally:
         dispose(storage)
 
 
 def _loop(
     study: optuna.Study,
-    cached: WorkerStorage,
+    chosen: ChosenStorage,
     objective: Objective,
     guard: TrialBudget,
     poll: float,
     progress_enabled: bool | None,
 ) -> WorkerResult:
     lock = guard.lock()
-    cached.use_lock(lock)
+    hints = chosen.hints  # the fast path's shortcuts; no-ops on Optuna's stock storage
+    hints.use_lock(lock)
     counts = guard.counts()
     progress = _Progress(guard.budget, counts.finished, progress_enabled, study.study_name)
     trials_run = 0
@@ -190,6 +196,7 @@ def _loop(
 
     def admitted(trial: optuna.Trial) -> float:
         # The trial is RUNNING in the storage now, so the next worker's count includes it.
+        # (The fast path released the lock once the trial was committed; this is a no-op then.)
         lock.release()
         running[:] = [trial.number]
         try:
@@ -225,7 +232,7 @@ def _loop(
                     running.clear()
                     raised.clear()
                     try:
-                        with cached.counted(counts.running, counts.by_state.get("WAITING", 0)):
+                        with hints.counted(counts.running, counts.by_state.get("WAITING", 0)):
                             study.optimize(admitted, n_trials=1)
                     except Exception as exc:
                         if not _failed_as_stale(study, running, raised, exc):
@@ -250,6 +257,7 @@ def _loop(
         trials_run=trials_run,
         finished=counts.finished,
         by_state=counts.by_state,
+        fast_path=chosen.fast,
     )
 
 

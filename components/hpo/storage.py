@@ -8,7 +8,9 @@ heartbeat) runs on the lock's own connection, and the lock is released as soon a
 committed (see ``WorkerStorage.use_lock``); after that one thread at a time uses the database
 but for Optuna's heartbeat thread, every ``heartbeat_interval`` seconds. The overflow
 connection is closed again when given back, and a new PostgreSQL connection with SCRAM auth
-costs more than a trial's storage work, so it must stay rare (``hpo_bench`` counts them).
+costs more than a trial's storage work, so it must stay rare (``hpo_bench`` counts them). With
+the fast path off (``_fast_path``: Optuna's stock storage) a worker uses both for a moment per
+trial while it asks under the lock, and reopens the second: correct, slower.
 ``pool_pre_ping`` drops connections the server or a proxy closed while a trial ran. SQLite
 locally: a long busy timeout, since several worker processes write the same file.
 """

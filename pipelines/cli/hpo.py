@@ -15,7 +15,7 @@ import pathlib
 import sys
 from typing import Any
 
-from ctrflow.components.names import MODEL_TYPES
+from ctrflow.components.names import MODEL_TYPES, OPTUNA_FAST_PATH_ENV
 
 _log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ def _worker(args: argparse.Namespace) -> int:
     from ctrflow.components.hpo.hpo_worker import run_worker
 
     progress = None if args.progress == "auto" else args.progress == "on"
+    fast_path = None if args.optuna_fast_path is None else args.optuna_fast_path == "on"
     result = run_worker(
         storage_url=_storage(args),
         study_name=args.study,
@@ -110,6 +111,7 @@ def _worker(args: argparse.Namespace) -> int:
         seed=args.seed,
         settings=_settings(args),
         progress=progress,
+        fast_path=fast_path,
     )
     _emit(result.to_dict(), args.out)
     return 0
@@ -167,6 +169,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     worker.add_argument("--threads", type=int, default=1)
     worker.add_argument("--seed", type=int, default=None, help="sampler seed of this worker")
     worker.add_argument("--progress", choices=("auto", "on", "off"), default="auto")
+    worker.add_argument(
+        "--optuna-fast-path",
+        choices=("on", "off"),
+        default=None,
+        help=f"off: Optuna's stock storage (default: ${OPTUNA_FAST_PATH_ENV}, else on when the "
+        "installed Optuna matches what the fast path was written for)",
+    )
     worker.add_argument("--out", default=None, help="also write the worker result JSON here")
     worker.set_defaults(func=lambda a: _run(a, _worker))
 

@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from ctrflow.components.hpo.hpo_worker import run_worker
+from ctrflow.components.hpo.hpo_worker import WorkerResult, run_worker
 from ctrflow.components.hpo.search_space import default_params
 from ctrflow.components.hpo.storage import StorageSettings
 from ctrflow.components.names import ATTR_DEFAULT_TRIAL as DEFAULT_TRIAL_ATTR
@@ -32,9 +32,11 @@ from tests.testkit.cli import CTRFLOW
 from tests.testkit.hpo_data import tiny_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-# Grace 4 s: short enough for a quick test, long enough that a live but CPU-starved worker is
-# never taken for dead on a busy 2-core machine.
-LIVENESS = ["--heartbeat-interval", "1", "--grace-period", "4"]
+# Where a worker is killed: a 4 s grace lets the others take its trial over quickly.
+QUICK_TAKEOVER = ("--heartbeat-interval", "1", "--grace-period", "4")
+# Everywhere else no worker dies, so none may be taken for dead, even CPU-starved on a busy
+# 2-core machine with SQLite's lock waits (4 s once failed two live trials there).
+NO_DEATHS = ("--heartbeat-interval", "2", "--grace-period", "60")
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +45,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, pathli
     return tiny_dataset(base / "train", 300, seed=1), tiny_dataset(base / "valid", 150, seed=2)
 
 
-def _env(storage_url: str) -> dict[str, str]:
+def _env(storage_url: str, fast_path: str = "1") -> dict[str, str]:
     # The URL (with its password) goes through the environment, as from a Kubernetes Secret.
-    return dict(os.environ, CTRFLOW_STORAGE_URL=storage_url)
+    # The fast path is pinned: tests of what it saves must not follow the caller's environment.
+    return dict(os.environ, CTRFLOW_STORAGE_URL=storage_url, CTRFLOW_OPTUNA_FAST_PATH=fast_path)
 
 
 def _create(storage_url: str, name: str, budget: int, tmp_path: pathlib.Path) -> dict[str, Any]:
@@ -66,11 +69,16 @@ def _worker(
     data: tuple[pathlib.Path, pathlib.Path],
     out: pathlib.Path,
     seed: int,
+    fast_path: str = "1",
+    extra: tuple[str, ...] = (),
+    liveness: tuple[str, ...] = NO_DEATHS,
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*CTRFLOW, "hpo", "worker", "--study", name, "--train", str(data[0]), "--valid",
-         str(data[1]), "--seed", str(seed), "--progress", "off", "--out", str(out), *LIVENESS],
-        env=_env(storage_url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+         str(data[1]), "--seed", str(seed), "--progress", "off", "--out", str(out), *liveness,
+         *extra],
+        env=_env(storage_url, fast_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
     )  # fmt: skip
 
 
@@ -80,16 +88,32 @@ def _finish(proc: subprocess.Popen[str]) -> str:
     return err
 
 
+@pytest.mark.parametrize("fast_path", ["on", "off"])
 def test_four_worker_processes_end_with_exactly_the_budget(
-    storage_url: str, data: tuple[pathlib.Path, pathlib.Path], tmp_path: pathlib.Path
+    fast_path: str,
+    storage_url: str,
+    data: tuple[pathlib.Path, pathlib.Path],
+    tmp_path: pathlib.Path,
 ) -> None:
+    """On Optuna's fast path and on its stock storage (off: two workers by the environment
+    variable, two by the CLI flag, which wins over the variable)."""
     name = f"budget-{uuid.uuid4().hex[:8]}"
     info = _create(storage_url, name, budget=20, tmp_path=tmp_path)
     assert info["created"] and info["sampler"] == "tpe" and info["budget"] == 20
     assert "***" in info["storage"] or info["storage"].startswith("sqlite")
 
     outs = [tmp_path / f"w{i}.json" for i in range(4)]
-    workers = [_worker(storage_url, name, data, outs[i], seed=i) for i in range(4)]
+    off = [
+        ("0", ()),
+        ("0", ()),
+        ("1", ("--optuna-fast-path", "off")),
+        ("", ("--optuna-fast-path", "off")),
+    ]
+    how = [("1", ())] * 4 if fast_path == "on" else off
+    workers = [
+        _worker(storage_url, name, data, outs[i], seed=i, fast_path=how[i][0], extra=how[i][1])
+        for i in range(4)
+    ]
     for proc in workers:
         _finish(proc)
 
@@ -105,28 +129,34 @@ def test_four_worker_processes_end_with_exactly_the_budget(
     results = [json.loads(out.read_text()) for out in outs]
     assert sum(r["trials_run"] for r in results) == 20
     assert all(r["finished"] == 20 for r in results)
+    assert [r["fast_path"] for r in results] == [fast_path == "on"] * 4
 
 
-def test_threads_hammering_one_study_never_overshoot(postgres_url: str) -> None:
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "stock"])
+def test_threads_hammering_one_study_never_overshoot(postgres_url: str, fast_path: bool) -> None:
     """8 workers (threads, each with its own pool and lock session) and a trial costing ~nothing:
-    the tightest race between the budget check and the start of a trial."""
+    the tightest race between the budget check and the start of a trial; on the fast path and
+    on Optuna's stock storage."""
     name = f"race-{uuid.uuid4().hex[:8]}"
     from ctrflow.components.hpo.create_study import create_study
 
     create_study(storage_url=postgres_url, study_name=name, model_type="ffm", budget=40)
     errors: list[BaseException] = []
+    results: list[WorkerResult] = []
 
     def work(seed: int) -> None:
         try:
-            run_worker(
+            result = run_worker(
                 storage_url=postgres_url,
                 study_name=name,
                 seed=seed,
-                settings=StorageSettings(heartbeat_interval=1, grace_period=4),
+                settings=StorageSettings(heartbeat_interval=2, grace_period=60),
                 objective=lambda trial: trial.suggest_float("eta", 0.02, 1.0, log=True),
                 poll_interval=0.05,
                 progress=False,
+                fast_path=fast_path,
             )
+            results.append(result)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -136,12 +166,17 @@ def test_threads_hammering_one_study_never_overshoot(postgres_url: str) -> None:
     for t in threads:
         t.join(timeout=300)
     assert not errors, errors
+    assert [r.fast_path for r in results] == [fast_path] * 8
     trials = optuna.load_study(study_name=name, storage=postgres_url).trials
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 40}
 
 
+@pytest.mark.parametrize("fast_path", ["1", "0"], ids=["fast", "stock"])
 def test_killed_worker_trial_fails_is_retried_once_and_budget_stays_exact(
-    postgres_url: str, data: tuple[pathlib.Path, pathlib.Path], tmp_path: pathlib.Path
+    fast_path: str,
+    postgres_url: str,
+    data: tuple[pathlib.Path, pathlib.Path],
+    tmp_path: pathlib.Path,
 ) -> None:
     name = f"kill-{uuid.uuid4().hex[:8]}"
     _create(postgres_url, name, budget=20, tmp_path=tmp_path)
@@ -163,8 +198,20 @@ def test_killed_worker_trial_fails_is_retried_once_and_budget_stays_exact(
                    settings=StorageSettings(heartbeat_interval=1, grace_period=4),
                    objective=hang, progress=False)
     """)
-    victim = subprocess.Popen([sys.executable, "-c", victim_code], stderr=subprocess.PIPE)
-    others = [_worker(postgres_url, name, data, tmp_path / f"w{i}.json", seed=i) for i in range(3)]
+    env = _env(postgres_url, fast_path)
+    victim = subprocess.Popen([sys.executable, "-c", victim_code], stderr=subprocess.PIPE, env=env)
+    others = [
+        _worker(
+            postgres_url,
+            name,
+            data,
+            tmp_path / f"w{i}.json",
+            seed=i,
+            fast_path=fast_path,
+            liveness=QUICK_TAKEOVER,
+        )
+        for i in range(3)
+    ]
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():
@@ -193,6 +240,7 @@ def test_killed_worker_trial_fails_is_retried_once_and_budget_stays_exact(
     assert retries[0].system_attrs["retry_history"] == [victim_trial]
     results = [json.loads((tmp_path / f"w{i}.json").read_text()) for i in range(3)]
     assert sum(r["trials_run"] for r in results) == 20  # 19 new trials + the retry
+    assert [r["fast_path"] for r in results] == [fast_path == "1"] * 3
 
 
 class _Connections:
