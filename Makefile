@@ -51,8 +51,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# mypy sees the installed package layout (ctrflow.components, ctrflow.pipelines) through a
-# folder of links, since the editable install maps those folders at import time only.
+# Why a folder of links: the top-level folders (components/, pipelines/) install as
+# ctrflow.components and ctrflow.pipelines, a mapping meson-python's editable install makes only
+# at import time, in an import hook mypy does not run; the links give mypy the installed layout.
 typecheck: $(STAMP)
 	rm -rf build/typecheck && mkdir -p build/typecheck/ctrflow
 	ln -s ../../../components build/typecheck/ctrflow/components
