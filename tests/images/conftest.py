@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import subprocess
 
 import pytest
-from podman_helpers import Podman
+from podman_helpers import Podman, preflight
 
 from ctrflow.pipelines._image import default_image
 
@@ -35,35 +34,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def _preflight(binary: str | None, image: str, env: dict[str, str]) -> str | None:
-    """Why containers cannot run here, or None."""
-    if binary is None:
-        return "podman is not installed (apt-get install podman runc uidmap fuse-overlayfs)"
-    if not pathlib.Path("/proc/self/uid_map").exists():
-        return "this kernel has no user namespaces (/proc/self/uid_map is missing)"
-    if os.geteuid() != 0:
-        unshare = shutil.which("unshare")
-        probe = subprocess.run(
-            [unshare or "unshare", "--user", "--map-root-user", "true"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if probe.returncode != 0:
-            return f"user namespaces are not usable by this user: {probe.stderr.strip()}"
-    info = subprocess.run(
-        [binary, "info"], capture_output=True, text=True, env=env, check=False, timeout=120
-    )
-    if info.returncode != 0:
-        return f"`podman info` failed: {info.stderr.strip()[-1500:]}"
-    exists = subprocess.run(
-        [binary, "image", "exists", image], capture_output=True, env=env, check=False
-    )
-    if exists.returncode != 0:
-        return f"image {image} is not built: run `make image-local` (or images/ci-containers.sh)"
-    return None
-
-
 @pytest.fixture(scope="session")
 def podman() -> Podman:
     """podman and the image; fails (never skips) when either is missing."""
@@ -72,7 +42,7 @@ def podman() -> Podman:
     env.setdefault("CONTAINERS_CONF", str(ROOT / "images" / "containers.conf"))
     image = os.environ.get(IMAGE_ENV) or default_image()
     binary = shutil.which("podman")
-    reason = _preflight(binary, image, env)
+    reason = preflight(binary, image, env)
     if reason is not None:
         pytest.fail(f"{ENABLE_ENV}=1 but containers cannot run: {reason}")
     assert binary is not None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import shutil
 import socket
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -192,3 +194,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def preflight(binary: str | None, image: str, env: dict[str, str]) -> str | None:
+    """Why containers cannot run here, or None."""
+    if binary is None:
+        return "podman is not installed (apt-get install podman runc uidmap fuse-overlayfs)"
+    if not pathlib.Path("/proc/self/uid_map").exists():
+        return "this kernel has no user namespaces (/proc/self/uid_map is missing)"
+    if os.geteuid() != 0:
+        unshare = shutil.which("unshare")
+        probe = subprocess.run(
+            [unshare or "unshare", "--user", "--map-root-user", "true"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode != 0:
+            return f"user namespaces are not usable by this user: {probe.stderr.strip()}"
+    info = subprocess.run(
+        [binary, "info"], capture_output=True, text=True, env=env, check=False, timeout=120
+    )
+    if info.returncode != 0:
+        return f"`podman info` failed: {info.stderr.strip()[-1500:]}"
+    exists = subprocess.run(
+        [binary, "image", "exists", image], capture_output=True, env=env, check=False
+    )
+    if exists.returncode != 0:
+        return f"image {image} is not built: run `make image-local` (or images/ci-containers.sh)"
+    return None
