@@ -15,10 +15,28 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# Third-party packages install the normal way (some, such as kfp-server-api, are sdists built in
+# pip's isolated build environment). Only ctrflow itself is built without isolation: its editable
+# install rebuilds on import with the meson, ninja and Cython of this venv, so they must stay here.
 $(STAMP): $(BIN)/python pyproject.toml $(CONSTRAINTS) meson.build
-	$(BIN)/pip install -q -c $(CONSTRAINTS) meson-python meson cython numpy ninja
-	$(BIN)/pip install -q -c $(CONSTRAINTS) --no-build-isolation -e ".[dev]"
+	$(BIN)/python -c "$$REQUIREMENTS_PY" > $(VENV)/requirements.txt
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -r $(VENV)/requirements.txt
+	$(BIN)/pip install -q -c $(CONSTRAINTS) --no-build-isolation --no-deps -e .
 	touch $@
+
+# The build requirements plus the dependencies of ctrflow[dev], read from pyproject.toml (one
+# list to keep), with the self-references (ctrflow[test]) expanded.
+define REQUIREMENTS_PY
+import re, tomllib
+meta = tomllib.load(open("pyproject.toml", "rb"))
+extras = meta["project"]["optional-dependencies"]
+def expand(reqs):
+    for req in reqs:
+        own = re.fullmatch(r"ctrflow\[(.+)\]", req)
+        yield from (r for e in own.group(1).split(",") for r in expand(extras[e])) if own else [req]
+print(*meta["build-system"]["requires"], *meta["project"]["dependencies"], *expand(extras["dev"]), sep="\n")
+endef
+export REQUIREMENTS_PY
 
 install: $(STAMP)
 
@@ -51,7 +69,7 @@ compile: $(STAMP)
 	$(BIN)/ctrflow compile -o pipelines/ctr_pipeline.yaml
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/ffm_bench.py
+	$(BIN)/python -m benchmarks.ffm_bench
 
 clean:
 	rm -rf build $(VENV)

@@ -1,13 +1,13 @@
-"""ffm_ext against LIBFFM on the reference workload (DESIGN.md, Performance targets).
+"""ffm_ext against LIBFFM on the reference workload (docs/performance.md).
 
-    python benchmarks/ffm_bench.py [--rows 200000] [--dir DIR] [--libffm DIR]
+    python -m benchmarks.ffm_bench [--rows 200000] [--dir DIR] [--libffm DIR]
 
-Generates the workload with ../shared/tools/synth_ctr.py (cached in DIR), then measures text
+Generates the workload with benchmarks/synth_ctr.py (cached in DIR), then measures text
 parsing, binary loading, seconds per epoch at 1 and 2 threads, validation logloss at the best
 epoch, batch prediction rows/s and one-row latency from Python. LIBFFM is the baseline: with
 --libffm (or $LIBFFM_DIR) pointing at a directory holding LIBFFM's ffm-train and ffm-predict,
 it runs in this same benchmark on the same files; otherwise the figures recorded on this machine
-kind in DESIGN.md stand in, and the output says so. Ratios > 1 mean ffm_ext is faster.
+kind in docs/performance.md stand in, and the output says so. Ratios > 1 mean ffm_ext is faster.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ import ffm_ext
 from ffm_ext import _core
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SYNTH = ROOT.parent / "shared" / "tools" / "synth_ctr.py"
+SYNTH = ROOT / "benchmarks" / "synth_ctr.py"
 PARAMS = {"k": 4, "eta": 0.2, "lam": 2e-5}
 
 
 @dataclass
 class LibffmFigures:
-    """LIBFFM on this workload: measured now, or as recorded in DESIGN.md."""
+    """LIBFFM on this workload: measured now, or as recorded in docs/performance.md."""
 
     source: str
     epoch_1t: float  # seconds per epoch, 1 thread, no validation
@@ -48,7 +48,7 @@ class LibffmFigures:
 
 
 RECORDED = LibffmFigures(
-    source="recorded in DESIGN.md (LIBFFM not run here; pass --libffm DIR to run it)",
+    source="recorded in docs/performance.md (LIBFFM not run here; pass --libffm DIR to run it)",
     epoch_1t=0.85,
     epoch_1t_valid=0.93,
     epoch_2t=0.54,
@@ -62,8 +62,6 @@ RECORDED = LibffmFigures(
 def workload(directory: pathlib.Path, rows: int) -> pathlib.Path:
     out = directory / f"synth-{rows}-seed0"
     if not (out / "test.ffm").exists():
-        if not SYNTH.exists():
-            sys.exit(f"{SYNTH} is missing: it generates the reference workload")
         subprocess.run(
             [sys.executable, str(SYNTH), str(out), "--rows", str(rows), "--seed", "0"], check=True
         )
@@ -118,7 +116,7 @@ def run_libffm(libffm: pathlib.Path, data: pathlib.Path) -> LibffmFigures:
         best_epoch=best + 1,
         predict_rows_per_s=n_train / predict_seconds,
         # ffm-train converts text to its own binary cache once (and hashes files on the way),
-        # which is not a parse time to compare with: keep DESIGN.md's figure for parsing.
+        # which is not a parse time to compare with: keep the recorded figure for parsing.
         parse_seconds=RECORDED.parse_seconds,
     )
 

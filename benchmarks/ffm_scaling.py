@@ -1,6 +1,6 @@
 """Why 2 threads do not train twice as fast here: a diagnosis of Hogwild scaling.
 
-    python benchmarks/ffm_scaling.py [--dir DIR]
+    python -m benchmarks.ffm_scaling [--dir DIR]
 
 Trains one epoch at 1 and 2 threads on the reference workload twice: as it is (both threads
 update the same hot features: the 13 numeric fields have 40 values each, so every row writes

@@ -1,6 +1,6 @@
-"""Distributed HPO figures (DESIGN.md, Performance targets: HPO). Starts its own PostgreSQL.
+"""Distributed HPO figures (docs/performance.md, HPO). Starts its own PostgreSQL.
 
-    python benchmarks/hpo_bench.py [--parts overhead,parallel,warm] [--rows 60000] ...
+    python -m benchmarks.hpo_bench [--parts overhead,parallel,warm] [--rows 60000] ...
 
 1. overhead: storage cost per trial of the ctrflow worker loop on PostgreSQL (budget lock,
    stale-trial sweep, heartbeat thread, Optuna's RDB reads/writes) with the CMA-ES sampler and a
@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-from _pg import postgres_server
 from optuna.samplers import CmaEsSampler
 from optuna.trial import TrialState
 from sqlalchemy import event
@@ -44,15 +43,16 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
 
 import ffm_ext
-from ctrflow.components._optuna_storage import StorageSettings, dispose, make_storage
-from ctrflow.components._study_config import SnapshotCmaEsSampler
-from ctrflow.components.create_study import create_study
-from ctrflow.components.finalize_study import finalize_study
-from ctrflow.components.hpo_worker import run_worker
-from ctrflow.components.search_space import get_space
+from ctrflow.components.hpo._study_config import SnapshotCmaEsSampler
+from ctrflow.components.hpo.create_study import create_study
+from ctrflow.components.hpo.finalize_study import finalize_study
+from ctrflow.components.hpo.hpo_worker import run_worker
+from ctrflow.components.hpo.search_space import get_space
+from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage
+from tests.testkit.servers import postgres_server
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SYNTH = ROOT.parent / "shared" / "tools" / "synth_ctr.py"
+SYNTH = ROOT / "benchmarks" / "synth_ctr.py"
 SPACE = get_space("ffm")
 SETTINGS = StorageSettings(heartbeat_interval=10, grace_period=30)
 

@@ -5,7 +5,7 @@ pyarrow.csv.read_csv (multi-threaded), i.e. only parsing the text into a table. 
 what the full step (bad-row checks, fit, transform, writing three binary datasets) costs over a
 plain parse.
 
-Usage: .venv/bin/python benchmarks/prep_bench.py [--rows 1000000] [--repeat 2] [--workdir DIR]
+Usage: .venv/bin/python -m benchmarks.prep_bench [--rows 1000000] [--repeat 2] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pandas as pd
 import pyarrow.csv as pacsv
 
 import ffm_ext  # noqa: F401  (imported up front: its one-off import cost is not per row)
-from ctrflow.components.prepare_data import PrepareResult, prepare_data
-from ctrflow.components.synth_data import write_synth
+from ctrflow.components.data.prepare_data import PrepareResult, prepare_data
+from ctrflow.components.data.synth_data import write_synth
 
 TARGET_ROWS_PER_S = 200_000
 

@@ -1,7 +1,8 @@
 """Dataset: rows of (field, feature, value) tokens with 0/1 labels, as CSR arrays.
 
-On disk a dataset is a directory of .npy arrays plus meta.json (DESIGN.md, Contracts); loading
-memory-maps the arrays, so a 10 GB dataset opens instantly and pages in as training reads it.
+On disk a dataset is a directory of .npy arrays plus meta.json (docs/architecture.md,
+Contracts); loading memory-maps the arrays, so a 10 GB dataset opens instantly and pages in as
+training reads it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 KFP's ParallelFor needs a list to loop over, and the number of workers is a run parameter, so a
 small first step turns it into one item per worker: ``{"index": i, "study_name": name}`` (the
-index seeds that worker's sampler). The study name, ``<model name>-<run id>`` (DESIGN.md,
+index seeds that worker's sampler). The study name, ``<model name>-<run id>`` (docs/architecture.md,
 Contracts), is made here too, from the run id placeholder passed as a whole value, because
 KFP's backend replaces ``{{$.pipeline_job_uuid}}`` only when it is an argument's entire value
 (an f-string around it would reach the step unreplaced). Bad run parameters fail here, in
@@ -13,12 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["MAX_WORKERS", "plan_hpo_component"]
-
-# Each worker keeps one PostgreSQL connection open, a second one for a moment at most
-# (components/_optuna_storage.py): 50 workers stay inside PostgreSQL's default
-# max_connections=100 with room for MLflow and the dashboard.
-MAX_WORKERS = 50
+__all__ = ["plan_hpo_component"]
 
 
 def plan_hpo_component(
@@ -28,9 +23,10 @@ def plan_hpo_component(
     items up under the producer's output called "Output"); ``study_name``: for create-study."""
     from collections import namedtuple
 
-    max_workers = 50  # MAX_WORKERS; repeated because KFP ships only this function's source
-    if not 1 <= n_workers <= max_workers:
-        raise ValueError(f"n_workers must be between 1 and {max_workers}, got {n_workers}")
+    from ctrflow.components.names import MAX_WORKERS
+
+    if not 1 <= n_workers <= MAX_WORKERS:
+        raise ValueError(f"n_workers must be between 1 and {MAX_WORKERS}, got {n_workers}")
     if budget < 1:
         raise ValueError(f"trial_budget must be >= 1, got {budget}")
     if n_workers > budget:

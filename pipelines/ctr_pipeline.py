@@ -33,16 +33,25 @@ from kfp.dsl.graph_component import GraphComponent
 from kfp.dsl.pipeline_channel import PipelineParameterChannel
 from kfp.dsl.python_component import PythonComponent
 
-from ctrflow.components.create_study import create_study_component
-from ctrflow.components.evaluate import evaluate_component
-from ctrflow.components.finalize_study import finalize_study_component
-from ctrflow.components.hpo_worker import hpo_worker_component
-from ctrflow.components.prepare_data import prepare_data_component
-from ctrflow.components.register import register_component
-from ctrflow.components.train_final import train_final_component
+from ctrflow.components.kfp_components import (
+    create_study_component,
+    evaluate_component,
+    finalize_study_component,
+    hpo_worker_component,
+    prepare_data_component,
+    register_component,
+    train_final_component,
+)
+from ctrflow.components.names import (
+    MAX_WORKERS,
+    MLFLOW_CONFIG_MAP,
+    MLFLOW_SECRET_KEYS,
+)
+from ctrflow.components.names import MLFLOW_TRACKING_URI_ENV as TRACKING_ENV
+from ctrflow.components.names import STORAGE_URL_ENV as STORAGE_ENV
+from ctrflow.pipelines._component_factory import step_component
 from ctrflow.pipelines._image import default_image
-from ctrflow.pipelines._kfp_components import step_component
-from ctrflow.pipelines._pipeline_steps import MAX_WORKERS, plan_hpo_component
+from ctrflow.pipelines._pipeline_steps import plan_hpo_component
 
 __all__ = [
     "PIPELINE_NAME",
@@ -52,15 +61,6 @@ __all__ = [
 ]
 
 PIPELINE_NAME = "ctrflow"
-STORAGE_ENV = "CTRFLOW_STORAGE_URL"
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
-# The manifests' ConfigMap holding MLFLOW_TRACKING_URI for pipeline steps (manifests/base).
-MLFLOW_CONFIG_MAP = "ctrflow-config"
-MLFLOW_SECRET_KEYS = (
-    "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD",
-    "MLFLOW_TRACKING_TOKEN",
-)
 # The manifests' NetworkPolicies let only pods with this label reach PostgreSQL and MLflow.
 POD_LABEL = ("app.kubernetes.io/part-of", "ctrflow")
 WORKER_THREADS = 1  # one FFM thread per worker: scale out with workers, deterministic trials

@@ -127,7 +127,7 @@ def test_shared_criteo_samples_parse() -> None:
     root = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
     files = sorted(root.glob("*/*.ffm"))
     if not files:
-        pytest.skip(f"{root} is absent (shared test data lives beside the checkout)")
+        pytest.skip(f"{root} is absent (optional extra data beside the checkout)")
     for path in files:
         data = ffm_ext.read_libffm(path)
         assert data.n_rows == sum(1 for _ in path.open()) and data.nnz > 0

@@ -1,4 +1,4 @@
-"""The C trainer against the NumPy reference (tests/ffm_ext/ffm_reference.py): same initial
+"""The C trainer against the NumPy reference (tests/testkit/ffm_reference.py): same initial
 weights, same row order, every instruction-set build of the hot loops."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import sys
 import numpy as np
 import numpy.typing as npt
 import pytest
-from ffm_reference import train as reference_train
 
 import ffm_ext
 from ffm_ext import _core
+from tests.testkit.ffm_reference import train as reference_train
+from tests.testkit.paths import REPO_ROOT
 
 
 def random_dataset(
@@ -73,10 +74,9 @@ def test_matches_reference(k: int, epochs: int, normalize: bool, repeat_fields: 
 
 
 _SUBPROCESS = """
-import json, sys
+import json
 import numpy as np
-sys.path.insert(0, {tests!r})
-from test_reference import random_dataset, train_c
+from tests.ffm_ext.test_reference import random_dataset, train_c
 from ffm_ext import _core
 rng = np.random.default_rng(7)
 data = random_dataset(rng, rows=80, n_features=50, n_fields=10, repeat_fields=False)
@@ -90,11 +90,12 @@ print(json.dumps({{"isa": _core.isa()}}))
 def test_every_isa_build_matches(isa: str, tmp_path: pathlib.Path) -> None:
     """Each hot-loop build (forced with FFM_ISA) trains the same weights as the reference."""
     out = tmp_path / "w.npy"
-    code = _SUBPROCESS.format(tests=str(pathlib.Path(__file__).parent), out=str(out))
+    code = _SUBPROCESS.format(out=str(out))
     env = dict(os.environ, FFM_ISA=isa)
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
+    done = subprocess.run(  # from the repository root, where `tests` imports as a package
+        [sys.executable, "-c", code],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
     used = json.loads(done.stdout.strip().splitlines()[-1])["isa"]
     if used != isa:
         assert isa != "generic"
@@ -107,7 +108,7 @@ def test_every_isa_build_matches(isa: str, tmp_path: pathlib.Path) -> None:
 
 
 def test_margins_match_reference() -> None:
-    from ffm_reference import margin, row_tokens
+    from tests.testkit.ffm_reference import margin, row_tokens
 
     rng = np.random.default_rng(11)
     data = random_dataset(rng, rows=30, n_features=25, n_fields=7, repeat_fields=True)

@@ -13,9 +13,9 @@ import pathlib
 import shutil
 
 import pytest
-from podman_helpers import Podman, preflight
 
 from ctrflow.pipelines._image import default_image
+from tests.testkit.podman import Podman, preflight
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ENABLE_ENV = "CTRFLOW_CONTAINER_TESTS"

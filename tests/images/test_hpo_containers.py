@@ -20,11 +20,11 @@ from typing import Any
 
 import optuna
 import pytest
-from hpo_testdata import tiny_dataset
 from optuna.trial import TrialState
-from podman_helpers import Podman, PodRun, pod_as_podman_run
 
-from ctrflow.pipelines._k8s_requirements import STORAGE_SECRET, STORAGE_SECRET_KEY
+from ctrflow.pipelines.k8s.requirements import STORAGE_SECRET, STORAGE_SECRET_KEY
+from tests.testkit.hpo_data import tiny_dataset
+from tests.testkit.podman import Podman, PodRun, pod_as_podman_run
 
 pytestmark = [
     pytest.mark.container,

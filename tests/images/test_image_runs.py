@@ -9,9 +9,9 @@ import pathlib
 import time
 
 import pytest
-from podman_helpers import Podman
 
 import ctrflow
+from tests.testkit.podman import Podman
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(600)]
 CA = "/etc/ssl/certs/ca-certificates.crt"

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from podman_helpers import Podman
+
+from tests.testkit.podman import Podman
 
 pytestmark = [
     pytest.mark.container,
@@ -85,7 +86,7 @@ def _runner(data: pathlib.Path) -> Any:
 
 def _layout(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     """A data directory (read-only in the step) and a pipeline root the step's user can write."""
-    from ctrflow.components.synth_data import write_synth
+    from ctrflow.components.data.synth_data import write_synth
 
     data = tmp_path / "data"
     data.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from podman_helpers import preflight
+from tests.testkit.podman import preflight
 
 
 def test_no_podman_is_named() -> None:

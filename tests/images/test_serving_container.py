@@ -15,13 +15,13 @@ import uuid
 from typing import Any
 
 import pytest
-from ctr_testdata import make_week, run_study
-from podman_helpers import HARDENED, Podman, free_port
 
-from ctrflow.components._trained_model import load_trained_model
-from ctrflow.components.evaluate import evaluate
-from ctrflow.components.register import register
-from ctrflow.components.train_final import train_final
+from ctrflow.components.registry.register import register
+from ctrflow.components.training.evaluate import evaluate
+from ctrflow.components.training.train_final import train_final
+from ctrflow.components.training.trained_model import load_trained_model
+from tests.testkit.ctr_data import make_week, run_study
+from tests.testkit.podman import HARDENED, Podman, free_port
 
 pytestmark = [
     pytest.mark.container,

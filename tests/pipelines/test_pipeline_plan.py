@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ctrflow.pipelines._pipeline_steps import MAX_WORKERS, plan_hpo_component
+from ctrflow.components.names import MAX_WORKERS
+from ctrflow.pipelines._pipeline_steps import plan_hpo_component
 
 
 def test_items_and_study_name() -> None:

@@ -15,8 +15,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from ctrflow.pipelines._image import default_image
 from ctrflow.pipelines.ctr_pipeline import build_pipeline, compile_pipeline
+from tests.testkit.paths import REPO_ROOT as ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "pipelines" / "ctr_pipeline.yaml"
 STEPS = (
     "plan-hpo",

@@ -1,0 +1,449 @@
+"""Promotion gate: alias ``champion`` moves to a new model version only if it is better.
+
+The current champion is scored on the same test set as the challenger: on the prepared test
+Dataset when both use the same fitted feature spec (same feature ids), otherwise on the raw test
+rows through each model's own pyfunc (spec + model, the served path). The challenger is promoted
+only if its test logloss is lower than the champion's by at least ``margin``; otherwise the
+champion stays and the reason is written on the challenger's version. A champion that cannot be
+scored (another spec and no raw rows, a broken or foreign model) also stays, with the reason.
+
+History (MLflow keeps none): every decision is written as ``ctrflow.promotion.*`` tags on the
+challenger's version; a promotion adds ``ctrflow.champion.since`` / ``.previous_version`` on the
+new champion and ``ctrflow.champion.until`` / ``.replaced_by`` on the one it replaced, so
+``promotion_history`` can list what served when.
+
+Concurrency: the decision and the alias move happen under a registry lock (``_registry_lock``),
+and under the lock the champion is read again: if it moved since it was scored (another pipeline
+promoted meanwhile), the lock is released and the new champion is scored before deciding. After
+setting the alias it is read back. A failure after the alias moved puts it back where it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from ctrflow.components.data.fingerprint import spec_fingerprint
+from ctrflow.components.names import (
+    CHAMPION_ALIAS,
+    DECISION_FAILED,
+    DECISION_KEPT,
+    DECISION_PROMOTED,
+    LEGACY_STAGE,
+    read_decision,
+)
+from ctrflow.components.names import TAG_CHAMPION_PREVIOUS as TAG_PREVIOUS
+from ctrflow.components.names import TAG_CHAMPION_REPLACED_BY as TAG_REPLACED_BY
+from ctrflow.components.names import TAG_CHAMPION_SINCE as TAG_SINCE
+from ctrflow.components.names import TAG_CHAMPION_UNTIL as TAG_UNTIL
+from ctrflow.components.names import TAG_PROMOTION as TAG
+from ctrflow.components.registry._registry_lock import RegistryLock
+from ctrflow.components.registry.serving_model import CtrModel
+from ctrflow.components.training.evaluate import logloss
+
+if TYPE_CHECKING:
+    import ffm_ext
+
+__all__ = [
+    "PromotionConflictError",
+    "PromotionDecision",
+    "champion_version",
+    "download_version",
+    "promote",
+    "promotion_history",
+    "record_failure",
+]
+
+_log = logging.getLogger(__name__)
+Event = Callable[[str], None]
+# MLflow loads a "models from code" model through a module-level global (set_model): two threads
+# loading at once could swap their models.
+_LOAD_LOCK = threading.Lock()
+
+
+class PromotionConflictError(RuntimeError):
+    """Alias champion did not point at the promoted version right after it was set."""
+
+
+@dataclass(frozen=True)
+class _Score:
+    """Champion and challenger on one test set, or why they could not be compared."""
+
+    champion_logloss: float | None = None
+    challenger_logloss: float | None = None
+    compared_on: str = ""
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    model_name: str
+    version: str
+    promoted: bool
+    reason: str
+    previous_champion: str | None  # champion when the decision was taken
+    champion: str | None  # champion after the decision
+    challenger_logloss: float | None
+    champion_logloss: float | None
+    margin: float
+    compared_on: str
+    decided_at: str
+    attempts: int
+    stage_mirrored: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def champion_version(client: Any, model_name: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
+    except MlflowException as exc:
+        if (
+            exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+            or f"alias {CHAMPION_ALIAS} not found" in str(exc)
+        ):
+            return None
+        raise
+
+
+def download_version(
+    client: Any, tracking_uri: str, model_name: str, version: str, dst: str
+) -> str:
+    """Download a model version's files; returns the local directory.
+
+    Not through a ``models:/`` URI: MLflow resolves those with the process-wide registry URI,
+    whatever ``registry_uri`` it is given, so it could read another registry than ``client``'s.
+    """
+    import mlflow
+
+    source = client.get_model_version_download_uri(model_name, version)
+    local: str = mlflow.artifacts.download_artifacts(
+        artifact_uri=source, dst_path=dst, tracking_uri=tracking_uri
+    )
+    return local
+
+
+def _load_version(
+    client: Any, tracking_uri: str, model_name: str, version: str, workdir: str
+) -> Any:
+    """The pyfunc of a version. Download errors (network, server) propagate: the step fails
+    and is retried, the champion untouched. A model that downloads but does not load is
+    returned as the error message (a broken champion must not block every later challenger)."""
+    import mlflow
+
+    local = download_version(client, tracking_uri, model_name, version, workdir)
+    try:
+        with _LOAD_LOCK:
+            return mlflow.pyfunc.load_model(local)
+    except Exception as exc:  # foreign flavour, missing package, corrupt file
+        return f"champion version {version} could not be loaded: {str(exc).splitlines()[0]}"
+
+
+def _score_champion(
+    *,
+    client: Any,
+    tracking_uri: str,
+    model_name: str,
+    version: str,
+    challenger: CtrModel,
+    challenger_logloss: float,
+    test: ffm_ext.Dataset,
+    test_raw: pd.DataFrame | None,
+) -> _Score:
+    with tempfile.TemporaryDirectory(prefix="ctrflow-champion-") as workdir:
+        loaded = _load_version(client, tracking_uri, model_name, version, workdir)
+        if isinstance(loaded, str):
+            return _Score(problem=loaded)
+        try:
+            inner = loaded.unwrap_python_model()
+        except Exception:  # not a python_model flavour: only its predict() is usable
+            inner = None
+        labels = np.asarray(test.labels, dtype=np.float64)
+        if isinstance(inner, CtrModel) and spec_fingerprint(inner.spec) == spec_fingerprint(
+            challenger.spec
+        ):
+            scores = inner.model.predict(test)
+            return _Score(
+                champion_logloss=logloss(labels, scores),
+                challenger_logloss=challenger_logloss,
+                compared_on=f"test dataset, same feature spec ({test.n_rows} rows)",
+            )
+        if test_raw is None:
+            return _Score(
+                problem=(
+                    f"champion version {version} uses another feature spec and no raw test rows "
+                    "were given to score both models on"
+                )
+            )
+        label = challenger.spec.spec.label
+        features = test_raw[list(challenger.spec.raw_columns)]
+        raw_labels = test_raw[label].to_numpy(dtype=np.float64)
+        try:
+            champion_scores = np.asarray(loaded.predict(features), dtype=np.float64).reshape(-1)
+        except Exception as exc:  # its spec may want other columns, or reject these rows
+            return _Score(
+                problem=(
+                    f"champion version {version} could not score the raw test rows: "
+                    f"{str(exc).splitlines()[0]}"
+                )
+            )
+        return _Score(
+            champion_logloss=logloss(raw_labels, champion_scores),
+            challenger_logloss=logloss(raw_labels, challenger.predict(None, features)),
+            compared_on=f"raw test rows through each model's feature spec ({len(features)} rows)",
+        )
+
+
+def _decide(
+    champion: str | None, score: _Score | None, challenger_logloss: float, margin: float
+) -> tuple[bool, str]:
+    if champion is None:
+        return True, "no champion yet"
+    assert score is not None
+    if score.problem:
+        return False, f"champion kept: {score.problem}"
+    assert score.champion_logloss is not None and score.challenger_logloss is not None
+    gain = score.champion_logloss - score.challenger_logloss
+    if gain > 0 and gain >= margin:
+        return True, (
+            f"test logloss {score.challenger_logloss:.6f} beats champion version {champion}'s "
+            f"{score.champion_logloss:.6f} by {gain:.6f} (margin {margin})"
+        )
+    return False, (
+        f"champion kept: test logloss {score.challenger_logloss:.6f} is not lower than champion "
+        f"version {champion}'s {score.champion_logloss:.6f} by at least the margin {margin} "
+        f"(difference {gain:+.6f})"
+    )
+
+
+def _set_tags(client: Any, name: str, version: str, tags: dict[str, Any]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, "" if value is None else str(value))
+
+
+def _mirror_stage(client: Any, name: str, version: str) -> None:
+    """``version`` to stage Production, every other Production version to Archived.
+
+    Not ``archive_existing_versions=True``: with a PostgreSQL backend store the server's query
+    compares the integer version column with a string and fails (MLflow 3.17).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated in MLflow 3
+        client.transition_model_version_stage(name, version, LEGACY_STAGE)
+        for other in client.search_model_versions(f"name = '{name}'"):
+            if other.current_stage == LEGACY_STAGE and str(other.version) != version:
+                client.transition_model_version_stage(name, str(other.version), "Archived")
+
+
+def _move_champion(
+    client: Any,
+    name: str,
+    version: str,
+    previous: str | None,
+    *,
+    mirror_stage: bool,
+    on_event: Event,
+) -> bool:
+    """Set the alias, read it back, write the history tags; undo the alias on any failure."""
+    now = _now()
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    mirrored = False
+    try:
+        on_event("champion_set")
+        seen = champion_version(client, name)
+        if seen != version:
+            raise PromotionConflictError(
+                f"alias {CHAMPION_ALIAS!r} of {name!r} points at version {seen} right after "
+                f"being set to {version}: something moved it without the promotion lock"
+            )
+        _set_tags(client, name, version, {TAG_SINCE: now, TAG_PREVIOUS: previous or "none"})
+        if previous is not None:
+            _set_tags(client, name, previous, {TAG_UNTIL: now, TAG_REPLACED_BY: version})
+        if mirror_stage:
+            _mirror_stage(client, name, version)
+            mirrored = True
+        on_event("history_written")
+    except BaseException as exc:
+        if not isinstance(exc, PromotionConflictError):
+            _roll_back(client, name, version, previous, mirrored)
+        raise
+    return mirrored
+
+
+def _roll_back(client: Any, name: str, version: str, previous: str | None, mirrored: bool) -> None:
+    """Best effort: alias (and stage) back to the previous champion, history tags removed."""
+    try:
+        if champion_version(client, name) == version:
+            if previous is None:
+                client.delete_registered_model_alias(name, CHAMPION_ALIAS)
+            else:
+                client.set_registered_model_alias(name, CHAMPION_ALIAS, previous)
+        for key in (TAG_SINCE, TAG_PREVIOUS):
+            client.delete_model_version_tag(name, version, key)
+        if previous is not None:
+            for key in (TAG_UNTIL, TAG_REPLACED_BY):
+                client.delete_model_version_tag(name, previous, key)
+            if mirrored:
+                _mirror_stage(client, name, previous)
+    except Exception:
+        _log.critical(
+            "could not roll alias %r of %s back to version %s after a failed promotion of "
+            "version %s: fix it by hand",
+            CHAMPION_ALIAS, name, previous, version, exc_info=True,
+        )  # fmt: skip
+
+
+def promote(
+    *,
+    client: Any,
+    tracking_uri: str,
+    model_name: str,
+    version: str,
+    challenger: CtrModel,
+    challenger_logloss: float,
+    test: ffm_ext.Dataset,
+    test_raw: pd.DataFrame | None = None,
+    margin: float = 0.0,
+    mirror_stage: bool = False,
+    lock_ttl: float = 300.0,
+    lock_wait: float = 600.0,
+    max_attempts: int = 5,
+    on_event: Event | None = None,
+) -> PromotionDecision:
+    """Decide and apply; see the module docstring. ``challenger_logloss`` is the challenger's
+    logloss on ``test`` (from evaluate); ``test_raw`` holds the raw test rows with labels."""
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    event = on_event or (lambda _name: None)
+    version = str(version)
+    lock = RegistryLock(client, model_name, ttl=lock_ttl, wait=lock_wait)
+    for attempt in range(1, max_attempts + 1):
+        current = champion_version(client, model_name)
+        score = None
+        if current is not None and current != version:
+            score = _score_champion(
+                client=client, tracking_uri=tracking_uri, model_name=model_name, version=current,
+                challenger=challenger, challenger_logloss=challenger_logloss, test=test,
+                test_raw=test_raw,
+            )  # fmt: skip
+        event("champion_scored")
+        with lock:
+            event("lock_acquired")
+            now_current = champion_version(client, model_name)
+            if now_current != current:
+                _log.info(
+                    "champion moved from version %s to %s while it was scored: scoring again",
+                    current, now_current,
+                )  # fmt: skip
+                continue
+            if not lock.held:  # the registry stalled for a whole ttl since we took the lock
+                raise RuntimeError(
+                    f"the promotion lock of {model_name!r} expired before the decision; "
+                    f"version {version} was not promoted (champion left as it is)"
+                )
+            if current == version:
+                promoted, reason = False, "already champion"
+            else:
+                promoted, reason = _decide(current, score, challenger_logloss, margin)
+            decision = PromotionDecision(
+                model_name=model_name,
+                version=version,
+                promoted=promoted,
+                reason=reason,
+                previous_champion=current,
+                champion=version if promoted else current,
+                challenger_logloss=(score.challenger_logloss if score else challenger_logloss),
+                champion_logloss=score.champion_logloss if score else None,
+                margin=margin,
+                compared_on=score.compared_on if score else "",
+                decided_at=_now(),
+                attempts=attempt,
+            )
+            _set_tags(client, model_name, version, _decision_tags(decision))
+            event("decided")
+            if promoted:
+                try:
+                    mirrored = _move_champion(
+                        client, model_name, version, current, mirror_stage=mirror_stage,
+                        on_event=event,
+                    )  # fmt: skip
+                except BaseException as exc:
+                    record_failure(client, model_name, version, exc)  # not "promoted" after all
+                    raise
+                decision = dataclasses.replace(decision, stage_mirrored=mirrored)
+            _log.info("version %s of %s: %s", version, model_name, reason)
+            return decision
+    raise RuntimeError(
+        f"alias {CHAMPION_ALIAS!r} of {model_name!r} moved on each of {max_attempts} attempts "
+        f"to score it; version {version} was not promoted (champion left as it is)"
+    )
+
+
+def _decision_tags(decision: PromotionDecision) -> dict[str, Any]:
+    return {
+        f"{TAG}decision": DECISION_PROMOTED if decision.promoted else DECISION_KEPT,
+        f"{TAG}reason": decision.reason[:4900],  # MLflow caps tag values at 5000 characters
+        f"{TAG}decided_at": decision.decided_at,
+        f"{TAG}champion_version": decision.previous_champion or "none",
+        f"{TAG}challenger_test_logloss": decision.challenger_logloss,
+        f"{TAG}champion_test_logloss": decision.champion_logloss,
+        f"{TAG}margin": decision.margin,
+        f"{TAG}compared_on": decision.compared_on,
+    }
+
+
+def record_failure(client: Any, model_name: str, version: str, error: BaseException) -> None:
+    """Mark a version whose registration failed after it was created (best effort)."""
+    try:
+        _set_tags(
+            client,
+            model_name,
+            version,
+            {
+                f"{TAG}decision": DECISION_FAILED,
+                f"{TAG}reason": f"{type(error).__name__}: {str(error)[:4000]}",
+                f"{TAG}decided_at": _now(),
+            },
+        )
+    except Exception:
+        _log.warning("could not tag failed version %s of %s", version, model_name, exc_info=True)
+
+
+def promotion_history(client: Any, model_name: str) -> list[dict[str, Any]]:
+    """Every version that served as champion, oldest first, from the version tags."""
+    versions = client.search_model_versions(f"name = '{model_name}'")
+    served = []
+    for v in versions:
+        tags = v.tags or {}
+        if TAG_SINCE not in tags:
+            continue
+        served.append(
+            {
+                "version": str(v.version),
+                "since": tags[TAG_SINCE],
+                "until": tags.get(TAG_UNTIL),
+                "previous_version": tags.get(TAG_PREVIOUS),
+                "replaced_by": tags.get(TAG_REPLACED_BY),
+                "test_logloss": tags.get(f"{TAG}challenger_test_logloss"),
+                "previous_test_logloss": tags.get(f"{TAG}champion_test_logloss"),
+                "reason": tags.get(f"{TAG}reason"),
+                "decision": read_decision(tags.get(f"{TAG}decision")),
+            }
+        )
+    return sorted(served, key=lambda entry: entry["since"])

@@ -1,0 +1,126 @@
+"""`ctrflow cluster check`: does this namespace have what ctrflow needs?
+
+Asks the API server itself, with one SelfSubjectAccessReview per verb and resource the launcher
+uses (so the answer reflects every Role, ClusterRole and webhook that applies to the caller), and
+reads the required Secrets to check their keys (values are never printed). Lists what is missing
+and exits 1 if anything is, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import urllib3.exceptions
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from ctrflow.pipelines.k8s.client import (
+    Cluster,
+    ClusterError,
+    add_connection_arguments,
+    api_error_message,
+    connect,
+    read_json,
+)
+from ctrflow.pipelines.k8s.requirements import REQUIRED_PERMISSIONS, REQUIRED_SECRETS, Permission
+
+__all__ = ["Finding", "check_cluster", "register"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    ok: bool
+    what: str
+    detail: str
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    cluster = subparsers.add_parser("cluster", help="check a namespace for ctrflow")
+    commands = cluster.add_subparsers(dest="cluster_command", metavar="COMMAND", required=True)
+    check = commands.add_parser(
+        "check",
+        help="verify permissions and Secrets the pipeline needs, list what is missing",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    add_connection_arguments(check)
+    check.set_defaults(func=run_check)
+
+
+def _review(api: client.AuthorizationV1Api, namespace: str, need: Permission) -> Finding:
+    attributes: dict[str, Any] = {
+        "namespace": namespace,
+        "verb": need.verb,
+        "group": need.group,
+        "resource": need.resource,
+    }
+    if need.subresource:
+        attributes["subresource"] = need.subresource
+    if need.name:
+        attributes["name"] = need.name
+    body = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": attributes},
+    }
+    status = (
+        read_json(api.create_self_subject_access_review(body, _preload_content=False)).get("status")
+        or {}
+    )
+    allowed = bool(status.get("allowed")) and not status.get("denied")
+    detail = need.why
+    if not allowed and status.get("reason"):
+        detail += f" ({status['reason']})"
+    return Finding(allowed, need.describe(), detail)
+
+
+def _secret(api: client.CoreV1Api, namespace: str, name: str, keys: tuple[str, ...]) -> Finding:
+    what = f"secret {name!r} with key(s) {', '.join(keys)}"
+    try:
+        secret = read_json(api.read_namespaced_secret(name, namespace, _preload_content=False))
+    except ApiException as exc:
+        if exc.status == 404:
+            return Finding(False, what, "not found: apply an overlay (manifests/overlays/...)")
+        if exc.status == 403:
+            return Finding(False, what, "cannot read it (forbidden): grant get on this Secret")
+        raise
+    present = set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+    missing = [k for k in keys if k not in present]
+    if missing:
+        return Finding(False, what, f"missing key(s): {', '.join(missing)}")
+    return Finding(True, what, "present")
+
+
+def check_cluster(cluster: Cluster) -> list[Finding]:
+    authz = client.AuthorizationV1Api(cluster.api)
+    core = client.CoreV1Api(cluster.api)
+    findings = [_review(authz, cluster.namespace, need) for need in REQUIRED_PERMISSIONS]
+    findings += [_secret(core, cluster.namespace, n, k) for n, k in REQUIRED_SECRETS.items()]
+    return findings
+
+
+def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    try:
+        cluster = connect(args)
+    except ClusterError as exc:
+        print(f"ctrflow cluster check: {exc}", file=sys.stderr)
+        return 1
+    try:
+        findings = check_cluster(cluster)
+    except (ClusterError, ApiException, urllib3.exceptions.HTTPError) as exc:
+        print(f"ctrflow cluster check: {api_error_message(exc, cluster.host)}", file=sys.stderr)
+        return 1
+    print(f"namespace {cluster.namespace} on {cluster.host}:", file=out)
+    for finding in findings:
+        print(
+            f"  {'ok     ' if finding.ok else 'MISSING'} {finding.what}: {finding.detail}", file=out
+        )
+    missing = [f for f in findings if not f.ok]
+    if missing:
+        print(f"{len(missing)} of {len(findings)} requirement(s) missing", file=out)
+        return 1
+    print(f"all {len(findings)} requirements met", file=out)
+    return 0

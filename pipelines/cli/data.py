@@ -1,0 +1,106 @@
+"""`ctrflow data synth|prepare`: make a synthetic raw log; turn raw logs into FFM datasets.
+
+Errors print one line (or the bad-row report) naming the file, line or key, and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+EXIT_BAD_INPUT = 1
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from ctrflow.components.data.synth_data import write_synth
+
+    started = time.perf_counter()
+    try:
+        write_synth(args.out, rows=args.rows, days=args.days, seed=args.seed, fmt=args.format)
+    except (ValueError, OSError) as exc:
+        print(f"ctrflow data synth: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    seconds = time.perf_counter() - started
+    print(f"wrote {args.rows:,} rows over {args.days} day(s) to {args.out} in {seconds:.1f}s")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from ctrflow.components.data.prepare_data import prepare_data
+
+    try:
+        result = prepare_data(
+            input_uri=args.input,
+            output_dir=args.out,
+            spec_path=args.spec,
+            split=args.split,
+            valid_fraction=args.valid_fraction,
+            test_fraction=args.test_fraction,
+            valid_days=args.valid_days,
+            test_days=args.test_days,
+            seed=args.seed,
+            chunk_rows=args.chunk_rows,
+            max_bad_fraction=args.max_bad_fraction,
+            rare_threshold=args.rare_threshold,
+            threads=args.threads,
+            cache_memory_mb=args.cache_memory_mb,
+        )
+    except (ValueError, OSError) as exc:  # SpecError and BadInputError are ValueErrors
+        print(f"ctrflow data prepare: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    data = subparsers.add_parser("data", help="synthetic data and data preparation")
+    commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+
+    synth = commands.add_parser(
+        "synth",
+        help="write a synthetic raw log in the Criteo schema (planted signal, timestamps)",
+        description="Columns: label, I1..I13, C1..C26 (hex), timestamp (UTC epoch seconds).",
+    )
+    synth.add_argument("out", help="output file (local path or pyarrow URI)")
+    synth.add_argument("--rows", type=int, default=100_000)
+    synth.add_argument("--days", type=int, default=7, help="days the timestamps span")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--format",
+        choices=("csv", "tsv", "parquet"),
+        default=None,
+        help="default: from the file name (.parquet, .tsv, else CSV)",
+    )
+    synth.set_defaults(func=_synth)
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="raw logs -> train/valid/test FFM datasets, feature_spec.json, stats.json",
+        description="INPUT: a CSV/TSV/Parquet file, a directory or a glob; local or any "
+        "filesystem pyarrow supports (s3://, gs://, hdfs://).",
+    )
+    prepare.add_argument("input")
+    prepare.add_argument("out", help="output directory")
+    prepare.add_argument("--spec", default=None, help="feature spec JSON (default: Criteo)")
+    prepare.add_argument("--split", choices=("auto", "time", "ratio"), default="auto")
+    prepare.add_argument("--valid-fraction", type=float, default=0.1)
+    prepare.add_argument("--test-fraction", type=float, default=0.1)
+    prepare.add_argument("--valid-days", type=int, default=1)
+    prepare.add_argument("--test-days", type=int, default=1)
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the ratio split")
+    prepare.add_argument("--chunk-rows", type=int, default=250_000)
+    prepare.add_argument(
+        "--max-bad-fraction", type=float, default=0.001, help="fail above this share of bad rows"
+    )
+    prepare.add_argument("--rare-threshold", type=int, default=None, help="override the spec's")
+    prepare.add_argument("--threads", type=int, default=None, help="parser threads")
+    prepare.add_argument(
+        "--cache-memory-mb",
+        type=int,
+        default=1024,
+        help="parsed rows kept in memory between the passes (the rest go to disk)",
+    )
+    prepare.add_argument("--json", action="store_true", help="print the stats as JSON")
+    prepare.set_defaults(func=_prepare)

@@ -1,0 +1,482 @@
+"""`ctrflow compile | run | submit | schedule`: the pipeline as users drive it every week.
+
+- compile: write the KFP pipeline spec (YAML) for an image;
+- run: the whole pipeline on this machine (kfp.local), with embedded defaults;
+- submit: upload the pipeline to Kubeflow (one version per ctrflow version) and start a run;
+- schedule: a recurring run from a usual 5-field cron expression; list, disable, delete.
+
+Errors print one line naming what is wrong and exit 1 (bad input), 3 (KFP API unreachable or
+refusing) or 4 (the local pipeline failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+EXIT_BAD_INPUT = 1
+EXIT_API = 3
+EXIT_PIPELINE_FAILED = 4
+TOKEN_ENV = "CTRFLOW_KFP_TOKEN"
+DEFAULT_WORKDIR = "ctrflow-work"
+DEFAULT_EXPERIMENT = "ctrflow"
+LOCAL_WORKERS = 2
+LOCAL_BUDGET = 16
+
+
+@dataclass(frozen=True)
+class _Param:
+    flag: str
+    name: str  # pipeline parameter
+    kind: Callable[[str], Any] | None  # None: a boolean switch
+    help: str
+    cluster_only: bool = False
+
+
+# Run parameters settable from the command line (others keep the compiled defaults).
+PARAMS = (
+    _Param("--model-name", "model_name", str, "registered model / MLflow experiment name"),
+    _Param("--model-type", "model_type", str, "ffm or xgboost"),
+    _Param("--workers", "n_workers", int, "parallel HPO workers"),
+    _Param("--budget", "trial_budget", int, "trials in the whole study (exact)"),
+    _Param(
+        "--promotion-margin",
+        "promotion_margin",
+        float,
+        "challenger must beat the champion's test logloss by this much",
+    ),
+    _Param("--seed", "seed", int, "seed of the data split, the study and the final model"),
+    _Param("--feature-spec", "feature_spec_uri", str, "feature spec JSON (default: Criteo)"),
+    _Param("--space-tag", "search_space_tag", str, "manual tag appended to the space version"),
+    _Param(
+        "--mirror-production-stage",
+        "mirror_production_stage",
+        None,
+        "also move the legacy Production stage on promotion",
+    ),
+    _Param(
+        "--storage-secret",
+        "storage_secret",
+        str,
+        "Secret with key CTRFLOW_STORAGE_URL",
+        cluster_only=True,
+    ),
+    _Param(
+        "--mlflow-secret",
+        "mlflow_secret",
+        str,
+        "optional Secret with MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN",
+        cluster_only=True,
+    ),
+    _Param(
+        "--mlflow-uri",
+        "mlflow_tracking_uri",
+        str,
+        "MLflow tracking URI (default: MLFLOW_TRACKING_URI of ConfigMap ctrflow-config)",
+        cluster_only=True,
+    ),
+)
+
+
+def _add_params(parser: argparse.ArgumentParser, *, cluster: bool) -> None:
+    group = parser.add_argument_group("pipeline parameters (default: the compiled defaults)")
+    for p in PARAMS:
+        if p.cluster_only and not cluster:
+            continue
+        if p.kind is None:
+            group.add_argument(p.flag, dest=f"param_{p.name}", action="store_true", default=None)
+        else:
+            group.add_argument(p.flag, dest=f"param_{p.name}", type=p.kind, help=p.help)
+
+
+def _given_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        p.name: getattr(args, f"param_{p.name}")
+        for p in PARAMS
+        if getattr(args, f"param_{p.name}", None) is not None
+    }
+
+
+def _check_params(params: dict[str, Any]) -> None:
+    """Fail here, in a second, for what the pipeline would reject minutes later."""
+    from ctrflow.components.names import MAX_WORKERS, MODEL_TYPES
+
+    if "model_type" in params and params["model_type"] not in MODEL_TYPES:
+        raise ValueError(
+            f"--model-type {params['model_type']!r}: known types are {', '.join(MODEL_TYPES)}"
+        )
+    if "n_workers" in params and not 1 <= params["n_workers"] <= MAX_WORKERS:
+        raise ValueError(f"--workers must be between 1 and {MAX_WORKERS}")
+    if "trial_budget" in params and params["trial_budget"] < 1:
+        raise ValueError("--budget must be >= 1")
+    if params.get("n_workers", 0) > params.get("trial_budget", 10**9):
+        raise ValueError("--workers exceeds --budget: the extra workers would have no trial")
+    if "model_name" in params and not str(params["model_name"]).strip():
+        raise ValueError("--model-name must not be empty")
+
+
+# -- compile ---------------------------------------------------------------------------------
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from ctrflow.pipelines._image import default_image
+    from ctrflow.pipelines.ctr_pipeline import compile_pipeline
+
+    try:
+        image = args.image or default_image()
+        out = compile_pipeline(args.output, image)
+    except (ValueError, OSError) as exc:
+        print(f"ctrflow compile: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"wrote {out} (image {image})")
+    return 0
+
+
+# -- run -------------------------------------------------------------------------------------
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    return " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
+def _warm_start_line(warm: dict[str, Any]) -> str:
+    if warm.get("warm"):
+        version = warm.get("model_version", "?")
+        run = warm.get("run_id", "?")
+        return (
+            f"yes: {int(warm.get('n_source_trials', 0))} trials of model version {version} "
+            f"(MLflow run {run}, found via {warm.get('found_via', '?')})"
+        )
+    return f"no: {warm.get('reason') or 'no reason recorded'}"
+
+
+def summary_text(result: Any, model_name: str) -> str:
+    """The human summary of a LocalRunResult."""
+    out = result.outputs
+    hpo = out.get("hpo") or {}
+    counts = ", ".join(
+        f"{int(n)} {state}" for state, n in sorted((hpo.get("counts") or {}).items())
+    )
+    default = hpo.get("default_value")
+    default_text = f"{default:.5f}" if isinstance(default, float) else "n/a"
+    promoted = bool(out.get("promoted"))
+    version = out.get("model_version", "?")
+    lines = [
+        f"ctrflow run finished in {result.seconds:.0f} s (work dir {result.workdir})",
+        f"  data          {result.data_uri}" + (" (generated)" if result.data_generated else ""),
+        f"  study         {hpo.get('study_name', '?')}: {int(hpo.get('n_trials', 0))} trials "
+        f"({counts})",
+        f"  warm start    {_warm_start_line(hpo.get('warm_start') or {})}",
+        f"  best params   {_fmt_params(hpo.get('best_params') or {})}",
+        f"  valid logloss best {hpo.get('best_value', float('nan')):.5f}, "
+        f"library defaults {default_text}",
+        f"  test          logloss {out.get('test_logloss', float('nan')):.5f}, "
+        f"AUC {out.get('test_auc', float('nan')):.4f}",
+        f"  model         {model_name} version {version}: "
+        + ("now champion" if promoted else "challenger, champion unchanged")
+        + f" ({out.get('promotion_reason', '')})",
+        f"  MLflow        {result.mlflow_uri}",
+    ]
+    if result.mlflow_ui:
+        lines.append(f"  MLflow UI     {result.mlflow_ui}   # then open http://127.0.0.1:5000")
+    if result.log_file:
+        lines.append(f"  step logs     {result.log_file}")
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ctrflow.pipelines.runs.local import LocalRunConfig, LocalRunError, run_local
+
+    params = _given_params(args)
+    # Small enough for a few minutes on 2 cores, and large enough that a second run can
+    # warm-start from this one (Warm Starting CMA-ES wants >= 10 completed source trials, and
+    # the median pruner stops a few of the 16).
+    params.setdefault("n_workers", LOCAL_WORKERS)
+    params.setdefault("trial_budget", LOCAL_BUDGET)
+    params.setdefault("model_name", "ctr-ffm")
+    try:
+        _check_params(params)
+        if args.rows < 1000:
+            raise ValueError(f"--rows must be at least 1000, got {args.rows}")
+        result = run_local(
+            LocalRunConfig(
+                workdir=pathlib.Path(args.workdir),
+                data_uri=args.data,
+                rows=args.rows,
+                days=args.days,
+                storage_url=args.storage,
+                mlflow_uri=args.mlflow_uri,
+                params=params,
+                image=args.image,
+                stream_logs=bool(getattr(args, "verbose", False)),
+            )
+        )
+    except LocalRunError as exc:
+        print(f"ctrflow run: {exc}", file=sys.stderr)
+        return EXIT_PIPELINE_FAILED
+    except (ValueError, OSError) as exc:
+        print(f"ctrflow run: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps({**result.to_dict(), "model_name": params["model_name"]}, indent=2))
+    else:
+        print(summary_text(result, str(params["model_name"])))
+    return 0
+
+
+# -- submit / schedule -------------------------------------------------------------------------
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Kubeflow Pipelines API")
+    group.add_argument(
+        "--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline"
+    )
+    group.add_argument("--namespace", default=None, help="profile namespace (multi-user Kubeflow)")
+    group.add_argument(
+        "--token", default=None, help=f"bearer token (default: ${TOKEN_ENV}; prefer the env var)"
+    )
+    group.add_argument("--token-file", default=None, help="read the bearer token from this file")
+
+
+def _target(args: argparse.Namespace) -> Any:
+    from ctrflow.pipelines.runs.remote import KfpTarget
+
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if args.token_file:
+        token = pathlib.Path(args.token_file).read_text(encoding="utf-8").strip()
+    return KfpTarget(host=args.host, namespace=args.namespace, token=token)
+
+
+def _add_upload(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="KFP experiment name")
+    parser.add_argument("--image", default=None, help="project image (default: this version's)")
+    parser.add_argument(
+        "--version-name", default=None, help="pipeline version name (default: ctrflow version)"
+    )
+    parser.add_argument("--service-account", default=None, help="Kubernetes ServiceAccount")
+    parser.add_argument("--data", required=False, default=None, help="raw log URI (data_uri)")
+    _add_params(parser, cluster=True)
+
+
+def _upload(args: argparse.Namespace, target: Any, workdir: str) -> Any:
+    from ctrflow.pipelines._image import default_image
+    from ctrflow.pipelines.ctr_pipeline import PIPELINE_NAME, compile_pipeline
+    from ctrflow.pipelines.runs.remote import ensure_pipeline_version
+
+    image = args.image or default_image()
+    package = compile_pipeline(pathlib.Path(workdir) / "ctr_pipeline.yaml", image)
+    return ensure_pipeline_version(
+        target, package, pipeline_name=PIPELINE_NAME, version_name=args.version_name, image=image
+    )
+
+
+def _run_params(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.data:
+        raise ValueError("--data is required: the URI of the raw logs the cluster reads")
+    params = _given_params(args)
+    _check_params(params)
+    return {"data_uri": args.data, **params}
+
+
+def _remote(action: Callable[[argparse.Namespace], int], command: str) -> Callable[..., int]:
+    def wrapped(args: argparse.Namespace) -> int:
+        from ctrflow.pipelines.runs.cron import CronError
+        from ctrflow.pipelines.runs.remote import KfpError
+
+        try:
+            return action(args)
+        except (CronError, ValueError, OSError) as exc:
+            print(f"ctrflow {command}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KfpError as exc:
+            print(f"ctrflow {command}: {exc}", file=sys.stderr)
+            return EXIT_API
+
+    return wrapped
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from ctrflow.pipelines.runs.remote import start_run
+
+    params = _run_params(args)
+    target = _target(args)
+    with tempfile.TemporaryDirectory(prefix="ctrflow-submit-") as tmp:
+        ref = _upload(args, target, tmp)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    run_name = args.run_name or f"ctrflow {params.get('model_name', '')} {stamp}".replace("  ", " ")
+    run_id = start_run(
+        target,
+        ref,
+        experiment=args.experiment,
+        run_name=run_name,
+        params=params,
+        service_account=args.service_account,
+    )
+    result = {
+        "pipeline_id": ref.pipeline_id,
+        "version_id": ref.version_id,
+        "version_name": ref.version_name,
+        "uploaded_version": ref.created_version,
+        "run_id": run_id,
+        "run_name": run_name,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        state = "uploaded" if ref.created_version else "reused"
+        print(f"pipeline version {ref.version_name} ({ref.version_id}) {state}")
+        print(f"started run {run_id} ({run_name}) in experiment {args.experiment}")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from ctrflow.pipelines.runs.cron import to_kfp_cron
+    from ctrflow.pipelines.runs.remote import (
+        create_schedule,
+        delete_schedule,
+        disable_schedule,
+        list_schedules,
+    )
+
+    action = args.action
+    if action in ("disable", "delete"):
+        if not args.id:
+            raise ValueError(f"`ctrflow schedule {action}` needs the recurring run id")
+        target = _target(args)
+        (disable_schedule if action == "disable" else delete_schedule)(target, args.id)
+        print(f"{action}d recurring run {args.id}")
+        return 0
+    if args.id:
+        raise ValueError(f"unexpected argument {args.id!r} for `ctrflow schedule {action}`")
+    if action == "list":
+        schedules = list_schedules(_target(args), args.experiment_filter)
+        if args.json:
+            print(json.dumps([s.__dict__ for s in schedules], indent=2))
+        else:
+            for s in schedules:
+                print(f"{s.recurring_run_id}  {s.mode:8s}  {s.cron:20s}  {s.name}")
+            if not schedules:
+                print("no recurring runs")
+        return 0
+    # create
+    if not args.cron:
+        raise ValueError('--cron is required, e.g. --cron "0 3 * * 1" (Mondays 03:00)')
+    kfp_cron = to_kfp_cron(args.cron)  # invalid expressions stop here, before any upload
+    params = _run_params(args)
+    target = _target(args)
+    with tempfile.TemporaryDirectory(prefix="ctrflow-schedule-") as tmp:
+        ref = _upload(args, target, tmp)
+    name = args.name or f"ctrflow {params.get('model_name', 'ctr-ffm')}"
+    job_id = create_schedule(
+        target,
+        ref,
+        experiment=args.experiment,
+        name=name,
+        kfp_cron=kfp_cron,
+        params=params,
+        service_account=args.service_account,
+    )
+    result = {
+        "recurring_run_id": job_id,
+        "name": name,
+        "cron": kfp_cron,
+        "pipeline_id": ref.pipeline_id,
+        "version_id": ref.version_id,
+        "version_name": ref.version_name,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"recurring run {job_id} ({name}): cron {kfp_cron!r} (KFP's 6 fields), pipeline "
+            f"version {ref.version_name} ({ref.version_id}), one run at a time, no catch-up"
+        )
+    return 0
+
+
+# -- registration ------------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    comp = subparsers.add_parser(
+        "compile",
+        help="write the KFP pipeline spec",
+        description="Compile the pipeline for an image (default: this ctrflow version's).",
+    )
+    comp.add_argument("--image", default=None, help="image reference for every step")
+    comp.add_argument(
+        "-o", "--output", default="ctr_pipeline.yaml", help="output file (default: %(default)s)"
+    )
+    comp.set_defaults(func=_compile)
+
+    run = subparsers.add_parser(
+        "run",
+        help="run the whole pipeline locally (generated data, SQLite, local MLflow)",
+        description="Run the compiled pipeline on this machine through kfp.local. Without "
+        "--data it generates a Criteo-like log; Optuna and MLflow live in SQLite files under "
+        "the work directory unless --storage / --mlflow-uri say otherwise. Defaults: 2 workers, "
+        "a budget of 16 trials. Run it twice: the second run warm-starts from the first one's "
+        "champion. -v streams every step's output (else they go to a log file).",
+    )
+    run.add_argument("--data", default=None, help="raw log file/dir/glob/URI (default: generate)")
+    run.add_argument(
+        "--workdir", default=DEFAULT_WORKDIR, help="work directory (default: ./%(default)s)"
+    )
+    run.add_argument("--rows", type=int, default=50_000, help="rows of the generated log")
+    run.add_argument("--days", type=int, default=7, help="days the generated log spans")
+    run.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite)")
+    run.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: SQLite)")
+    run.add_argument("--image", default=None, help="image recorded in the spec (unused locally)")
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.set_defaults(func=_run)
+    _add_params(run, cluster=False)
+
+    submit = subparsers.add_parser(
+        "submit",
+        help="upload the pipeline to Kubeflow and start a run",
+        description="Upload the pipeline (pipeline `ctrflow`, one version per ctrflow version, "
+        "reused when unchanged) and start a run in an experiment.",
+    )
+    _add_target(submit)
+    _add_upload(submit)
+    submit.add_argument("--run-name", default=None)
+    submit.add_argument("--json", action="store_true")
+    submit.set_defaults(func=_remote(_submit, "submit"))
+
+    schedule = subparsers.add_parser(
+        "schedule",
+        help="recurring runs on Kubeflow: create (default), list, disable ID, delete ID",
+        description='Create a recurring run from a usual 5-field cron, e.g. --cron "0 3 * * 1" '
+        "(Mondays 03:00); it is converted to KFP's 6-field form, runs one at a time and never "
+        "backfills missed runs. `schedule list|disable ID|delete ID` manage them.",
+    )
+    schedule.add_argument(
+        "action",
+        nargs="?",
+        default="create",
+        choices=("create", "list", "disable", "delete"),
+    )
+    schedule.add_argument("id", nargs="?", default=None, help="recurring run id (disable/delete)")
+    _add_target(schedule)
+    _add_upload(schedule)
+    schedule.add_argument("--cron", default=None, help='5-field cron, e.g. "0 3 * * 1"')
+    schedule.add_argument("--name", default=None, help="recurring run name")
+    schedule.add_argument(
+        "--filter-experiment",
+        dest="experiment_filter",
+        default=None,
+        help="list: only this experiment's recurring runs",
+    )
+    schedule.add_argument("--json", action="store_true")
+    schedule.set_defaults(func=_remote(_schedule, "schedule"))

@@ -1,0 +1,129 @@
+"""The promotion lock in the MLflow registry, against real `mlflow server`s (SQLite and
+PostgreSQL backend stores): its safety rests on the backend's unique registered-model names."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+from mlflow import MlflowClient
+
+from ctrflow.components.registry._registry_lock import (
+    TAG_EXPIRES,
+    TAG_OWNER,
+    LockTimeoutError,
+    RegistryLock,
+    _Holder,
+    lock_name,
+)
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(scope="module", params=["mlflow_server", "mlflow_server_postgres"])
+def client(request: pytest.FixtureRequest) -> MlflowClient:
+    return MlflowClient(request.getfixturevalue(request.param))
+
+
+def _names(client: MlflowClient, model: str) -> set[str]:
+    return {m.name for m in client.search_registered_models(f"name LIKE '{model}%'")}
+
+
+def _plant_stale(client: MlflowClient, model: str, owner: str = "dead-host.1.x") -> None:
+    client.create_registered_model(
+        lock_name(model), tags={TAG_OWNER: owner, TAG_EXPIRES: f"{time.time() - 5:.3f}"}
+    )
+
+
+def test_only_one_holder_at_a_time(client: MlflowClient) -> None:
+    model = f"lock-{uuid.uuid4().hex[:8]}"
+    inside, most, entries = 0, 0, 0
+    guard = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        nonlocal inside, most, entries
+        try:
+            for _ in range(3):
+                with RegistryLock(client, model, ttl=60, wait=120, poll=0.05):
+                    with guard:
+                        inside += 1
+                        most, entries = max(most, inside), entries + 1
+                    time.sleep(0.05)
+                    with guard:
+                        inside -= 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert (most, entries) == (1, 12)
+    assert _names(client, model) == set()  # released: no lock left behind
+
+
+def test_a_held_lock_times_out_naming_its_owner(client: MlflowClient) -> None:
+    model = f"lock-{uuid.uuid4().hex[:8]}"
+    holder = RegistryLock(client, model, ttl=60)
+    holder.acquire()
+    try:
+        with pytest.raises(LockTimeoutError, match=f"is held by {holder.token} "):
+            RegistryLock(client, model, wait=0.5, poll=0.1).acquire()
+    finally:
+        holder.release()
+    assert _names(client, model) == set()
+
+
+def test_a_stale_lock_is_broken_once_and_kept_as_evidence(client: MlflowClient) -> None:
+    model = f"lock-{uuid.uuid4().hex[:8]}"
+    _plant_stale(client, model)
+    first = RegistryLock(client, model, ttl=60, wait=5, poll=0.05)
+    first.acquire()
+    names = _names(client, model)
+    assert lock_name(model) in names
+    (stale,) = names - {lock_name(model)}
+    assert stale.startswith(f"{lock_name(model)}.stale-")
+    assert client.get_registered_model(stale).tags[TAG_OWNER] == "dead-host.1.x"
+    # A second waiter that read the same stale holder before the first broke it now tries to
+    # break it too: the rename target exists, so the first waiter's fresh lock is not touched.
+    late = RegistryLock(client, model)
+    created = client.get_registered_model(stale).creation_timestamp
+    late._break_stale(_Holder("dead-host.1.x", expires_at=time.time() - 5, created_ms=created))
+    assert client.get_registered_model(lock_name(model)).tags[TAG_OWNER] == first.token
+    first.release()
+    assert _names(client, model) == {stale}
+
+
+def test_a_create_whose_answer_was_lost_counts_as_acquired(client: MlflowClient) -> None:
+    model = f"lock-{uuid.uuid4().hex[:8]}"
+    lock = RegistryLock(client, model, ttl=60, wait=0)
+    # As if our create reached the server and the client's retry got "already exists".
+    client.create_registered_model(
+        lock_name(model), tags={TAG_OWNER: lock.token, TAG_EXPIRES: f"{time.time() + 60:.3f}"}
+    )
+    lock.acquire()
+    assert lock.held
+    lock.release()
+    assert _names(client, model) == set()
+
+
+def test_an_expired_lock_is_not_deleted_by_its_late_owner(client: MlflowClient) -> None:
+    model = f"lock-{uuid.uuid4().hex[:8]}"
+    lock = RegistryLock(client, model, ttl=0.2)
+    lock.acquire()
+    time.sleep(0.4)  # paused past its ttl: someone may have broken it and hold a new one
+    lock.release()
+    assert _names(client, model) == {lock_name(model)}  # left for the next waiter to break
+    with RegistryLock(client, model, wait=5, poll=0.05):
+        pass
+    assert len(_names(client, model)) == 1  # only the broken copy remains
+
+
+def test_bad_settings_are_rejected(client: MlflowClient) -> None:
+    with pytest.raises(ValueError, match="need ttl > 0"):
+        RegistryLock(client, "m", ttl=0)

@@ -1,0 +1,685 @@
+"""The kustomize manifests: both overlays render, validate against the Kubernetes schemas, lint
+clean, and every container follows the security and resource policy.
+
+The overlays' Secrets come from untracked env files (secretGenerator), so the tests render a copy
+of manifests/ in which the committed `*.env.example` files stand in for them; a developer's real
+`*.env` files are never copied or read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+import ctrflow
+from ctrflow.components.names import STORAGE_SECRET
+from ctrflow.components.names import STORAGE_URL_ENV as STORAGE_SECRET_KEY
+from ctrflow.pipelines._image import DEFAULT_REGISTRY, default_image
+from ctrflow.pipelines.k8s.job import WorkerJobSpec, build_worker_job
+from tests.testkit.paths import REPO_ROOT as ROOT
+from tests.testkit.servers import free_port
+
+BIN = pathlib.Path(sys.executable).parent
+OVERLAYS = ("dev", "prod")
+SCHEMA_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "ReplicaSet"}
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_KEY|CREDENTIAL", re.I)
+SECRET_VALUE = re.compile(
+    r"://[^/\s:@]+:[^/\s@]+@"  # a URL with user:password
+    r"|(password|passwd|pwd|secret|token)\s*[=:]\s*\S"  # password=..., token: ...
+    r"|^AKIA[0-9A-Z]{16}$"  # an AWS access key id
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----",
+    re.I,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _tool(name: str) -> str:
+    """A tool from this virtualenv (pinned in constraints.txt) or else from PATH."""
+    found = shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found is None:
+        pytest.fail(f"{name} not found in {BIN} or on PATH (.ci/run installs it)")
+    return found
+
+
+def _real_secrets(directory: str, names: list[str]) -> list[str]:
+    return [n for n in names if pathlib.Path(directory).name == "secrets" and n.endswith(".env")]
+
+
+@pytest.fixture(scope="module")
+def manifests_copy(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    work = tmp_path_factory.mktemp("render") / "manifests"
+    shutil.copytree(ROOT / "manifests", work, ignore=_real_secrets)
+    for example in work.glob("overlays/*/secrets/*.env.example"):
+        example.with_suffix("").write_text(example.read_text())
+    return work
+
+
+@pytest.fixture(scope="module")
+def rendered(manifests_copy: pathlib.Path) -> dict[str, str]:
+    out = {}
+    for overlay in OVERLAYS:
+        proc = subprocess.run(
+            [_tool("kubectl"), "kustomize", str(manifests_copy / "overlays" / overlay)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, f"kubectl kustomize overlays/{overlay}: {proc.stderr}"
+        out[overlay] = proc.stdout
+    return out
+
+
+def _docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def _get(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+def _pod_template(doc: dict[str, Any]) -> dict[str, Any]:
+    if doc["kind"] == "Pod":
+        return doc
+    if doc["kind"] == "CronJob":
+        return dict(doc["spec"]["jobTemplate"]["spec"]["template"])
+    return dict(doc["spec"]["template"])
+
+
+# -- rendering and content ------------------------------------------------------------------
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_every_component(overlay: str, rendered: dict[str, str]) -> None:
+    docs = _docs(rendered[overlay])
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for expected in [
+        ("StatefulSet", "ctrflow-postgres"),
+        ("Service", "ctrflow-postgres"),
+        ("Deployment", "ctrflow-mlflow"),
+        ("Service", "ctrflow-mlflow"),
+        ("Deployment", "ctrflow-optuna-dashboard"),
+        ("Service", "ctrflow-optuna-dashboard"),
+        ("ServiceAccount", "ctrflow"),
+        ("Role", "ctrflow-launcher"),
+        ("RoleBinding", "ctrflow-launcher"),
+        ("NetworkPolicy", "ctrflow-postgres"),
+        ("NetworkPolicy", "ctrflow-mlflow"),
+        ("Job", "ctrflow-hpo-create"),
+        ("Job", "ctrflow-hpo-worker"),
+        ("Secret", "ctrflow-postgres"),
+        ("Secret", STORAGE_SECRET),
+    ]:
+        assert expected in names, f"{expected} missing from overlays/{overlay}"
+    namespace = {d["metadata"].get("namespace") for d in docs}
+    assert len(namespace) == 1 and None not in namespace
+    binding = _get(docs, "RoleBinding", "ctrflow-launcher")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ctrflow", "namespace": namespace.pop()}
+    ]
+    storage = _get(docs, "Secret", STORAGE_SECRET)
+    assert set(storage["data"]) == {STORAGE_SECRET_KEY, "MLFLOW_BACKEND_STORE_URI"}
+    postgres = _get(docs, "StatefulSet", "ctrflow-postgres")["spec"]["template"]["spec"]
+    assert postgres["containers"][0]["readinessProbe"]["exec"]["command"][-1].startswith(
+        "pg_isready"
+    )
+    for name in ("ctrflow-mlflow", "ctrflow-optuna-dashboard"):
+        container = _get(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        assert container["readinessProbe"] and container["livenessProbe"]
+    worker = _get(docs, "Job", "ctrflow-hpo-worker")["spec"]
+    assert worker["completionMode"] == "Indexed" and worker["suspend"] is True
+
+
+def test_dev_keeps_artifacts_on_a_pvc_and_prod_in_an_object_store(rendered: dict[str, str]) -> None:
+    dev, prod = _docs(rendered["dev"]), _docs(rendered["prod"])
+    _get(dev, "PersistentVolumeClaim", "ctrflow-mlflow-artifacts")
+    assert not [d for d in prod if d["metadata"]["name"] == "ctrflow-mlflow-artifacts"]
+
+    def destination(docs: list[dict[str, Any]]) -> str:
+        maps = [
+            d
+            for d in docs
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("ctrflow-mlflow")
+        ]
+        assert len(maps) == 1
+        return str(maps[0]["data"]["MLFLOW_ARTIFACTS_DESTINATION"])
+
+    assert destination(dev) == "/mlflow/artifacts"
+    assert destination(prod).startswith("gs://")
+    dev_mlflow = _get(dev, "Deployment", "ctrflow-mlflow")["spec"]
+    prod_mlflow = _get(prod, "Deployment", "ctrflow-mlflow")["spec"]
+    assert "artifacts" in {v["name"] for v in dev_mlflow["template"]["spec"]["volumes"]}
+    assert "artifacts" not in {v["name"] for v in prod_mlflow["template"]["spec"]["volumes"]}
+    assert prod_mlflow["replicas"] > dev_mlflow["replicas"]
+
+
+def test_prod_runs_more_workers_with_more_resources_than_dev(rendered: dict[str, str]) -> None:
+    def worker(overlay: str) -> dict[str, Any]:
+        return dict(_get(_docs(rendered[overlay]), "Job", "ctrflow-hpo-worker")["spec"])
+
+    dev, prod = worker("dev"), worker("prod")
+    assert dev["parallelism"] == dev["completions"] == 2
+    assert prod["parallelism"] == prod["completions"] == 8
+    dev_c = dev["template"]["spec"]["containers"][0]
+    prod_c = prod["template"]["spec"]["containers"][0]
+    assert dev_c["resources"]["limits"]["memory"] == "1Gi"
+    assert prod_c["resources"]["limits"]["memory"] == "4Gi"
+    # As many training threads as whole cores granted.
+    cores = prod_c["resources"]["limits"]["cpu"]
+    assert prod_c["args"][prod_c["args"].index("--threads") + 1] == cores
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ctrflow_image_is_pinned_to_the_package_version(
+    overlay: str, rendered: dict[str, str]
+) -> None:
+    images = set()
+    for doc in _docs(rendered[overlay]):
+        if doc["kind"] in WORKLOADS:
+            spec = _pod_template(doc)["spec"]
+            images |= {c["image"] for c in spec["containers"] + spec.get("initContainers", [])}
+    ours = {i for i in images if "/ctrflow:" in i}
+    assert ours == {default_image(registry=DEFAULT_REGISTRY)}
+    assert ours == {f"ghcr.io/ctrflow/ctrflow:{ctrflow.__version__}"}
+    assert any(i.startswith("postgres:") for i in images)
+
+
+# -- schemas and lint ------------------------------------------------------------------------
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rendered_overlay_validates_strictly(
+    overlay: str, version: str, rendered: dict[str, str], tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / f"{overlay}.yaml"
+    path.write_text(rendered[overlay])
+    proc = subprocess.run(
+        [_tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_strict_validation_rejects_an_unknown_field(
+    rendered: dict[str, str], tmp_path: pathlib.Path
+) -> None:
+    """The validator is really strict (so the test above can fail)."""
+    docs = _docs(rendered["dev"])
+    _get(docs, "Deployment", "ctrflow-mlflow")["spec"]["template"]["spec"]["containers"][0][
+        "readinesProbe"
+    ] = {"httpGet": {"path": "/health", "port": 5000}}
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    proc = subprocess.run(
+        [_tool("kubernetes-validate"), "--strict", "--quiet", "-k", "1.30", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "readinesProbe" in proc.stdout + proc.stderr
+
+
+def test_yaml_sources_are_yamllint_clean(tmp_path: pathlib.Path) -> None:
+    config = ROOT / ".yamllint"
+    proc = subprocess.run(
+        [_tool("yamllint"), "--strict", "-c", str(config), str(ROOT / "manifests"), str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("key: value\nkey: again\nlist:\n    - indented:   oddly\n")
+    proc = subprocess.run(
+        [_tool("yamllint"), "--strict", "-c", str(config), str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode != 0 and "duplication of key" in proc.stdout
+
+
+# -- policy ----------------------------------------------------------------------------------
+def _effective(container: dict[str, Any], pod: dict[str, Any], key: str) -> Any:
+    own = (container.get("securityContext") or {}).get(key)
+    return own if own is not None else (pod.get("securityContext") or {}).get(key)
+
+
+def policy_violations(docs: list[dict[str, Any]]) -> list[str]:
+    """Every breach of the container policy in `docs`, one line each."""
+    found = []
+    for doc in docs:
+        if doc["kind"] not in WORKLOADS:
+            continue
+        template = _pod_template(doc)
+        pod = template["spec"]
+        meta = doc["metadata"]
+        where = f"{doc['kind']}/{meta.get('name') or meta.get('generateName')}"
+        if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):
+            found.append(f"{where}: shares a host namespace")
+        tmp_volumes = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+        if any("hostPath" in v for v in pod.get("volumes", [])):
+            found.append(f"{where}: hostPath volume")
+        for container in pod["containers"] + pod.get("initContainers", []):
+            at = f"{where} container {container['name']}"
+            resources = container.get("resources") or {}
+            for kind in ("requests", "limits"):
+                for resource in ("cpu", "memory"):
+                    if resource not in (resources.get(kind) or {}):
+                        found.append(f"{at}: no {resource} {kind[:-1]}")
+            if _effective(container, pod, "runAsNonRoot") is not True:
+                found.append(f"{at}: runAsNonRoot is not true")
+            user = _effective(container, pod, "runAsUser")
+            if user is None or user == 0:
+                found.append(f"{at}: runs as root (runAsUser {user})")
+            sc = container.get("securityContext") or {}
+            if sc.get("allowPrivilegeEscalation") is not False:
+                found.append(f"{at}: allowPrivilegeEscalation is not false")
+            if sc.get("privileged"):
+                found.append(f"{at}: privileged")
+            caps = sc.get("capabilities") or {}
+            if "ALL" not in (caps.get("drop") or []) or caps.get("add"):
+                found.append(f"{at}: capabilities not dropped (drop ALL, add none)")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                found.append(f"{at}: root filesystem is writable")
+            elif not any(
+                m["mountPath"] == "/tmp" and m["name"] in tmp_volumes
+                for m in container.get("volumeMounts", [])
+            ):
+                found.append(f"{at}: read-only root without an emptyDir on /tmp")
+            seccomp = _effective(container, pod, "seccompProfile") or {}
+            if seccomp.get("type") != "RuntimeDefault":
+                found.append(f"{at}: seccompProfile is not RuntimeDefault")
+            image = str(container.get("image", ""))
+            tag = image.rsplit("/", 1)[-1]
+            if "@sha256:" not in image and (":" not in tag or tag.endswith(":latest")):
+                found.append(f"{at}: image {image!r} is not pinned (no tag, or latest)")
+            for env in container.get("env", []):
+                value = env.get("value")
+                if value is None:
+                    continue
+                if SECRET_NAME.search(env["name"]) or SECRET_VALUE.search(str(value)):
+                    found.append(f"{at}: env {env['name']} holds an inline secret")
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_follows_the_policy(overlay: str, rendered: dict[str, str]) -> None:
+    docs = _docs(rendered[overlay])
+    assert sum(d["kind"] in WORKLOADS for d in docs) >= 5
+    assert policy_violations(docs) == []
+
+
+def test_launched_worker_job_follows_the_policy() -> None:
+    job = build_worker_job(
+        WorkerJobSpec(
+            study="s", workers=2, image=default_image(), launch_id="abc", data_pvc="ctrflow-data"
+        )
+    )
+    assert policy_violations([job]) == []
+
+
+def test_policy_catches_each_kind_of_breach() -> None:
+    bad = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "bad"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "securityContext": {"runAsUser": 0},
+                    "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "busybox:latest",
+                            "resources": {"limits": {"cpu": "1"}},
+                            "securityContext": {
+                                "allowPrivilegeEscalation": True,
+                                "capabilities": {"add": ["NET_ADMIN"]},
+                            },
+                            "env": [
+                                {"name": "DB_PASSWORD", "value": "hunter2"},
+                                {"name": "STORAGE", "value": "postgresql://u:hunter2@db/x"},
+                                {
+                                    "name": "FROM_SECRET",
+                                    "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+                                },
+                            ],
+                        }
+                    ],
+                    "initContainers": [{"name": "init", "image": "registry.example/tool"}],
+                }
+            }
+        },
+    }
+    found = "\n".join(policy_violations([bad]))
+    for expected in [
+        "hostPath volume",
+        "container app: no memory limit",
+        "container app: no cpu request",
+        "container app: runAsNonRoot is not true",
+        "container app: runs as root (runAsUser 0)",
+        "allowPrivilegeEscalation is not false",
+        "capabilities not dropped",
+        "root filesystem is writable",
+        "seccompProfile is not RuntimeDefault",
+        "image 'busybox:latest' is not pinned",
+        "env DB_PASSWORD holds an inline secret",
+        "env STORAGE holds an inline secret",
+        "image 'registry.example/tool' is not pinned",
+        "container init: no memory limit",
+    ]:
+        assert expected in found
+    assert "FROM_SECRET" not in found
+
+
+# -- secrets are never committed -------------------------------------------------------------
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+    )
+
+
+def _tracked(pattern: str) -> list[pathlib.Path]:
+    proc = _git("ls-files", "--", pattern)
+    assert proc.returncode == 0, proc.stderr
+    return [ROOT / line for line in proc.stdout.splitlines()]
+
+
+def _kustomizations() -> Iterator[tuple[pathlib.Path, dict[str, Any]]]:
+    for path in sorted((ROOT / "manifests").rglob("kustomization.yaml")):
+        yield path, yaml.safe_load(path.read_text())
+
+
+def test_no_secret_data_is_committed() -> None:
+    tracked = _tracked("manifests")
+    assert tracked, "manifests/ is not tracked by git"
+    assert not [p for p in tracked if p.name.endswith(".env")]
+    for path in tracked:
+        if path.suffix not in (".yaml", ".yml"):
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "Secret":
+                assert not doc.get("data") and not doc.get("stringData"), path
+    generators = 0
+    for path, kustomization in _kustomizations():
+        for generator in kustomization.get("secretGenerator", []):
+            generators += 1
+            assert "literals" not in generator, f"{path}: secret literals are committed"
+            for source in generator.get("envs", []) + generator.get("files", []):
+                file = path.parent / source.split("=")[-1]
+                rel = file.relative_to(ROOT)
+                assert file.parent.name == "secrets", f"{rel}: keep secret sources in secrets/"
+                assert _git("check-ignore", "-q", str(rel)).returncode == 0, f"{rel} not ignored"
+                example = file.with_name(file.name + ".example")
+                assert example in tracked, f"{rel}: no committed {example.name} documents it"
+    assert generators >= 4  # two Secrets in each overlay
+
+
+def test_generated_secret_keys_are_the_documented_ones(rendered: dict[str, str]) -> None:
+    for overlay in OVERLAYS:
+        docs = _docs(rendered[overlay])
+        for example in (ROOT / "manifests/overlays" / overlay / "secrets").glob("*.env.example"):
+            keys = {
+                line.split("=", 1)[0]
+                for line in example.read_text().splitlines()
+                if line.strip() and not line.startswith("#")
+            }
+            name = f"ctrflow-{example.name.split('.')[0]}"
+            assert set(_get(docs, "Secret", name)["data"]) == keys
+
+
+# -- network policies ------------------------------------------------------------------------
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_admit_exactly_ctrflow_pods(
+    overlay: str, rendered: dict[str, str]
+) -> None:
+    docs = _docs(rendered[overlay])
+    pods = {
+        f"{d['kind']}/{d['metadata']['name']}": _pod_template(d)["metadata"]["labels"]
+        for d in docs
+        if d["kind"] in WORKLOADS
+    }
+    launched = build_worker_job(
+        WorkerJobSpec(study="s", workers=1, image=default_image(), launch_id="abc")
+    )
+    pods["launched worker"] = launched["spec"]["template"]["metadata"]["labels"]
+    for name in ("ctrflow-postgres", "ctrflow-mlflow"):
+        policy = _get(docs, "NetworkPolicy", name)["spec"]
+        assert policy["policyTypes"] == ["Ingress"]
+        protected = [p for p, labels in pods.items() if _matches(policy["podSelector"], labels)]
+        assert len(protected) == 1, f"{name} selects {protected}"
+        (rule,) = policy["ingress"]
+        admitted = {
+            p
+            for p, labels in pods.items()
+            if any(_matches(peer["podSelector"], labels) for peer in rule["from"])
+        }
+        assert admitted == set(pods), f"{name} does not admit {set(pods) - admitted}"
+        assert all(set(peer) == {"podSelector"} for peer in rule["from"])  # same namespace only
+        assert not _matches(rule["from"][0]["podSelector"], {"app": "someone-else"})
+
+
+# -- the programs the manifests run, run here as configured --------------------------------------
+def _kubelet_expand(text: str, env: dict[str, str]) -> str:
+    """The kubelet's $(VAR) expansion of command/args (`$$` is a literal `$`)."""
+    return re.sub(
+        r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+        lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)),
+        text,
+    )
+
+
+def _container_env(
+    container: dict[str, Any], docs: list[dict[str, Any]], secrets: dict[tuple[str, str], str]
+) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = _kubelet_expand(entry["value"], env)
+        elif "secretKeyRef" in entry["valueFrom"]:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = secrets[(ref["name"], ref["key"])]
+        else:
+            ref = entry["valueFrom"]["configMapKeyRef"]
+            env[entry["name"]] = str(_get(docs, "ConfigMap", ref["name"])["data"][ref["key"]])
+    return env
+
+
+def _wait_ok(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited with {proc.returncode} before answering {url}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"{url} did not answer within {timeout} s")
+
+
+def _fresh_database(postgres_url: str, name: str) -> str:
+    import psycopg
+    import sqlalchemy
+
+    url = sqlalchemy.make_url(postgres_url)
+    with psycopg.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        dbname=url.database,
+        autocommit=True,
+    ) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def _http_status(url: str, host: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_mlflow_and_dashboard_start_as_the_manifests_configure_them(
+    rendered: dict[str, str], postgres_url: str, tmp_path: pathlib.Path
+) -> None:
+    """The dev overlay's MLflow init container, MLflow server and optuna-dashboard, run with the
+    manifests' own command, args and environment (Secrets filled from a real PostgreSQL; ports
+    and the artifact directory remapped to this machine): the schema migrates, the probes' paths
+    answer, the Service name passes MLflow's Host check and an artifact lands in the store."""
+    docs = _docs(rendered["dev"])
+    secrets = {
+        ("ctrflow-storage", "MLFLOW_BACKEND_STORE_URI"): _fresh_database(postgres_url, "mf_test"),
+        ("ctrflow-storage", "CTRFLOW_STORAGE_URL"): _fresh_database(postgres_url, "od_test"),
+    }
+    home = tmp_path / "home"
+    home.mkdir()
+    mlflow_pod = _get(docs, "Deployment", "ctrflow-mlflow")["spec"]["template"]["spec"]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        (init,) = mlflow_pod["initContainers"]
+        env = _container_env(init, docs, secrets)
+        command = [_kubelet_expand(a, env) for a in init["command"] + init.get("args", [])]
+        done = subprocess.run(
+            [str(BIN / command[0]), *command[1:]],
+            env={**os.environ, **env, "HOME": str(home)},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+
+        (server,) = mlflow_pod["containers"]
+        env = _container_env(server, docs, secrets)
+        assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "/mlflow/artifacts"
+        env["MLFLOW_ARTIFACTS_DESTINATION"] = str(tmp_path / "artifacts")
+        port = free_port()
+        args = [_kubelet_expand(a, env) for a in server["command"] + server.get("args", [])]
+        args[args.index("--port") + 1] = str(port)
+        args[args.index("--host") + 1] = "127.0.0.1"
+        log = (tmp_path / "mlflow.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / args[0]), *args[1:]],
+                stdout=log,
+                stderr=log,
+                env={**os.environ, **env, "HOME": str(home)},
+                cwd=tmp_path,
+            )
+        )
+        base = f"http://127.0.0.1:{port}"
+        _wait_ok(base + server["readinessProbe"]["httpGet"]["path"], procs[-1])
+        search = base + "/api/2.0/mlflow/experiments/search?max_results=1"
+        assert _http_status(search, f"ctrflow-mlflow:{port}") == 200
+        assert _http_status(search, "ctrflow-mlflow.team-ns.svc.cluster.local:5000") == 200
+        assert _http_status(search, "attacker.example") == 403
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=base)
+        run = client.create_run(client.create_experiment("manifest-check"))
+        client.log_text(run.info.run_id, "hello", "note.txt")
+        assert list((tmp_path / "artifacts").rglob("note.txt"))
+
+        dashboard_pod = _get(docs, "Deployment", "ctrflow-optuna-dashboard")["spec"]["template"][
+            "spec"
+        ]
+        (init,) = dashboard_pod["initContainers"]  # creates Optuna's tables: the dashboard won't
+        env = _container_env(init, docs, secrets)
+        command = [_kubelet_expand(a, env) for a in init["command"] + init.get("args", [])]
+        done = subprocess.run(
+            [str(BIN / command[0]), *command[1:]],
+            env={**os.environ, **env, "HOME": str(home)},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        (dashboard,) = dashboard_pod["containers"]
+        env = _container_env(dashboard, docs, secrets)
+        args = [_kubelet_expand(a, env) for a in dashboard["command"] + dashboard["args"]]
+        assert secrets[("ctrflow-storage", "CTRFLOW_STORAGE_URL")] in args
+        port = free_port()
+        args[args.index("--port") + 1] = str(port)
+        args[args.index("--host") + 1] = "127.0.0.1"
+        log = (tmp_path / "dashboard.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / args[0]), *args[1:]],
+                stdout=log,
+                stderr=log,
+                env={**os.environ, **env, "HOME": str(home)},
+                cwd=tmp_path,
+            )
+        )
+        base = f"http://127.0.0.1:{port}"
+        _wait_ok(base + dashboard["readinessProbe"]["httpGet"]["path"], procs[-1])
+        _wait_ok(base + dashboard["livenessProbe"]["httpGet"]["path"], procs[-1])
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@functools.cache
+def _ctrflow_parser() -> argparse.ArgumentParser:
+    from ctrflow.pipelines import cli
+
+    return cli.build_parser()  # once: building it imports every command group
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("job", ["ctrflow-hpo-create", "ctrflow-hpo-worker"])
+def test_job_templates_call_the_cli_with_valid_arguments(
+    overlay: str, job: str, rendered: dict[str, str]
+) -> None:
+    """The templates' arguments, expanded from their ConfigMap as the kubelet would, parse with
+    the real `ctrflow` command line (the image's entrypoint)."""
+    docs = _docs(rendered[overlay])
+    (container,) = _get(docs, "Job", job)["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(_get(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+    args = [_kubelet_expand(a, env) for a in container["args"]]
+    assert not [a for a in args if "$(" in a], f"unexpanded variable in {args}"
+    parsed = _ctrflow_parser().parse_args(args)
+    assert parsed.command == "hpo" and parsed.study == env["CTRFLOW_STUDY"]
+    assert callable(parsed.func)

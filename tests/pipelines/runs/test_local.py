@@ -1,0 +1,155 @@
+"""`ctrflow run`: the whole compiled pipeline through kfp.local, end to end, as users run it.
+
+Two runs share one work directory (one MLflow store): the first with `ctrflow run`'s embedded
+defaults (generated data, SQLite Optuna storage, SQLite MLflow), the second on the real
+PostgreSQL server of the `postgres_url` fixture and a feature spec file with another rare
+threshold, so its fitted spec differs from the champion's, as every week's refit spec does. The
+second finds the first's champion in MLflow and warm-starts from its study, registers version 2,
+and the promotion gate compares the two on prepare-data's raw test rows; the decision is on that
+version's tags and in the `champion` alias. Small data and budgets: these are CI's slowest tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Any
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ctrflow.components.data.feature_spec import FeatureSpec
+from ctrflow.components.hpo._study_config import StudyConfig
+from ctrflow.pipelines import cli
+from tests.testkit.cli import run_ctrflow as _ctrflow
+
+ROWS = "15000"
+MODEL = "ctr-e2e"
+
+
+def _run_json(*args: str) -> dict[str, Any]:
+    proc = _ctrflow("run", *args, "--json")
+    assert proc.returncode == 0, f"ctrflow run failed:\n{proc.stderr[-4000:]}"
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def _finished(hpo: dict[str, Any]) -> int:
+    counts = hpo["counts"]
+    return int(counts.get("COMPLETE", 0)) + int(counts.get("PRUNED", 0))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgres_url: str) -> None:
+    workdir = tmp_path / "work"
+    common = ("--workdir", str(workdir), "--rows", ROWS, "--model-name", MODEL)
+
+    # Run 1: all defaults. A budget that leaves >= 10 completed trials for the next warm start.
+    first = _run_json(*common, "--budget", "14")
+    out = first["outputs"]
+    hpo = out["hpo"]
+    assert first["data_generated"] is True
+    assert pathlib.Path(first["data_uri"]).is_file()
+    assert first["storage_url"] == f"sqlite:///{workdir / 'optuna.db'}"
+    assert first["mlflow_uri"] == f"sqlite:///{workdir / 'mlflow.db'}"
+    assert "mlflow ui --backend-store-uri" in first["mlflow_ui"]
+    assert _finished(hpo) == 14
+    assert hpo["warm_start"]["warm"] is False
+    assert f"{MODEL!r} does not exist" in hpo["warm_start"]["reason"]
+    assert set(hpo["best_params"]) == {"k", "eta", "lam"}
+    assert 0.2 < out["test_logloss"] < 0.7 and math.isfinite(out["test_logloss"])
+    assert out["test_auc"] > 0.6  # the generated log has a planted signal
+    assert out["model_version"] == "1"
+    assert out["promoted"] is True
+    study = optuna.load_study(study_name=hpo["study_name"], storage=first["storage_url"])
+    assert StudyConfig.from_study(study).sampler["name"] == "tpe"
+    run_dir = pathlib.Path(first["run_dir"])
+    assert (run_dir / "register").is_dir() and (run_dir / "prepare-data" / "train").is_dir()
+    assert (run_dir / "prepare-data" / "test_raw" / "test_raw.parquet").is_file()
+    assert pathlib.Path(first["log_file"]).read_text().count("finished with status") >= 9
+
+    mlflow = MlflowClient(tracking_uri=first["mlflow_uri"], registry_uri=first["mlflow_uri"])
+    assert str(mlflow.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    experiment = mlflow.get_experiment_by_name(MODEL)
+    assert experiment is not None
+    assert experiment.artifact_location.startswith((workdir / "mlartifacts").as_uri())
+
+    # Run 2: Optuna on PostgreSQL, same MLflow store: warm start from run 1's champion. Another
+    # rare threshold: another fitted spec than the champion's.
+    spec = tmp_path / "spec.json"
+    FeatureSpec.criteo(rare_threshold=4).save(str(spec))
+    second = _run_json(
+        *common, "--budget", "4", "--storage", postgres_url, "--feature-spec", str(spec)
+    )
+    out2 = second["outputs"]
+    hpo2 = out2["hpo"]
+    assert second["data_generated"] is False and second["data_uri"] == first["data_uri"]
+    password = postgres_url.split(":")[2].split("@", maxsplit=1)[0]
+    assert password not in json.dumps(second)
+    assert "***" in second["storage_url"]
+    warm = hpo2["warm_start"]
+    assert warm["warm"] is True, warm
+    assert warm["model_version"] == "1"
+    assert warm["source_study_name"] == hpo["study_name"]
+    assert int(warm["n_source_trials"]) >= 10
+    assert _finished(hpo2) == 4
+    study2 = optuna.load_study(study_name=hpo2["study_name"], storage=postgres_url)
+    assert StudyConfig.from_study(study2).sampler["name"] == "cmaes"
+    assert hpo2["search_space_version"] == hpo["search_space_version"]
+
+    assert out2["model_version"] == "2"
+    version = mlflow.get_model_version(MODEL, "2")
+    decision = version.tags["ctrflow.promotion.decision"]
+    assert decision == ("promoted" if out2["promoted"] else "kept_champion")
+    assert version.tags["ctrflow.promotion.champion_version"] == "1"
+    # Decided on the same rows for both, each model through its own spec.
+    assert version.tags["ctrflow.promotion.compared_on"].startswith(
+        "raw test rows through each model's feature spec ("
+    ), version.tags
+    assert float(version.tags["ctrflow.promotion.champion_test_logloss"]) > 0
+    assert version.tags["ctrflow.promotion.reason"] == out2["promotion_reason"]
+    champion = str(mlflow.get_model_version_by_alias(MODEL, "champion").version)
+    assert champion == ("2" if out2["promoted"] else "1")
+    assert str(mlflow.get_model_version_by_alias(MODEL, "challenger").version) == "2"
+
+    # The storage password reached the steps through the environment only.
+    for path in (workdir / "runs").rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert password not in path.read_text(errors="replace"), path
+    assert password not in pathlib.Path(second["log_file"]).read_text()
+
+
+@pytest.mark.integration
+def test_failing_step_is_named_with_its_error(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "three-columns.csv"
+    bad.write_text("label,I1,I2\n1,2,3\n0,5,\n", encoding="utf-8")
+    proc = _ctrflow("run", "--workdir", str(tmp_path / "work"), "--data", str(bad))
+    assert proc.returncode == 4, proc.stderr
+    first, cause = proc.stderr.split("ctrflow run: ", 1)[1].splitlines()[:2]
+    assert first.endswith("Inner task failed: 'prepare-data'.")
+    # The step's own error, taken from its traceback in the log.
+    assert cause.startswith("ctrflow.components.data._schema.SpecError: ")
+    assert f"{bad}: column(s) I3, I4" in cause and "the file has 3 columns" in cause
+    assert "full log:" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_bad_parameters_fail_before_anything_runs(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workdir = tmp_path / "work"
+    for args, message in (
+        (("--workers", "0"), "--workers must be between 1 and 50"),
+        (("--workers", "9", "--budget", "4"), "--workers exceeds --budget"),
+        (("--model-type", "svm"), "--model-type 'svm'"),
+        (("--rows", "10"), "--rows must be at least 1000"),
+        (("--data", str(tmp_path / "missing.csv")), "missing.csv: no such file or directory"),
+    ):
+        code = cli.main(["run", "--workdir", str(workdir), *args])
+        err = capsys.readouterr().err
+        assert code == 1, args
+        assert message in err, err
+    assert not (workdir / "runs").exists()  # no pipeline started

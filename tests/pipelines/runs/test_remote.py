@@ -1,0 +1,479 @@
+"""`ctrflow submit` and `ctrflow schedule` against a local stand-in of the KFP v2beta1 API.
+
+This is a contract test: no Kubeflow Pipelines API server can run on this machine (it needs a
+Kubernetes cluster, Argo and MySQL), so the real `kfp.Client` talks to a small HTTP server on
+127.0.0.1 that implements the v2beta1 endpoints these commands call, with the API's wire format
+(snake_case JSON, multipart pipeline upload, list filters, bearer-token auth), and records every
+request. The tests check what reaches the server: pipeline and version upload, run creation
+with its parameters, and the recurring run's 6-field cron, pinned version, max_concurrency and
+no_catchup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.parser
+import email.policy
+import itertools
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import yaml
+
+import ctrflow
+from ctrflow.pipelines import cli
+from ctrflow.pipelines._image import default_image
+
+API = "/apis/v2beta1"
+TOKEN = "kfp-test-token-1234"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any  # JSON, or for uploads {"file": bytes}
+    authorization: str
+
+
+@dataclass
+class FakeKfp:
+    """State and request log of the stand-in API server."""
+
+    token: str | None = TOKEN
+    multi_user: bool = False
+    requests: list[Request] = field(default_factory=list)
+    pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recurring: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._ids = itertools.count(1)
+        self.lock = threading.Lock()
+
+    def new_id(self, kind: str) -> str:
+        return f"{kind}-{next(self._ids):04d}"
+
+    def called(self, method: str, path: str) -> list[Request]:
+        return [r for r in self.requests if r.method == method and r.path == path]
+
+
+def _matches(item: dict[str, Any], query: dict[str, str]) -> bool:
+    """The subset of KFP's list filters the SDK sends: EQUALS on display_name; namespace."""
+    if "namespace" in query and (item.get("namespace") or "") != query["namespace"]:
+        return False
+    if "filter" in query:
+        for predicate in json.loads(query["filter"])["predicates"]:
+            assert predicate["operation"] in ("EQUALS", 1), predicate
+            value = predicate.get("stringValue", predicate.get("string_value"))
+            if item.get(predicate["key"]) != value:
+                return False
+    return True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str) -> None:
+        self._reply(status, {"error": message, "code": 3, "message": message})
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        kind = self.headers.get("Content-Type", "")
+        if kind.startswith("multipart/form-data"):
+            message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                f"Content-Type: {kind}\r\n\r\n".encode() + raw
+            )
+            files = {
+                part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                for part in message.iter_parts()
+            }
+            return {"files": files}
+        return json.loads(raw) if raw else None
+
+    def _handle(self, method: str) -> None:
+        fake = self.server.fake
+        url = urllib.parse.urlsplit(self.path)
+        query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
+        body = self._body()
+        auth = self.headers.get("Authorization", "")
+        with fake.lock:
+            fake.requests.append(Request(method, url.path, query, body, auth))
+            if fake.token is not None and auth != f"Bearer {fake.token}":
+                self._reply(401, {"error": "unauthorized", "code": 16, "message": "bad token"})
+                return
+            route = self._route(method, url.path.removeprefix(API), query, body)
+        status, payload = route
+        self._reply(status, payload)
+
+    def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        fake = self.server.fake
+        parts = path.strip("/").split("/")
+        if method == "GET" and path == "/healthz":
+            return 200, {"multi_user": fake.multi_user}
+        if path == "/pipelines" and method == "GET":
+            found = [p for p in fake.pipelines.values() if _matches(p, query)]
+            return 200, {"pipelines": found, "total_size": len(found)}
+        if path == "/pipelines" and method == "POST":
+            if not body.get("display_name"):
+                return 400, {"message": "pipeline display_name is required"}
+            pipeline = {**body, "pipeline_id": fake.new_id("pipeline")}
+            fake.pipelines[pipeline["pipeline_id"]] = pipeline
+            fake.versions[pipeline["pipeline_id"]] = []
+            return 200, pipeline
+        if path == "/pipelines/upload_version" and method == "POST":
+            pipeline_id = query.get("pipelineid", "")
+            if pipeline_id not in fake.pipelines:
+                return 404, {"message": f"pipeline {pipeline_id} not found"}
+            spec = yaml.safe_load_all(body["files"]["uploadfile"])
+            version = {
+                "pipeline_id": pipeline_id,
+                "pipeline_version_id": fake.new_id("version"),
+                "display_name": query["name"],
+                "name": query["name"],
+                "description": query.get("description", ""),
+                "pipeline_spec": next(spec),
+            }
+            fake.versions[pipeline_id].append(version)
+            return 200, version
+        if len(parts) == 3 and parts[0] == "pipelines" and parts[2] == "versions":
+            if parts[1] not in fake.versions:
+                return 404, {"message": f"pipeline {parts[1]} not found"}
+            found = [v for v in fake.versions[parts[1]] if _matches(v, query)]
+            return 200, {"pipeline_versions": found, "total_size": len(found)}
+        if path == "/experiments" and method == "GET":
+            found = [e for e in fake.experiments.values() if _matches(e, query)]
+            return 200, {"experiments": found, "total_size": len(found)}
+        if path == "/experiments" and method == "POST":
+            experiment = {**body, "experiment_id": fake.new_id("experiment")}
+            fake.experiments[experiment["experiment_id"]] = experiment
+            return 200, experiment
+        if path == "/runs" and method == "POST":
+            ref = body.get("pipeline_version_reference") or {}
+            if not (ref.get("pipeline_id") and ref.get("pipeline_version_id")):
+                return 400, {"message": "pipeline_id and pipeline_version_id are required"}
+            run = {**body, "run_id": fake.new_id("run"), "state": "PENDING"}
+            fake.runs[run["run_id"]] = run
+            return 200, run
+        if path == "/recurringruns" and method == "POST":
+            job = {**body, "recurring_run_id": fake.new_id("recurring")}
+            fake.recurring[job["recurring_run_id"]] = job
+            return 200, job
+        if path == "/recurringruns" and method == "GET":
+            found = [j for j in fake.recurring.values() if _matches(j, query)]
+            # The one camelCase field of the v2beta1 list responses (proto json_name).
+            return 200, {"recurringRuns": found, "total_size": len(found)}
+        if parts[0] == "recurringruns" and len(parts) == 2:
+            job_id, _, verb = parts[1].partition(":")
+            if job_id not in fake.recurring:
+                return 404, {"message": f"recurring run {job_id} not found"}
+            if method == "POST" and verb == "disable":
+                fake.recurring[job_id]["mode"] = "DISABLE"
+                return 200, {}
+            if method == "DELETE" and not verb:
+                del fake.recurring[job_id]
+                return 200, {}
+        return 404, {"message": f"no route {method} {path}"}
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+
+class _Server(ThreadingHTTPServer):
+    fake: FakeKfp
+
+
+@contextlib.contextmanager
+def serve(fake: FakeKfp) -> Iterator[str]:
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.fake = fake
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def kfp_api() -> Iterator[tuple[FakeKfp, str]]:
+    fake = FakeKfp()
+    with serve(fake) as url:
+        yield fake, url
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+SUBMIT = (
+    "--data",
+    "gs://ads-logs/week-48/*.parquet",
+    "--model-name",
+    "ctr-test",
+    "--workers",
+    "3",
+    "--budget",
+    "30",
+    "--promotion-margin",
+    "0.001",
+    "--token",
+    TOKEN,
+)
+
+
+def test_submit_uploads_the_pipeline_then_reuses_it(
+    kfp_api: tuple[FakeKfp, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = kfp_api
+    code, out, err = _cli(
+        capsys, "submit", "--host", url, "--namespace", "team-a", "--experiment", "weekly",
+        *SUBMIT, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+
+    created = fake.called("POST", f"{API}/pipelines")
+    assert len(created) == 1
+    assert created[0].body["display_name"] == "ctrflow"
+    assert created[0].body["namespace"] == "team-a"
+    uploads = fake.called("POST", f"{API}/pipelines/upload_version")
+    assert len(uploads) == 1
+    upload = uploads[0]
+    assert upload.query["name"] == ctrflow.__version__
+    assert upload.query["pipelineid"] == created[0].body.get("pipeline_id", result["pipeline_id"])
+    assert f"image {default_image()}" in upload.query["description"]
+    assert "spec sha256:" in upload.query["description"]
+    spec = next(yaml.safe_load_all(upload.body["files"]["uploadfile"]))
+    assert spec["pipelineInfo"]["name"] == "ctrflow"
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {default_image()}
+
+    experiments = fake.called("POST", f"{API}/experiments")
+    assert [e.body["display_name"] for e in experiments] == ["weekly"]
+    assert experiments[0].body["namespace"] == "team-a"
+
+    runs = fake.called("POST", f"{API}/runs")
+    assert len(runs) == 1
+    run = runs[0].body
+    assert run["experiment_id"] == fake.experiments[next(iter(fake.experiments))]["experiment_id"]
+    version = fake.versions[result["pipeline_id"]][0]
+    assert run["pipeline_version_reference"] == {
+        "pipeline_id": result["pipeline_id"],
+        "pipeline_version_id": version["pipeline_version_id"],
+    }
+    assert run["runtime_config"]["parameters"] == {
+        "data_uri": "gs://ads-logs/week-48/*.parquet",
+        "model_name": "ctr-test",
+        "n_workers": 3,
+        "trial_budget": 30,
+        "promotion_margin": 0.001,
+    }
+    assert "pipeline_spec" not in run or run["pipeline_spec"] is None  # by reference only
+    assert result["run_id"] in fake.runs
+    assert result["uploaded_version"] is True
+    assert all(r.authorization == f"Bearer {TOKEN}" for r in fake.requests)
+    assert TOKEN not in out + err
+
+    # Same ctrflow version, same spec: the pipeline and its version are reused.
+    code, out, err = _cli(
+        capsys, "submit", "--host", url, "--namespace", "team-a", "--experiment", "weekly",
+        *SUBMIT, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    again = json.loads(out)
+    assert len(fake.called("POST", f"{API}/pipelines")) == 1
+    assert len(fake.called("POST", f"{API}/pipelines/upload_version")) == 1
+    assert len(fake.called("POST", f"{API}/experiments")) == 1
+    assert again["version_id"] == result["version_id"]
+    assert again["uploaded_version"] is False
+    assert len(fake.runs) == 2
+
+
+def test_same_version_name_with_another_spec_is_refused(
+    kfp_api: tuple[FakeKfp, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = kfp_api
+    assert _cli(capsys, "submit", "--host", url, *SUBMIT)[0] == 0
+    code, _, err = _cli(
+        capsys, "submit", "--host", url, *SUBMIT, "--image", "registry.example/ctrflow:patched"
+    )
+    assert code == cli_exit("EXIT_API")
+    assert f"already has a version {ctrflow.__version__!r} with a different spec" in err
+    assert "--version-name" in err
+    assert len(fake.called("POST", f"{API}/pipelines/upload_version")) == 1
+    assert len(fake.runs) == 1
+
+    code, out, err = _cli(
+        capsys, "submit", "--host", url, *SUBMIT, "--image", "registry.example/ctrflow:patched",
+        "--version-name", "0.1.0-patched", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    uploads = fake.called("POST", f"{API}/pipelines/upload_version")
+    assert [u.query["name"] for u in uploads] == [ctrflow.__version__, "0.1.0-patched"]
+    assert json.loads(out)["version_name"] == "0.1.0-patched"
+
+
+def cli_exit(name: str) -> int:
+    from ctrflow.pipelines.cli import pipeline as _cli_pipeline
+
+    return int(getattr(_cli_pipeline, name))
+
+
+def test_schedule_creates_a_pinned_recurring_run(
+    kfp_api: tuple[FakeKfp, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = kfp_api
+    code, out, err = _cli(
+        capsys, "schedule", "--host", url, "--cron", "0 3 * * 1", "--name", "weekly ctr",
+        *SUBMIT, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    jobs = fake.called("POST", f"{API}/recurringruns")
+    assert len(jobs) == 1
+    job = jobs[0].body
+    version = fake.versions[result["pipeline_id"]][0]
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert "periodic_schedule" not in job["trigger"]
+    assert int(job["max_concurrency"]) == 1
+    assert job["no_catchup"] is True
+    assert job["mode"] == "ENABLE"
+    assert job["display_name"] == "weekly ctr"
+    assert job["pipeline_version_reference"] == {
+        "pipeline_id": result["pipeline_id"],
+        "pipeline_version_id": version["pipeline_version_id"],
+    }
+    assert job["runtime_config"]["parameters"]["data_uri"] == "gs://ads-logs/week-48/*.parquet"
+    assert job["runtime_config"]["parameters"]["n_workers"] == 3
+    assert result["cron"] == "0 0 3 * * 1"
+    assert not fake.runs  # a schedule starts no run by itself
+
+
+@pytest.mark.parametrize(
+    ("cron", "message"),
+    [
+        ("0 3 * * 8", "day of week field: 8"),
+        ("0 0 3 * * 1", "has 6 fields; expected 5"),
+        ("every monday", "has 2 fields"),
+    ],
+)
+def test_invalid_cron_is_rejected_before_any_request(
+    kfp_api: tuple[FakeKfp, str], capsys: pytest.CaptureFixture[str], cron: str, message: str
+) -> None:
+    fake, url = kfp_api
+    code, out, err = _cli(capsys, "schedule", "--host", url, "--cron", cron, *SUBMIT)
+    assert code == cli_exit("EXIT_BAD_INPUT")
+    assert err.startswith("ctrflow schedule: ")
+    assert message in err
+    assert fake.requests == []
+    assert out == ""
+
+
+def test_schedule_list_disable_delete(
+    kfp_api: tuple[FakeKfp, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = kfp_api
+    auth = ("--host", url, "--token", TOKEN)
+    code, out, _ = _cli(
+        capsys, "schedule", "--cron", "30 2 * * *", *SUBMIT, "--host", url, "--json"
+    )
+    assert code == 0
+    job_id = json.loads(out)["recurring_run_id"]
+
+    code, out, _ = _cli(capsys, "schedule", "list", *auth, "--json")
+    assert code == 0
+    listed = json.loads(out)
+    assert [(s["recurring_run_id"], s["cron"], s["mode"]) for s in listed] == [
+        (job_id, "0 30 2 * * *", "ENABLE")
+    ]
+
+    code, out, _ = _cli(capsys, "schedule", "disable", job_id, *auth)
+    assert code == 0
+    assert fake.called("POST", f"{API}/recurringruns/{job_id}:disable")
+    code, out, _ = _cli(capsys, "schedule", "list", *auth)
+    assert job_id in out and "DISABLE" in out
+
+    code, out, _ = _cli(capsys, "schedule", "delete", job_id, *auth)
+    assert code == 0
+    assert fake.called("DELETE", f"{API}/recurringruns/{job_id}")
+    assert fake.recurring == {}
+
+    code, _, err = _cli(capsys, "schedule", "delete", *auth)
+    assert code == cli_exit("EXIT_BAD_INPUT")
+    assert "needs the recurring run id" in err
+    code, _, err = _cli(capsys, "schedule", "delete", "recurring-9999", *auth)
+    assert code == cli_exit("EXIT_API")
+    assert "HTTP 404" in err and "recurring run recurring-9999 not found" in err
+
+
+def test_token_from_environment_and_rejected_token(
+    kfp_api: tuple[FakeKfp, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, url = kfp_api
+    args = ("submit", "--host", url, "--data", "s3://logs/x.csv")
+    monkeypatch.setenv("CTRFLOW_KFP_TOKEN", TOKEN)
+    assert _cli(capsys, *args)[0] == 0
+    assert fake.requests and all(r.authorization == f"Bearer {TOKEN}" for r in fake.requests)
+
+    monkeypatch.setenv("CTRFLOW_KFP_TOKEN", "wrong-token-5678")
+    code, out, err = _cli(capsys, *args)
+    assert code == cli_exit("EXIT_API")
+    assert f"KFP API at {url}" in err and "HTTP 401" in err and "check --token" in err
+    assert "wrong-token-5678" not in out + err
+
+
+def test_submit_needs_data_and_valid_parameters(
+    kfp_api: tuple[FakeKfp, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = kfp_api
+    code, _, err = _cli(capsys, "submit", "--host", url, "--token", TOKEN)
+    assert code == cli_exit("EXIT_BAD_INPUT")
+    assert "--data is required" in err
+    code, _, err = _cli(capsys, "submit", "--host", url, *SUBMIT, "--model-type", "lightgbm")
+    assert code == cli_exit("EXIT_BAD_INPUT")
+    assert "--model-type 'lightgbm'" in err and "ffm" in err
+    code, _, err = _cli(capsys, "submit", "--host", url, *SUBMIT, "--workers", "51")
+    assert code == cli_exit("EXIT_BAD_INPUT")
+    assert "--workers must be between 1 and 50" in err
+    assert fake.requests == []
+
+
+def test_unreachable_host_names_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve(FakeKfp()) as url:
+        pass  # the port is closed again: nothing listens there now
+    code, _, err = _cli(capsys, "submit", "--host", url, *SUBMIT)
+    assert code == cli_exit("EXIT_API")
+    assert f"KFP API at {url}" in err
