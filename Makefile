@@ -81,12 +81,43 @@ CTRFLOW_IMAGE_REGISTRY ?= ghcr.io/ctrflow
 REGISTRY ?= $(CTRFLOW_IMAGE_REGISTRY)
 VERSION := $(shell sed -n "s/^ *version: *'\([^']*\)'.*/\1/p" meson.build | head -n 1)
 IMAGE ?= $(REGISTRY)/ctrflow:$(VERSION)
-DOCKER ?= docker
+# The engine: docker when its daemon is there (a docker CLI alone cannot build), else podman or
+# buildah (all three take these `build` flags), else docker for its error message.
+ifeq ($(origin DOCKER),undefined)
+DOCKER := $(shell if command -v docker >/dev/null 2>&1 && \
+	  { [ -n "$$DOCKER_HOST" ] || [ -S /var/run/docker.sock ]; }; then echo docker; \
+	elif command -v podman >/dev/null 2>&1; then echo podman; \
+	elif command -v buildah >/dev/null 2>&1; then echo buildah; else echo docker; fi)
+endif
+# podman/buildah do not read images/Dockerfile.dockerignore by themselves (BuildKit does).
+ENGINE_BUILD_FLAGS := $(if $(filter docker,$(notdir $(DOCKER))),,--ignorefile images/Dockerfile.dockerignore)
+# Extra flags for this build only (mounts, network); empty for a normal build.
+IMAGE_BUILD_FLAGS ?=
+# Another base than the Dockerfile's python:3.11-slim-bookworm (a digest, or the local base below).
+PYTHON_IMAGE ?=
 
 image:
-	$(DOCKER) build -f images/Dockerfile --build-arg VERSION=$(VERSION) \
+	$(DOCKER) build $(ENGINE_BUILD_FLAGS) $(IMAGE_BUILD_FLAGS) -f images/Dockerfile \
+	  $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) --build-arg VERSION=$(VERSION) \
 	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
 	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) -t $(IMAGE) .
 
 image-ref:
 	@echo $(IMAGE)
+
+## Without a registry (air-gapped, CI here): a Debian-built stand-in for the base image
+## (images/build-local-base.sh), then `make image` from it with podman or buildah. The host's CA
+## bundle is mounted read-only over the base's own for the build steps only (Debian's pip reads
+## that file), never into a layer: some machines reach PyPI only through their own CA.
+.PHONY: image-local image-local-base
+LOCAL_BASE ?= localhost/ctrflow-python:3.11-bookworm
+LOCAL_ENGINE ?= $(firstword $(foreach e,podman buildah,$(if $(shell command -v $(e) 2>/dev/null),$(e))) podman)
+HOST_CA ?= /etc/ssl/certs/ca-certificates.crt
+
+image-local-base:
+	images/build-local-base.sh $(LOCAL_BASE)
+
+image-local: image-local-base
+	BUILDAH_ISOLATION=$${BUILDAH_ISOLATION:-chroot} $(MAKE) image DOCKER=$(LOCAL_ENGINE) \
+	  PYTHON_IMAGE=$(LOCAL_BASE) \
+	  IMAGE_BUILD_FLAGS="--network host --volume $(HOST_CA):/etc/ssl/certs/ca-certificates.crt:ro"

@@ -1,0 +1,158 @@
+"""HPO workers as containers of the image, sharing one study in the real PostgreSQL fixture.
+
+Each worker is the pod that `ctrflow hpo launch` would create: its command, args, env (the
+storage URL from the Secret reference), security context, emptyDir and data volume are read from
+`ctrflow hpo launch --dry-run` (the code that writes the Kubernetes Job) and translated to
+`podman run` flags. One worker is SIGKILLed in the middle of a trial: its trial must be failed by
+the heartbeat, retried once by a survivor, and the budget of finished trials stays exact.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ctrflow.pipelines.k8s.requirements import STORAGE_SECRET, STORAGE_SECRET_KEY
+from tests.testkit.hpo_data import tiny_dataset
+from tests.testkit.podman import Podman, PodRun, pod_as_podman_run
+
+pytestmark = [
+    pytest.mark.container,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+]
+BUDGET = 12
+WORKERS = 3
+CLAIM = "hpo-data"
+# As in tests/components/test_hpo_workers.py: quick to notice a dead worker, slow enough that a
+# live but CPU-starved one on a busy 2-core machine is never taken for dead.
+LIVENESS = ["--heartbeat-interval", "1", "--grace-period", "4"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """The data "PVC": train and valid Datasets, readable by the pods' user 10001. Rows enough
+    for a trial to last about a second, so a kill lands in the middle of one."""
+    base = tmp_path_factory.mktemp("hpo-pvc")
+    tiny_dataset(base / "train", 200_000, seed=1)
+    tiny_dataset(base / "valid", 50_000, seed=2)
+    for path in [base, *base.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    # pytest's base temp directory is 0700 root's: open the way down for user 10001.
+    for parent in base.parents:
+        if parent == pathlib.Path("/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o005)
+    return base
+
+
+def _dry_run_job(image: str, study: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ctrflow.pipelines.cli", "hpo", "launch", "--dry-run",
+         "--workers", str(WORKERS), "--study", study, "--image", image, "--data-pvc", CLAIM,
+         "--train", "/data/train", "--valid", "/data/valid",
+         "--", "--progress", "off", *LIVENESS],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job: dict[str, Any] = json.loads(proc.stdout)
+    return job
+
+
+def _start(podman: Podman, run: PodRun) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        podman.command(*run.args),
+        env={**podman.env, **run.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _states(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+
+
+def test_worker_containers_share_a_study_and_a_killed_one_is_retried(
+    podman: Podman, postgres_url: str, data_dir: pathlib.Path
+) -> None:
+    study = f"ctr-{uuid.uuid4().hex[:8]}"
+    secret = {"env": {STORAGE_SECRET_KEY: postgres_url}}
+    # The study, created from the image too (the URL only in the environment, never in argv).
+    created = podman.run_image(
+        "hpo", "create", "--study", study, "--model-type", "ffm", "--budget", str(BUDGET),
+        options=["--env", STORAGE_SECRET_KEY], extra_env=secret["env"], timeout=180,
+    )  # fmt: skip
+    info = json.loads(created.stdout)
+    assert info["created"] and info["budget"] == BUDGET
+    assert "***" in info["storage"] and postgres_url not in created.stdout + created.stderr
+
+    job = _dry_run_job(podman.image, study)
+    names = [f"{study}-w{i}" for i in range(WORKERS)]
+    runs = [
+        pod_as_podman_run(
+            job,
+            name=name,
+            secrets={(STORAGE_SECRET, STORAGE_SECRET_KEY): postgres_url},
+            claims={CLAIM: data_dir},
+        )
+        for name in names
+    ]
+    assert all(postgres_url not in " ".join(run.args) for run in runs)
+    assert {"--read-only", "--cap-drop", "--tmpfs", "--user"} <= set(runs[0].args)
+    assert runs[0].args[runs[0].args.index("--user") + 1] == "10001:10001"
+
+    workers = [_start(podman, run) for run in runs]
+    victim, survivors = workers[0], workers[1:]
+    try:
+        # Kill when every worker is inside a trial: then the victim surely is.
+        deadline = time.monotonic() + 240
+        while True:
+            for proc in workers:
+                assert proc.poll() is None, proc.communicate()[1][-3000:]
+            running = {t.number for t in _states(postgres_url, study) if t.state.name == "RUNNING"}
+            if len(running) == WORKERS:
+                break
+            assert time.monotonic() < deadline, "the workers never ran a trial each at once"
+            time.sleep(0.1)
+        podman.run(["kill", "--signal", "KILL", names[0]])
+        assert victim.wait(timeout=60) == 137  # 128 + SIGKILL: no clean shutdown, no tell()
+        outputs = []
+        for proc in survivors:
+            out, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err[-3000:]
+            outputs.append(json.loads(out))
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+        podman.run(["rm", "--force", "--ignore", *names], check=False)
+
+    trials = _states(postgres_url, study)
+    states = Counter(t.state for t in trials)
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == BUDGET
+    assert states[TrialState.FAIL] == 1, states
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    (failed,) = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed.number in running or failed.number > max(running)
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == failed.number]
+    assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retries[0].params == failed.params
+    assert len(trials) == BUDGET + 1  # the budget, plus the killed trial; nothing else started
+    assert all(out["finished"] == BUDGET for out in outputs)
+    print(
+        f"trials: {len(trials)} ({dict((s.name, n) for s, n in states.items())}); killed "
+        f"trial {failed.number} retried as {retries[0].number}; survivors ran "
+        f"{[out['trials_run'] for out in outputs]}"
+    )
