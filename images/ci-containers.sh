@@ -29,7 +29,14 @@ stamp "tools installed"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/images/containers.conf}"
 export BUILDAH_ISOLATION="${BUILDAH_ISOLATION:-chroot}"
 
+# Build from nothing, as on a fresh machine: no image, base or layer left by an earlier run on
+# this one may stand in (a cached layer could hide a broken build step).
+podman rmi -f "$(make -s image-ref)" localhost/ctrflow-python:3.11-bookworm >/dev/null 2>&1 || true
+podman image prune -f >/dev/null
+
 make image-local
+# The builder stage stays behind untagged (about 0.9 GB): not needed once the image exists.
+podman image prune -f >/dev/null
 stamp "image built: $(make -s image-ref)"
 
 make install
