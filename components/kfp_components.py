@@ -103,12 +103,13 @@ def create_study_component(
 
     from ctrflow.components.hpo.create_study import create_study
     from ctrflow.components.hpo.storage import storage_url_from_env
+    from ctrflow.components.names import MLFLOW_TRACKING_URI_ENV
 
     info = create_study(
         storage_url=storage_url_from_env(),
         study_name=study_name,
         model_type=model_type,
-        mlflow_tracking_uri=mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
+        mlflow_tracking_uri=mlflow_tracking_uri or os.environ.get(MLFLOW_TRACKING_URI_ENV) or None,
         model_name=model_name or None,
         space_tag=space_tag or None,
         seed=seed,
@@ -285,11 +286,11 @@ def register_component(
     import tempfile
     from collections import namedtuple
 
-    from ctrflow.components.names import TEST_RAW_FILE
+    from ctrflow.components.names import MLFLOW_TRACKING_URI_ENV, TEST_RAW_FILE
     from ctrflow.components.registry.register import register
 
     logging.basicConfig(level=logging.INFO)
-    tracking_uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    tracking_uri = mlflow_tracking_uri or os.environ.get(MLFLOW_TRACKING_URI_ENV)
     if not tracking_uri:
         raise RuntimeError(
             "MLFLOW_TRACKING_URI is not set and the run parameter mlflow_tracking_uri is empty "

@@ -26,6 +26,11 @@ MLFLOW_CONFIG_MAP: Final = "ctrflow-config"  # holds MLFLOW_TRACKING_URI for pip
 # 1/on/true/yes or unset leaves it on where the installed Optuna matches what it was written for.
 OPTUNA_FAST_PATH_ENV: Final = "CTRFLOW_OPTUNA_FAST_PATH"
 
+# ---- pods -------------------------------------------------------------------------------------
+# The manifests' NetworkPolicies admit only pods with this label to PostgreSQL and MLflow.
+POD_LABEL: Final = ("app.kubernetes.io/part-of", "ctrflow")
+RUN_AS_USER: Final = 10001  # the image's numeric user (images/Dockerfile)
+
 # ---- HPO fan-out -------------------------------------------------------------------------------
 # Each worker holds one PostgreSQL connection (+1 overflow for a moment): 50 workers stay inside
 # PostgreSQL's default max_connections of 100 with room for the other steps.

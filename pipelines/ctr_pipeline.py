@@ -46,6 +46,8 @@ from ctrflow.components.names import (
     MAX_WORKERS,
     MLFLOW_CONFIG_MAP,
     MLFLOW_SECRET_KEYS,
+    POD_LABEL,
+    STORAGE_SECRET,
 )
 from ctrflow.components.names import MLFLOW_TRACKING_URI_ENV as TRACKING_ENV
 from ctrflow.components.names import STORAGE_URL_ENV as STORAGE_ENV
@@ -61,8 +63,6 @@ __all__ = [
 ]
 
 PIPELINE_NAME = "ctrflow"
-# The manifests' NetworkPolicies let only pods with this label reach PostgreSQL and MLflow.
-POD_LABEL = ("app.kubernetes.io/part-of", "ctrflow")
 WORKER_THREADS = 1  # one FFM thread per worker: scale out with workers, deterministic trials
 TRAIN_THREADS = 2
 
@@ -177,7 +177,7 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
         model_type: str = "ffm",
         n_workers: int = 4,
         trial_budget: int = 40,
-        storage_secret: str = "ctrflow-storage",
+        storage_secret: str = STORAGE_SECRET,
         mlflow_tracking_uri: str = "",
         mlflow_secret: str = "ctrflow-mlflow-auth",
         promotion_margin: float = 0.0,

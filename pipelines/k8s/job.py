@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ctrflow.components.names import POD_LABEL, RUN_AS_USER
 from ctrflow.pipelines.k8s.requirements import STORAGE_SECRET, STORAGE_SECRET_KEY
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
 CONTAINER_NAME = "hpo-worker"
 LAUNCH_ID_LABEL = "ctrflow.io/launch-id"
 STUDY_ANNOTATION = "ctrflow.io/study"
-RUN_AS = 10001  # the image's numeric user (images/Dockerfile)
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -100,9 +100,9 @@ def _escape(arg: str) -> str:
 def pod_security_context() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
-        "runAsUser": RUN_AS,
-        "runAsGroup": RUN_AS,
-        "fsGroup": RUN_AS,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -122,7 +122,7 @@ def build_worker_job(spec: WorkerJobSpec) -> dict[str, Any]:
     labels = {
         "app.kubernetes.io/name": "ctrflow-hpo",
         "app.kubernetes.io/component": "hpo-worker",
-        "app.kubernetes.io/part-of": "ctrflow",  # admitted by the NetworkPolicies
+        POD_LABEL[0]: POD_LABEL[1],  # admitted by the NetworkPolicies
         "app.kubernetes.io/managed-by": "ctrflow-hpo-launch",
         LAUNCH_ID_LABEL: spec.launch_id,
     }

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-RUN_AS = "10001:10001"
+from ctrflow.components.names import RUN_AS_USER
+
+RUN_AS = f"{RUN_AS_USER}:{RUN_AS_USER}"
 # As the manifests run the image: numeric non-root user, read-only root filesystem, an emptyDir
 # on /tmp and HOME=/tmp, no capabilities, no privilege escalation.
 HARDENED = [
