@@ -87,6 +87,23 @@ class Param:
             return IntDistribution(int(self.low), int(self.high), log=self.log)
         return FloatDistribution(float(self.low), float(self.high), log=self.log)
 
+    def typed(self, value: Any) -> Scalar:
+        """``value`` as this parameter's type. Values that crossed a JSON or protobuf boundary
+        come back as floats (KFP passes a dict parameter as a Struct, whose numbers are doubles):
+        an int parameter takes 6.0 as 6 and refuses 6.5; a choice is matched by equality."""
+        if self.kind == "categorical":
+            for choice in self.choices:  # True is not the choice 1, nor 1.0 the choice True
+                if choice == value and isinstance(choice, bool) == isinstance(value, bool):
+                    return choice
+            raise ValueError(f"parameter {self.name}={value!r} is not one of {list(self.choices)}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"parameter {self.name}={value!r} is not a number")
+        if self.kind == "int":
+            if not float(value).is_integer():
+                raise ValueError(f"int parameter {self.name}={value!r} is not a whole number")
+            return int(value)
+        return float(value)
+
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "categorical":
             return {"name": self.name, "kind": self.kind, "choices": list(self.choices)}
@@ -140,6 +157,19 @@ class SearchSpace:
                     f"{self.model_type}: default {p.name}={self.defaults[p.name]!r} lies outside "
                     f"its search range {p.distribution()}"
                 )
+
+    def typed(self, params: Mapping[str, Any]) -> dict[str, Scalar]:
+        """``params`` with each value as its parameter's type (this definition is the one place
+        that says which parameter is an int); unknown or missing names are a ValueError."""
+        names = [p.name for p in self.params]
+        unknown = sorted(set(params) - set(names))
+        missing = sorted(set(names) - set(params))
+        if unknown or missing:
+            raise ValueError(
+                f"{self.model_type} parameters: unknown {unknown or 'none'}, missing "
+                f"{missing or 'none'} (expected exactly {sorted(names)})"
+            )
+        return {p.name: p.typed(params[p.name]) for p in self.params}
 
     def distributions(self) -> dict[str, BaseDistribution]:
         return {p.name: p.distribution() for p in self.params}

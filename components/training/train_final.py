@@ -23,7 +23,6 @@ from sklearn.metrics import roc_auc_score
 from ctrflow.components.data.fingerprint import dataset_fingerprint
 from ctrflow.components.hpo.search_space import SearchSpace, get_space
 from ctrflow.components.training.models import (
-    check_params,
     ffm_model,
     load_dataset,
     xgb_matrices,
@@ -113,7 +112,7 @@ def train_final(
     space = space or get_space(model_type)
     if space.model_type != model_type:
         raise ValueError(f"search space is for {space.model_type!r}, not {model_type!r}")
-    check_params(params, [p.name for p in space.params], model_type)
+    params = space.typed(params)  # ints stay ints, whichever boundary the values crossed
     train = load_dataset(train_dir, "training")
     valid = load_dataset(valid_dir, "validation")
     started = time.perf_counter()

@@ -160,7 +160,7 @@ def _warm_start_line(warm: dict[str, Any]) -> str:
     return f"no: {warm.get('reason') or 'no reason recorded'}"
 
 
-def summary_text(result: Any, model_name: str) -> str:
+def summary_text(result: Any, model_name: str, model_type: str = "ffm") -> str:
     """The human summary of a LocalRunResult."""
     out = result.outputs
     hpo = out.get("hpo") or {}
@@ -182,7 +182,7 @@ def summary_text(result: Any, model_name: str) -> str:
         f"library defaults {default_text}",
         f"  test          logloss {out.get('test_logloss', float('nan')):.5f}, "
         f"AUC {out.get('test_auc', float('nan')):.4f}",
-        f"  model         {model_name} version {version}: "
+        f"  model         {model_name} version {version} ({model_type}): "
         + ("now champion" if promoted else "challenger, champion unchanged")
         + f" ({out.get('promotion_reason', '')})",
         f"  MLflow        {result.mlflow_uri}",
@@ -236,7 +236,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**result.to_dict(), "model_name": params["model_name"]}, indent=2))
     else:
-        print(summary_text(result, str(params["model_name"])))
+        print(summary_text(result, str(params["model_name"]), str(params.get("model_type", "ffm"))))
     return 0
 
 

@@ -106,3 +106,26 @@ def test_library_defaults_are_the_first_trial() -> None:
         1.0,
         0.0,
     )
+
+
+def test_values_that_crossed_a_protobuf_boundary_get_their_types_back() -> None:
+    """KFP hands a dict parameter over as a protobuf Struct: every number becomes a double."""
+    space = get_space("xgboost")
+    ints = [p.name for p in space.params if p.kind == "int"]
+    assert ints, "the xgboost space has int parameters (max_depth)"
+    as_doubles = {name: float(value) for name, value in space.defaults.items()}
+    typed = space.typed(as_doubles)
+    assert typed == space.defaults
+    assert all(type(typed[name]) is int for name in ints)
+    assert all(type(typed[p.name]) is float for p in space.params if p.kind == "float")
+    with pytest.raises(ValueError, match=rf"int parameter {ints[0]}=6.5 is not a whole number"):
+        space.typed({**as_doubles, ints[0]: 6.5})
+    with pytest.raises(ValueError, match=r"unknown \['depth'\], missing \['max_depth'\]"):
+        space.typed({**{k: v for k, v in as_doubles.items() if k != "max_depth"}, "depth": 6})
+    with pytest.raises(ValueError, match="is not a number"):
+        space.typed({**as_doubles, ints[0]: "6"})
+    choice = Param("booster", "categorical", choices=("gbtree", 1, True))
+    assert choice.typed(1.0) == 1 and type(choice.typed(1.0)) is int
+    assert choice.typed(True) is True
+    with pytest.raises(ValueError, match="is not one of"):
+        choice.typed("dart")

@@ -94,6 +94,21 @@ def test_xgboost_file_holds_only_the_trees_up_to_the_best_round(
     np.testing.assert_array_equal(load_trained_model(tmp_path).predict(valid), expected)
 
 
+def test_integer_parameters_that_arrive_as_floats_train_as_integers(
+    week: Week, tmp_path: pathlib.Path
+) -> None:
+    """What the pipeline's train-final step gets from finalize-study: numbers as doubles."""
+    space = get_space("xgboost")
+    as_doubles = {name: float(value) for name, value in space.defaults.items()}
+    result = train_final(
+        model_type="xgboost", params=as_doubles, train_dir=week.train, valid_dir=week.valid,
+        output_dir=tmp_path,
+    )  # fmt: skip
+    assert result.params == space.defaults
+    assert type(result.params["max_depth"]) is int
+    assert TrainResult.load(tmp_path).params == space.defaults
+
+
 def test_evaluate_metrics_match_scikit_learn_and_the_predictions(
     week: Week, tmp_path: pathlib.Path
 ) -> None:

@@ -123,6 +123,41 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
 
 
 @pytest.mark.integration
+@pytest.mark.slow
+def test_two_local_xgboost_runs_keep_integer_params_and_warm_start(tmp_path: pathlib.Path) -> None:
+    """The second model type end to end: its int parameters (max_depth) cross KFP's parameter
+    passing (numbers become doubles there) and still train, log and register as ints."""
+    workdir, model = tmp_path / "work", "ctr-xgb-e2e"
+    common = ("--workdir", str(workdir), "--rows", ROWS, "--model-name", model,
+              "--model-type", "xgboost")  # fmt: skip
+    # Its pruner stops more trials than FFM's (14 once left 9 COMPLETE): 20 leave the >= 10
+    # COMPLETE trials a warm start needs.
+    first = _run_json(*common, "--budget", "20")
+    out, hpo = first["outputs"], first["outputs"]["hpo"]
+    assert _finished(hpo) == 20 and int(hpo["counts"].get("COMPLETE", 0)) >= 10, hpo["counts"]
+    assert hpo["search_space_version"].startswith("xgboost-")
+    assert out["model_version"] == "1" and out["promoted"] is True
+    assert out["test_auc"] > 0.6
+    mlflow = MlflowClient(tracking_uri=first["mlflow_uri"], registry_uri=first["mlflow_uri"])
+    version = mlflow.get_model_version(model, "1")
+    assert version.tags["ctrflow.model_type"] == "xgboost"
+    logged = mlflow.get_run(version.run_id).data.params
+    assert logged["max_depth"] == str(int(float(logged["max_depth"])))  # "6", never "6.0"
+
+    second = _run_json(*common, "--budget", "4")
+    out2, hpo2 = second["outputs"], second["outputs"]["hpo"]
+    assert hpo2["warm_start"]["warm"] is True, hpo2["warm_start"].get("reason")
+    assert hpo2["warm_start"]["model_version"] == "1"
+    assert out2["model_version"] == "2"
+    decision = mlflow.get_model_version(model, "2").tags["ctrflow.promotion.decision"]
+    assert decision == ("promoted" if out2["promoted"] else "kept_champion")
+
+    summary = _ctrflow("run", *common, "--budget", "2")
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    assert f"{model} version 3 (xgboost):" in summary.stdout
+
+
+@pytest.mark.integration
 def test_failing_step_is_named_with_its_error(tmp_path: pathlib.Path) -> None:
     bad = tmp_path / "three-columns.csv"
     bad.write_text("label,I1,I2\n1,2,3\n0,5,\n", encoding="utf-8")
