@@ -152,9 +152,15 @@ def test_two_local_xgboost_runs_keep_integer_params_and_warm_start(tmp_path: pat
     decision = mlflow.get_model_version(model, "2").tags["ctrflow.promotion.decision"]
     assert decision == ("promoted" if out2["promoted"] else "kept_champion")
 
-    summary = _ctrflow("run", *common, "--budget", "2")
-    assert summary.returncode == 0, summary.stderr[-3000:]
-    assert f"{model} version 3 (xgboost):" in summary.stdout
+    # A team switching types: an FFM challenger against the XGBoost champion, on the same rows.
+    switched = _ctrflow("run", *common[:-2], "--model-type", "ffm", "--budget", "2")
+    assert switched.returncode == 0, switched.stderr[-3000:]
+    assert f"{model} version 3 (ffm):" in switched.stdout
+    v3 = mlflow.get_model_version(model, "3").tags
+    assert v3["ctrflow.model_type"] == "ffm"
+    assert v3["ctrflow.promotion.champion_version"] in ("1", "2")
+    assert float(v3["ctrflow.promotion.champion_test_logloss"]) > 0
+    assert v3["ctrflow.promotion.compared_on"].startswith("test dataset, same feature spec ("), v3
 
 
 @pytest.mark.integration
