@@ -12,7 +12,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from typing import Any
 
 import pytest
 
@@ -21,6 +20,7 @@ from ctrflow.components.training.evaluate import evaluate
 from ctrflow.components.training.train_final import train_final
 from ctrflow.components.training.trained_model import load_trained_model
 from tests.testkit.ctr_data import make_week, run_study
+from tests.testkit.http import post_json as _post
 from tests.testkit.podman import HARDENED, Podman, free_port
 
 pytestmark = [
@@ -29,17 +29,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(900),
 ]
-
-
-def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_champion_served_from_the_image_answers_raw_rows_and_rejects_bad_ones(

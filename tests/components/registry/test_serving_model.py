@@ -16,7 +16,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from typing import Any
 
 import mlflow
 import numpy as np
@@ -34,6 +33,7 @@ from ctrflow.components.training.evaluate import evaluate
 from ctrflow.components.training.train_final import train_final
 from ctrflow.components.training.trained_model import load_trained_model
 from tests.testkit.ctr_data import Week, make_week, run_study
+from tests.testkit.http import post_json as _post
 from tests.testkit.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -189,17 +189,6 @@ def test_bad_raw_rows_are_rejected_naming_the_row_and_column(
 
 
 # ---- `mlflow models serve` ----------------------------------------------------------------------
-
-
-def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_mlflow_models_serve_answers_raw_rows_with_probabilities(
