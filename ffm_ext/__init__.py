@@ -7,7 +7,12 @@ p = model.predict(test)                            # float32 probabilities, GIL 
 """
 
 from ffm_ext._dataset import FORMAT_NAME, FORMAT_VERSION, Dataset, read_libffm
-from ffm_ext._errors import FFMDivergenceError, FFMFormatError, FFMModelFileError
+from ffm_ext._errors import (
+    FFMDatasetError,
+    FFMDivergenceError,
+    FFMFormatError,
+    FFMModelFileError,
+)
 from ffm_ext._model import FFM, EpochCallback, FitHistory
 
 __all__ = [
@@ -16,6 +21,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Dataset",
     "EpochCallback",
+    "FFMDatasetError",
     "FFMDivergenceError",
     "FFMFormatError",
     "FFMModelFileError",

@@ -78,6 +78,7 @@ cdef extern from "libffm_text.h" nogil:
         int64_t error_column
         int error_errno
         char error_token[97]
+        int64_t error_token_length
 
     int FFM_TEXT_OK
     int FFM_TEXT_IO
@@ -400,7 +401,7 @@ def parse_libffm_file(path, bint skip_empty_lines):
             raise OSError(res.error_errno, os.strerror(res.error_errno), os.fspath(path))
         raise FFMFormatError(
             os.fspath(path), res.error_line, res.error_column, token,
-            ffm_text_message(rc).decode())
+            ffm_text_message(rc).decode(), token_length=res.error_token_length)
     indptr = _owned_array(res.indptr, res.n_rows + 1, cnp.NPY_INT64, 8)
     fields = _owned_array(res.fields, res.nnz, cnp.NPY_INT32, 4)
     features = _owned_array(res.features, res.nnz, cnp.NPY_INT32, 4)

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ffm_ext import _core
+from ffm_ext._errors import FFMDatasetError, shown
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -82,55 +83,84 @@ class Dataset:
         self._check_structure()
         if validate:
             self._check_content()
-        self.n_fields = self._size("n_fields", n_fields, self.fields, validate)
-        self.n_features = self._size("n_features", n_features, self.features, validate)
+        self.n_fields = self._size("n_fields", n_fields, self.fields, validate, "fields")
+        self.n_features = self._size("n_features", n_features, self.features, validate, "features")
 
     # -- checks -----------------------------------------------------------------------------
     def _check_structure(self) -> None:
+        """O(n_rows) checks: sizes agree and indptr delimits contiguous rows."""
         if len(self.indptr) < 1:
-            raise ValueError("indptr must have n_rows + 1 entries (at least [0])")
+            raise FFMDatasetError(
+                "indptr must have n_rows + 1 entries (at least [0])", array="indptr"
+            )
         nnz = len(self.fields)
         if len(self.features) != nnz or len(self.values) != nnz:
-            raise ValueError(
+            raise FFMDatasetError(
                 f"fields, features and values must have equal lengths, got "
-                f"{len(self.fields)}, {len(self.features)}, {len(self.values)}"
+                f"{len(self.fields)}, {len(self.features)}, {len(self.values)}",
+                array="features" if len(self.features) != nnz else "values",
             )
         if self.indptr[0] != 0 or self.indptr[-1] != nnz:
-            raise ValueError(
+            raise FFMDatasetError(
                 f"indptr must start at 0 and end at nnz={nnz}, "
-                f"got {self.indptr[0]}..{self.indptr[-1]}"
+                f"got {self.indptr[0]}..{self.indptr[-1]}",
+                array="indptr",
+                index=0 if self.indptr[0] != 0 else len(self.indptr) - 1,
             )
         if len(self.labels) != len(self.indptr) - 1:
-            raise ValueError(
-                f"labels has {len(self.labels)} entries for {len(self.indptr) - 1} rows"
+            raise FFMDatasetError(
+                f"labels has {len(self.labels)} entries for {len(self.indptr) - 1} rows",
+                array="labels",
             )
         steps = np.diff(self.indptr)
         if steps.size and steps.min() < 0:
             row = int(np.argmax(steps < 0))
-            raise ValueError(f"indptr decreases at row {row}: rows must be contiguous")
+            raise FFMDatasetError(
+                f"indptr decreases at row {row}: indptr[{row + 1}] = {self.indptr[row + 1]} "
+                f"< indptr[{row}] = {self.indptr[row]} (rows must be contiguous)",
+                array="indptr",
+                index=row + 1,
+            )
 
     def _check_content(self) -> None:
+        """O(nnz) vectorised checks: ids non-negative, values finite, labels 0 or 1."""
         for name in ("fields", "features"):
             arr = getattr(self, name)
             if arr.size and arr.min() < 0:
                 pos = int(np.argmax(arr < 0))
-                raise ValueError(f"{name}[{pos}] = {arr[pos]} is negative")
+                raise FFMDatasetError(
+                    f"{name}[{pos}] = {arr[pos]} is negative", array=name, index=pos
+                )
         if self.values.size and not np.isfinite(self.values).all():
             pos = int(np.argmax(~np.isfinite(self.values)))
-            raise ValueError(f"values[{pos}] = {self.values[pos]} is not finite")
-        bad = (self.labels != 0) & (self.labels != 1)
+            raise FFMDatasetError(
+                f"values[{pos}] = {self.values[pos]} is not finite", array="values", index=pos
+            )
+        bad = (self.labels != 0) & (self.labels != 1)  # NaN compares unequal: caught too
         if bad.any():
             pos = int(np.argmax(bad))
-            raise ValueError(f"labels[{pos}] = {self.labels[pos]} is not 0 or 1")
+            raise FFMDatasetError(
+                f"labels[{pos}] = {self.labels[pos]} is not 0 or 1 (a dataset stores clicks as "
+                f"1 and non-clicks as 0; LIBFFM text's -1/+1 become 0/1 when read)",
+                array="labels",
+                index=pos,
+            )
 
     @staticmethod
-    def _size(name: str, given: int | None, ids: npt.NDArray[np.int32], scan: bool) -> int:
+    def _size(
+        name: str, given: int | None, ids: npt.NDArray[np.int32], scan: bool, array: str
+    ) -> int:
         if given is None:
             return int(ids.max()) + 1 if ids.size else 0
         if given < 0:
-            raise ValueError(f"{name} must be >= 0, got {given}")
+            raise FFMDatasetError(f"{name} must be >= 0, got {given}", array=array)
         if scan and ids.size and int(ids.max()) >= given:
-            raise ValueError(f"{name}={given} but the data holds id {int(ids.max())}")
+            pos = int(np.argmax(ids >= given))
+            raise FFMDatasetError(
+                f"{array}[{pos}] = {ids[pos]} is not below the declared {name}={given}",
+                array=array,
+                index=pos,
+            )
         return int(given)
 
     # -- views ------------------------------------------------------------------------------
@@ -200,47 +230,110 @@ class Dataset:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], *, mmap: bool = True, validate: bool = False
+        cls, path: str | os.PathLike[str], *, mmap: bool = True, validate: bool = True
     ) -> Dataset:
-        """Open a saved dataset; arrays are memory-mapped read-only unless mmap=False."""
+        """Open a saved dataset; arrays are memory-mapped read-only unless mmap=False.
+
+        Every array is checked as on construction (one vectorised O(nnz) pass, small next to an
+        epoch); a bad one raises FFMDatasetError naming the file and the index.
+        `validate=False` is the explicit opt-out: only the O(1) and O(n_rows) checks run.
+        """
         src = pathlib.Path(path)
         meta_path = src / "meta.json"
-        try:
-            meta = json.loads(meta_path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"{meta_path}: not a dataset directory (no meta.json)"
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{meta_path}: invalid JSON: {exc}") from None
-        if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{meta_path}: unsupported dataset format {meta.get('format')!r} "
-                f"version {meta.get('format_version')!r} "
-                f"(expected {FORMAT_NAME!r} {FORMAT_VERSION})"
-            )
-        arrays = {}
-        for name, dtype in _ARRAYS.items():
-            file = src / f"{name}.npy"
-            arr = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-            if arr.dtype != dtype or arr.ndim != 1:
-                raise ValueError(
-                    f"{file}: expected 1-D {np.dtype(dtype).name}, got {arr.dtype} {arr.shape}"
-                )
-            arrays[name] = arr
+        meta = _read_meta(meta_path)
+        arrays = {
+            name: _load_array(src / f"{name}.npy", dtype, mmap) for name, dtype in _ARRAYS.items()
+        }
         for key, actual in (("n_rows", len(arrays["indptr"]) - 1), ("nnz", len(arrays["fields"]))):
             if meta.get(key) != actual:
-                raise ValueError(f"{meta_path}: {key}={meta.get(key)} but the arrays hold {actual}")
-        return cls(
-            arrays["indptr"],
-            arrays["fields"],
-            arrays["features"],
-            arrays["values"],
-            arrays["labels"],
-            n_features=int(meta["n_features"]),
-            n_fields=int(meta["n_fields"]),
-            validate=validate,
+                raise FFMDatasetError(
+                    f"{key}={shown(meta.get(key))} but the arrays hold {actual}",
+                    array="meta",
+                    path=str(meta_path),
+                )
+        try:
+            return cls(
+                arrays["indptr"],
+                arrays["fields"],
+                arrays["features"],
+                arrays["values"],
+                arrays["labels"],
+                n_features=meta["n_features"],
+                n_fields=meta["n_fields"],
+                validate=validate,
+            )
+        except FFMDatasetError as exc:
+            raise exc.in_file(str(src / f"{exc.array}.npy")) from None
+
+
+def _read_meta(meta_path: pathlib.Path) -> dict[str, Any]:
+    """meta.json of a dataset directory, with its format and sizes checked."""
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{meta_path}: not a dataset directory (no meta.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FFMDatasetError(f"invalid JSON: {exc}", array="meta", path=str(meta_path)) from None
+    if not isinstance(meta, dict):
+        raise FFMDatasetError(
+            f"expected a JSON object, got {type(meta).__name__}", array="meta", path=str(meta_path)
         )
+    if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
+        raise FFMDatasetError(
+            f"unsupported dataset format {shown(meta.get('format'))} "
+            f"version {shown(meta.get('format_version'))} "
+            f"(expected {FORMAT_NAME!r} {FORMAT_VERSION})",
+            array="meta",
+            path=str(meta_path),
+        )
+    for key in ("n_rows", "nnz", "n_features", "n_fields"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise FFMDatasetError(
+                f"{key} must be an integer >= 0, got {shown(value)}",
+                array="meta",
+                path=str(meta_path),
+            )
+    return meta
+
+
+def _load_array(file: pathlib.Path, dtype: type[np.generic], mmap: bool) -> npt.NDArray[Any]:
+    """One .npy array of the dataset; a truncated or foreign file is an error naming it."""
+    try:
+        arr = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError) as exc:  # e.g. numpy's "mmap length is greater than file size"
+        raise FFMDatasetError(_npy_problem(file, exc), array=file.stem, path=str(file)) from None
+    if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.ndim != 1:
+        found = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise FFMDatasetError(
+            f"expected a 1-D {np.dtype(dtype).name} array, got {found}",
+            array=file.stem,
+            path=str(file),
+        )
+    return arr
+
+
+def _npy_problem(file: pathlib.Path, exc: BaseException) -> str:
+    """Why numpy could not open `file`, in the user's terms (truncation: bytes declared vs held)."""
+    try:
+        with file.open("rb") as fh:
+            major, _ = np.lib.format.read_magic(fh)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if major == 1
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(fh)
+            held = os.fstat(fh.fileno()).st_size - fh.tell()
+    except (ValueError, EOFError, OSError) as header_exc:
+        return f"not a readable .npy array ({header_exc})"
+    needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if held < needed:
+        return (
+            f"truncated: its header declares {dtype} {shape} ({needed:,} bytes of data), "
+            f"the file holds {held:,}"
+        )
+    return f"not a readable .npy array ({exc})"
 
 
 def read_libffm(

@@ -36,6 +36,7 @@ static int fail(ffm_text *out, int code, int64_t line, const char *line_start, c
     out->error_line = line;
     out->error_column = tok ? (int64_t)(tok - line_start) + 1 : 0;
     out->error_token[0] = '\0';
+    out->error_token_length = tok ? (int64_t)(tok_end - tok) : 0;
     if (tok) {
         size_t len = (size_t)(tok_end - tok);
         if (len > FFM_TEXT_TOKEN_MAX) len = FFM_TEXT_TOKEN_MAX;

@@ -46,7 +46,8 @@ typedef struct {
     int64_t error_line;
     int64_t error_column;
     int error_errno;
-    char error_token[FFM_TEXT_TOKEN_MAX + 1];
+    char error_token[FFM_TEXT_TOKEN_MAX + 1]; /* the token's first bytes */
+    int64_t error_token_length;               /* its whole length in bytes */
     /* internal */
     int64_t rows_cap;
     int64_t nnz_cap;
