@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import pathlib
 import struct
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -22,6 +20,7 @@ from ffm_ext import _core
 from ffm_ext._dataset import Dataset
 from ffm_ext._epoch_rows import EpochRows
 from ffm_ext._errors import FFMDivergenceError, FFMModelFileError
+from ffm_ext._model_file import read_model_file, write_model_file
 from ffm_ext._threads import resolve_threads
 
 __all__ = ["FFM", "EpochCallback", "FitHistory"]
@@ -29,10 +28,6 @@ __all__ = ["FFM", "EpochCallback", "FitHistory"]
 #: callback(epoch (1-based), train logloss, valid logloss or None) -> True to stop training.
 EpochCallback = Callable[[int, float, "float | None"], "bool | None"]
 
-_MAGIC = b"CTRFFM\x00\x00"
-_FILE_VERSION = 1
-# magic, version, header bytes, n, m, k, normalize, payload crc32, params-json bytes
-_HEADER = struct.Struct("<8sIIqqqBxxxII")
 _LIBFFM_HEADER = struct.Struct("<iii?")
 
 
@@ -47,6 +42,19 @@ class FitHistory:
     best_valid_logloss: float | None = None
     stopped_early: bool = False
     stop_reason: str = "epochs"  # "epochs" | "early_stopping" | "callback"
+
+
+def _require_both_labels(data: Dataset, role: str) -> None:
+    """Refuse a set with one label: training would learn a constant, and validation logloss
+    would pick epochs by it (and AUC is undefined)."""
+    if data.n_rows == 0:
+        raise ValueError(f"the {role} set has no rows")
+    clicks = int(np.count_nonzero(data.labels == 1))
+    if clicks in (0, data.n_rows):
+        raise ValueError(
+            f"the {role} set has only label {data.labels[0]:g} in all {data.n_rows:,} rows: "
+            f"an FFM needs both clicks (1) and non-clicks (0)"
+        )
 
 
 def _check(name: str, value: float, ok: bool, rule: str) -> None:
@@ -166,8 +174,9 @@ class FFM:
             raise TypeError(f"train must be an ffm_ext.Dataset, got {type(train).__name__}")
         if valid is not None and not isinstance(valid, Dataset):
             raise TypeError(f"valid must be an ffm_ext.Dataset, got {type(valid).__name__}")
-        if train.n_rows == 0:
-            raise ValueError("the training set has no rows")
+        _require_both_labels(train, "training")
+        if valid is not None:
+            _require_both_labels(valid, "validation")
         # Like LIBFFM, size the model for every id seen in training or validation.
         n = max(train.n_features, valid.n_features if valid is not None else 0, 1)
         m = max(train.n_fields, valid.n_fields if valid is not None else 0, 1)
@@ -249,18 +258,21 @@ class FFM:
         return tqdm(total=self.epochs, desc="FFM epochs", unit="epoch", leave=False)
 
     # -- prediction ---------------------------------------------------------------------------
-    def _check_fields(self, engine: _core.Engine, data: Dataset) -> None:
+    @staticmethod
+    def _check_fields(engine: _core.Engine, data: Dataset) -> None:
+        """Fields beyond the model are an error. The scan is one O(nnz) max, not `n_fields`:
+        a dataset loaded without validation may declare fewer fields than it holds."""
         m = engine.shape[1]
-        if data.n_fields > m and data.nnz and int(data.fields.max()) >= m:
+        if data.nnz and int(data.fields.max()) >= m:
+            pos = int(np.argmax(data.fields >= m))
             raise ValueError(
-                f"the data holds field {int(data.fields.max())} but the model has fields "
-                f"0..{m - 1}: was it built with another feature spec?"
+                f"fields[{pos}] = {int(data.fields[pos])} but the model has fields "
+                f"0..{m - 1}: was the data built with another feature spec?"
             )
 
     def _margins(
         self, engine: _core.Engine, data: Dataset, threads: int
     ) -> npt.NDArray[np.float32]:
-        self._check_fields(engine, data)
         margins: npt.NDArray[np.float32] = engine.margins(
             data.indptr, data.fields, data.features, data.values, self.normalize, threads
         )
@@ -272,6 +284,7 @@ class FFM:
     def predict(self, data: Dataset) -> npt.NDArray[np.float32]:
         """Click probabilities (float32) for every row; threads run with the GIL released."""
         engine = self._fitted()
+        self._check_fields(engine, data)
         out = self._margins(engine, data, resolve_threads(self.n_threads))
         _core.sigmoid_inplace(out)
         return out
@@ -279,11 +292,13 @@ class FFM:
     def decision_function(self, data: Dataset) -> npt.NDArray[np.float32]:
         """Margins phi(x) (log-odds) for every row."""
         engine = self._fitted()
+        self._check_fields(engine, data)
         return self._margins(engine, data, resolve_threads(self.n_threads))
 
     def logloss(self, data: Dataset) -> float:
         """Mean logistic loss on a labelled dataset."""
         engine = self._fitted()
+        self._check_fields(engine, data)
         return self._logloss(engine, data, resolve_threads(self.n_threads))
 
     def predict_one(
@@ -305,25 +320,13 @@ class FFM:
 
     # -- files --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Versioned binary file: checked header (sizes, CRC32), then the float32 weights."""
+        """Versioned binary file (ffm_ext/_model_file.py): header, parameters and float32
+        weights under one CRC32."""
         with pathlib.Path(path).open("wb") as out:
             self._write(out)
 
     def _write(self, out: BinaryIO) -> None:
-        engine = self._fitted()
-        n, m, k = engine.shape
-        weights = np.ascontiguousarray(engine.weights)  # a copy only when k is padded
-        payload = weights.data.cast("B")
-        params = json.dumps(self.get_params(), sort_keys=True).encode()
-        header_size = _HEADER.size + len(params)
-        crc = zlib.crc32(payload)
-        out.write(
-            _HEADER.pack(
-                _MAGIC, _FILE_VERSION, header_size, n, m, k, self.normalize, crc, len(params)
-            )
-        )
-        out.write(params)
-        out.write(payload)
+        write_model_file(out, self.get_params(), self.normalize, self._fitted())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FFM:
@@ -334,40 +337,12 @@ class FFM:
 
     @classmethod
     def _read(cls, src: BinaryIO, name: str, size: int) -> FFM:
-        head = src.read(_HEADER.size)
-        if len(head) < _HEADER.size or not head.startswith(_MAGIC):
-            raise FFMModelFileError(
-                f"{name}: not a ctrflow FFM model file (bad magic or too short)"
-            )
-        _, version, header_size, n, m, k, normalize, crc, params_len = _HEADER.unpack(head)
-        if version != _FILE_VERSION:
-            raise FFMModelFileError(
-                f"{name}: model file version {version}, this ffm_ext reads {_FILE_VERSION}"
-            )
-        if min(n, m, k) < 1 or header_size != _HEADER.size + params_len:
-            raise FFMModelFileError(f"{name}: corrupted header (n={n}, m={m}, k={k})")
-        expected = header_size + n * m * k * 4
-        if size != expected:
-            raise FFMModelFileError(
-                f"{name}: file has {size} bytes, header says {expected}: truncated or corrupted"
-            )
+        stored = read_model_file(src, name, size)
         try:
-            params = json.loads(src.read(params_len))
-            model = cls(**{**params, "k": k, "normalize": bool(normalize)})
+            model = cls(**stored.params)
         except (ValueError, TypeError) as exc:
             raise FFMModelFileError(f"{name}: corrupted parameters in header: {exc}") from None
-        engine = _core.Engine(n, m, k)
-        target = engine.weights
-        buffer = target if target.flags.c_contiguous else np.empty((n, m, k), np.float32)
-        if src.readinto(buffer.data.cast("B")) != n * m * k * 4:  # type: ignore[attr-defined]
-            raise FFMModelFileError(f"{name}: truncated weights")
-        if zlib.crc32(buffer.data.cast("B")) != crc:
-            raise FFMModelFileError(
-                f"{name}: weights fail their CRC32 check: the file is corrupted"
-            )
-        if buffer is not target:
-            target[...] = buffer
-        model._engine = engine
+        model._engine = stored.engine
         return model
 
     @classmethod
