@@ -1,7 +1,8 @@
 """`ctrflow ffm train|predict|convert`: the FFM engine on LIBFFM text or binary datasets.
 
-Inputs are LIBFFM text files (`*.ffm`, `*.txt`) or binary dataset directories; errors name the
-file, line and token and exit 1.
+Inputs are LIBFFM text files (`*.ffm`, `*.txt`) or binary dataset directories, validated as they
+load (`--no-validate` skips the O(nnz) checks of a binary directory). Any bad input (data, model
+file, a diverging fit) prints one line naming the file and line or index, and exits 1.
 """
 
 from __future__ import annotations
@@ -10,15 +11,34 @@ import argparse
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 
 EXIT_BAD_INPUT = 1
+#: What bad input raises: ValueError (FFMFormatError, FFMDatasetError, FFMModelFileError),
+#: OSError (missing or unreadable files), FloatingPointError (FFMDivergenceError), MemoryError
+#: (sizes no machine holds).
+_BAD_INPUT = (ValueError, OSError, FloatingPointError, MemoryError)
 
 
-def _load(path: str):  # type: ignore[no-untyped-def]  # returns ffm_ext.Dataset
+def _load(path: str, validate: bool = True):  # type: ignore[no-untyped-def]  # -> ffm_ext.Dataset
     import ffm_ext
 
     source = pathlib.Path(path)
-    return ffm_ext.Dataset.load(source) if source.is_dir() else ffm_ext.read_libffm(source)
+    if source.is_dir():
+        return ffm_ext.Dataset.load(source, validate=validate)
+    return ffm_ext.read_libffm(source)  # the parser checks every token either way
+
+
+def _both_labels(data, path: str, role: str) -> None:  # type: ignore[no-untyped-def]
+    """Refuse a one-label set before training (the fit refuses too, without the file name)."""
+    import numpy as np
+
+    clicks = int(np.count_nonzero(data.labels == 1))
+    if data.n_rows == 0 or clicks in (0, data.n_rows):
+        raise ValueError(
+            f"{path}: the {role} set has one label only ({clicks:,} clicks in {data.n_rows:,} "
+            f"rows): an FFM needs both clicks (1) and non-clicks (0) to train and to score"
+        )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -26,13 +46,14 @@ def _train(args: argparse.Namespace) -> int:
 
     import ffm_ext
 
-    try:
-        train = _load(args.train)
-        valid = _load(args.valid) if args.valid else None
-        test = _load(args.test) if args.test else None
-    except (ValueError, OSError) as exc:
-        print(f"ctrflow ffm train: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    validate = not args.no_validate
+    train = _load(args.train, validate)
+    valid = _load(args.valid, validate) if args.valid else None
+    test = _load(args.test, validate) if args.test else None
+    for data, path, role in ((train, args.train, "training"), (valid, args.valid, "validation"),
+                             (test, args.test, "test")):  # fmt: skip
+        if data is not None:
+            _both_labels(data, path, role)
     model = ffm_ext.FFM(
         k=args.k, eta=args.eta, lam=args.lam, epochs=args.epochs, normalize=not args.no_norm,
         n_threads=args.threads, seed=args.seed, patience=args.patience,
@@ -61,29 +82,46 @@ def _predict(args: argparse.Namespace) -> int:
 
     import ffm_ext
 
-    try:
-        model = (
-            ffm_ext.FFM.load(args.model) if not args.libffm else ffm_ext.FFM.load_libffm(args.model)
-        )
-        data = _load(args.data)
-    except (ValueError, OSError) as exc:
-        print(f"ctrflow ffm predict: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    model = ffm_ext.FFM.load(args.model) if not args.libffm else ffm_ext.FFM.load_libffm(args.model)
+    data = _load(args.data, not args.no_validate)
     model.n_threads = args.threads
-    np.savetxt(args.output, model.predict(data), fmt="%.6f")
+    try:
+        predictions = model.predict(data)
+    except ValueError as exc:  # fields beyond the model
+        raise ValueError(f"{args.data}: {exc}") from None
+    np.savetxt(args.output, predictions, fmt="%.6f")
     print(f"{data.n_rows:,} predictions written to {args.output}")
     return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
-    try:
-        data = _load(args.input)
-    except (ValueError, OSError) as exc:
-        print(f"ctrflow ffm convert: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    data = _load(args.input, not args.no_validate)
     data.save(args.output)
     print(f"{data.n_rows:,} rows, {data.nnz:,} tokens written to {args.output}/")
     return 0
+
+
+def _one_line_errors(
+    command: str, body: Callable[[argparse.Namespace], int]
+) -> Callable[[argparse.Namespace], int]:
+    """`body`, with bad input reported as one line on stderr and exit code 1 (no traceback)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return body(args)
+        except _BAD_INPUT as exc:
+            print(f"ctrflow ffm {command}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+
+    return run
+
+
+def _add_no_validate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="skip the O(nnz) content checks of binary dataset directories (you vouch for them)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -103,7 +141,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     train.add_argument("--threads", type=int, default=1, help="-1 = every available CPU")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("-o", "--output", help="write the model here")
-    train.set_defaults(func=_train)
+    _add_no_validate(train)
+    train.set_defaults(func=_one_line_errors("train", _train))
 
     predict = commands.add_parser("predict", help="probabilities for a dataset, one per line")
     predict.add_argument("model")
@@ -111,9 +150,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     predict.add_argument("-o", "--output", required=True)
     predict.add_argument("--libffm", action="store_true", help="the model is LIBFFM's")
     predict.add_argument("--threads", type=int, default=1)
-    predict.set_defaults(func=_predict)
+    _add_no_validate(predict)
+    predict.set_defaults(func=_one_line_errors("predict", _predict))
 
     convert = commands.add_parser("convert", help="LIBFFM text -> binary dataset directory")
     convert.add_argument("input")
     convert.add_argument("output")
-    convert.set_defaults(func=_convert)
+    _add_no_validate(convert)
+    convert.set_defaults(func=_one_line_errors("convert", _convert))
