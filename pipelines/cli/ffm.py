@@ -42,8 +42,6 @@ def _both_labels(data, path: str, role: str) -> None:  # type: ignore[no-untyped
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sklearn.metrics import roc_auc_score
-
     import ffm_ext
 
     validate = not args.no_validate
@@ -69,6 +67,8 @@ def _train(args: argparse.Namespace) -> int:
     if valid is not None:
         print(f"best epoch {history.best_epoch}: valid logloss {history.best_valid_logloss:.5f}")
     if test is not None:
+        from sklearn.metrics import roc_auc_score
+
         p = model.predict(test)
         print(f"test logloss {model.logloss(test):.5f}  AUC {roc_auc_score(test.labels, p):.5f}")
     if args.output:
