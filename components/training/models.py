@@ -23,18 +23,26 @@ __all__ = ["check_params", "ffm_model", "load_dataset", "xgb_matrices", "xgb_tra
 
 
 def load_dataset(path: str | pathlib.Path, role: str) -> Any:
-    """An ffm_ext.Dataset from a directory, checked to be usable for training/validation."""
+    """An ffm_ext.Dataset from a directory, checked to be usable for training/validation/test.
+
+    Every pipeline step that reads a dataset (HPO workers, train-final, evaluate, register)
+    comes through here: the content is validated on load (labels 0/1, ids non-negative and
+    inside meta.json's sizes, finite values; errors name the .npy file and the index), and
+    both labels must be present (AUC and early stopping need them)."""
     import ffm_ext
 
     path = pathlib.Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{role} dataset directory {path} does not exist")
-    ds = ffm_ext.Dataset.load(str(path))
+    ds = ffm_ext.Dataset.load(str(path), validate=True)
     if ds.n_rows == 0:
         raise ValueError(f"{role} dataset {path} has no rows")
-    labels = np.asarray(ds.labels)
-    if not (np.any(labels == 0) and np.any(labels == 1)):
-        raise ValueError(f"{role} dataset {path} needs both positive and negative labels")
+    clicks = int(np.count_nonzero(np.asarray(ds.labels) == 1))
+    if clicks in (0, ds.n_rows):
+        raise ValueError(
+            f"{role} dataset {path} needs both positive and negative labels, "
+            f"got {clicks:,} clicks in {ds.n_rows:,} rows"
+        )
     return ds
 
 
