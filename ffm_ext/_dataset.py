@@ -131,7 +131,11 @@ class Dataset:
                 raise FFMDatasetError(
                     f"{name}[{pos}] = {arr[pos]} is negative", array=name, index=pos
                 )
-        if self.values.size and not np.isfinite(self.values).all():
+        # A float32 sum is NaN/inf when any value is (no nnz-sized temporary); a sum that
+        # overflowed from finite values only costs the exact check.
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = self.values.sum()
+        if not np.isfinite(total) and not np.isfinite(self.values).all():
             pos = int(np.argmax(~np.isfinite(self.values)))
             raise FFMDatasetError(
                 f"values[{pos}] = {self.values[pos]} is not finite", array="values", index=pos
