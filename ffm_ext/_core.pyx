@@ -202,6 +202,12 @@ cdef class Engine:
         for initialize() to fill (a fresh fit skips the compact buffer and the repacking)."""
         if n < 1 or m < 1 or k < 1:
             raise ValueError(f"n, m and k must be >= 1, got n={n}, m={m}, k={k}")
+        # Sizes in Python integers: n*m*k from a hostile meta.json must not wrap around int64.
+        cdef object floats = (<object>n) * m * ((k + FFM_LANES - 1) // FFM_LANES * FFM_LANES) * 2
+        if floats * 4 >= 2**62:
+            raise MemoryError(
+                f"cannot allocate {floats * 2 / 2**20:.1f} MiB for FFM weights "
+                f"(n={n}, m={m}, k={k})")
         self.model.n = n
         self.model.m = m
         self.model.k = k

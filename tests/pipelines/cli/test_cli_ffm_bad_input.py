@@ -3,6 +3,7 @@ file and the index, never a traceback, never a model written from bad data."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import subprocess
@@ -139,3 +140,40 @@ def test_convert_of_a_good_dataset_round_trips(tmp_path: pathlib.Path) -> None:
     np.testing.assert_array_equal(
         ffm_ext.Dataset.load(tmp_path / "copy").labels, ffm_ext.Dataset.load(src).labels
     )
+
+
+def test_huge_declared_sizes_are_one_line_not_a_crash(tmp_path: pathlib.Path) -> None:
+    """meta.json may declare a hash space; one of 2**62 features once wrapped int64 in the
+    weight allocation and killed the process with SIGSEGV."""
+    data = good_dataset(tmp_path / "ds")
+    meta = json.loads((data / "meta.json").read_text())
+    (data / "meta.json").write_text(json.dumps({**meta, "n_features": 2**62}))
+    message = one_line_error(ctrflow("ffm", "train", data, "--epochs", "1"), "ctrflow ffm train: ")
+    assert message.startswith("cannot allocate") and f"n={2**62}" in message
+
+
+def test_diverging_fit_is_one_line_and_writes_no_model(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "big.ffm"
+    path.write_text("".join(f"{i % 2} 0:{i % 5}:1e19 1:{i % 3}:1e19\n" for i in range(200)))
+    model = tmp_path / "model.ffm"
+    proc = ctrflow("ffm", "train", path, "--no-norm", "--epochs", "3", "-o", model)
+    assert one_line_error(proc, "ctrflow ffm train: ").startswith("training diverged at epoch 1")
+    assert not model.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["train", "{tmp}/missing.ffm"], "No such file or directory"),
+        (["train", "{good}", "-k", "0"], "k must be an integer >= 1, got 0"),
+        (["train", "{good}", "--epochs", "1", "-o", "{tmp}/no/such/dir/m.ffm"], "No such file"),
+        (["predict", "{tmp}/missing.model", "{good}", "-o", "{tmp}/p.txt"], "No such file"),
+        (["predict", "{good}/meta.json", "{good}", "-o", "{tmp}/p.txt"], "not a ctrflow FFM"),
+        (["convert", "{tmp}", "{tmp}/out"], "not a dataset directory (no meta.json)"),
+    ],
+)
+def test_other_bad_input_is_one_line(args: list[str], words: str, tmp_path: pathlib.Path) -> None:
+    good = good_dataset(tmp_path / "good")
+    filled = [arg.format(tmp=tmp_path, good=good) for arg in args]
+    message = one_line_error(ctrflow("ffm", *filled), f"ctrflow ffm {args[0]}: ")
+    assert words in message, message
