@@ -41,6 +41,14 @@ def _both_labels(data, path: str, role: str) -> None:  # type: ignore[no-untyped
         )
 
 
+def _predict_file(model, data, path: str):  # type: ignore[no-untyped-def]
+    """model.predict(data), its error (fields beyond the model) naming the data file."""
+    try:
+        return model.predict(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
 def _train(args: argparse.Namespace) -> int:
     import ffm_ext
 
@@ -69,7 +77,7 @@ def _train(args: argparse.Namespace) -> int:
     if test is not None:
         from sklearn.metrics import roc_auc_score
 
-        p = model.predict(test)
+        p = _predict_file(model, test, args.test)
         print(f"test logloss {model.logloss(test):.5f}  AUC {roc_auc_score(test.labels, p):.5f}")
     if args.output:
         model.save(args.output)
@@ -85,10 +93,7 @@ def _predict(args: argparse.Namespace) -> int:
     model = ffm_ext.FFM.load(args.model) if not args.libffm else ffm_ext.FFM.load_libffm(args.model)
     data = _load(args.data, not args.no_validate)
     model.n_threads = args.threads
-    try:
-        predictions = model.predict(data)
-    except ValueError as exc:  # fields beyond the model
-        raise ValueError(f"{args.data}: {exc}") from None
+    predictions = _predict_file(model, data, args.data)
     np.savetxt(args.output, predictions, fmt="%.6f")
     print(f"{data.n_rows:,} predictions written to {args.output}")
     return 0
