@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ctrflow.components.data._hashing import hash_strings
+from ctrflow.components.data._text import shorten
 
 # Example messages kept per column and per call; enough to diagnose, bounded in size.
 MAX_EXAMPLES = 5
@@ -153,7 +154,9 @@ def numeric(column: Column, name: str, problems: Problems) -> Coded:
     if bad.any():
         rows = bad[indices] & (indices >= 0)
         tokens = _tokens(dictionary, indices, rows)
-        problems.flag(rows, [f"{name}: cannot parse {t!r} as a finite number" for t in tokens])
+        problems.flag(
+            rows, [f"{name}: cannot parse {shorten(t)} as a finite number" for t in tokens]
+        )
     return Coded(values, codes)
 
 
@@ -201,6 +204,8 @@ def timestamps(column: Column, name: str, problems: Problems) -> npt.NDArray[np.
         unreadable = np.isnan(values) & (indices >= 0)
         if unreadable.any():
             tokens = _tokens(dictionary, indices, unreadable)
-            problems.flag(unreadable, [f"{name}: cannot parse {t!r} as a time" for t in tokens])
+            problems.flag(
+                unreadable, [f"{name}: cannot parse {shorten(t)} as a time" for t in tokens]
+            )
     problems.flag(np.isnan(values), f"{name}: timestamp is missing")
     return np.asarray(np.nan_to_num(values, nan=0.0), dtype=np.int64)
