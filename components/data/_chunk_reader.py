@@ -12,7 +12,7 @@ only reads bytes and consumes results in order.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 
@@ -299,7 +299,7 @@ def _csv_chunks(
     chunk_rows: int,
     parse: Callable[[pa.Table], ParsedTable],
     threads: int,
-) -> Iterator[RawChunk]:
+) -> Generator[RawChunk, None, None]:
     """Parsed chunks in file order, with 1-based line numbers (the header is line 1)."""
     first = 2 if spec.header else 1
     jobs = _csv_jobs(file, index, spec, needed, chunk_rows, parse)
@@ -375,7 +375,7 @@ def read_chunks(
     chunk_rows: int,
     parse: Callable[[pa.Table], ParsedTable],
     threads: int = 2,
-) -> Iterator[RawChunk]:
+) -> Generator[RawChunk, None, None]:
     """All files' rows in order, `chunk_rows` rows (about, for CSV) at a time, each chunk's
     table already passed through `parse` on a worker thread."""
     for index, file in enumerate(files):

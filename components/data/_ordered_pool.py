@@ -7,14 +7,14 @@ overlaps with the main thread's reading or writing.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def in_order(jobs: Iterator[Callable[[], T]], threads: int) -> Iterator[T]:
+def in_order(jobs: Iterator[Callable[[], T]], threads: int) -> Generator[T, None, None]:
     """Results of `jobs` in order, at most `threads + 1` jobs in flight (bounded memory).
 
     When the caller stops early (an error, or `close()`), queued jobs are cancelled, running

@@ -183,10 +183,11 @@ def labels(column: Column, name: str, problems: Problems) -> npt.NDArray[np.floa
     return np.where(valid, values, 0.0).astype(np.float32)
 
 
-def timestamps(column: Column, name: str, problems: Problems) -> npt.NDArray[np.int64]:
-    """UTC seconds since the epoch from epoch seconds, Arrow timestamps/dates or ISO-8601 text."""
+def timestamps(column: Column, name: str, problems: Problems) -> npt.NDArray[np.float64]:
+    """Epoch numbers as written (the unit is decided over the whole column: `_time_window`), or
+    UTC seconds from Arrow timestamps/dates or ISO-8601 text; NaN where missing or unreadable."""
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
-        seconds = pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64())
+        seconds = pc.cast(pc.cast(column, pa.timestamp("s"), safe=False), pa.int64())
         values = seconds.to_numpy(zero_copy_only=False).astype(np.float64)
     elif _is_numeric_type(column.type):
         values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
@@ -208,4 +209,4 @@ def timestamps(column: Column, name: str, problems: Problems) -> npt.NDArray[np.
                 unreadable, [f"{name}: cannot parse {shorten(t)} as a time" for t in tokens]
             )
     problems.flag(np.isnan(values), f"{name}: timestamp is missing")
-    return np.asarray(np.nan_to_num(values, nan=0.0), dtype=np.int64)
+    return np.asarray(values, dtype=np.float64)
