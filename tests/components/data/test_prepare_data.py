@@ -468,7 +468,7 @@ def test_component_runs_under_kfp_local_runner(
 
 def test_result_columns_are_plain_python(tmp_path: Path) -> None:
     # stats.json must be readable by anything: no NumPy scalars leak into it.
-    frame = pa.table({"label": [0, 1] * 500, "I1": list(range(1000)), "C1": ["a", "b"] * 500})
+    frame = pa.table({"label": [0, 1] * 1000, "I1": list(range(2000)), "C1": ["a", "b"] * 1000})
     pacsv.write_csv(frame, tmp_path / "t.csv")
     spec = FeatureSpec(label="label", numeric=("I1",), categorical=("C1",), rare_threshold=1)
     spec.save(str(tmp_path / "spec.json"))
