@@ -36,6 +36,11 @@ RUN_AS_USER: Final = 10001  # the image's numeric user (images/Dockerfile)
 # PostgreSQL's default max_connections of 100 with room for the other steps.
 MAX_WORKERS: Final = 50
 
+# ---- data splits -------------------------------------------------------------------------------
+# Fewest rows a train/valid/test split may have: prepare_data refuses a smaller one, evaluate
+# refuses to score (and so register to judge) a model on a smaller test set.
+MIN_SPLIT_ROWS: Final = 100
+
 # ---- model types -------------------------------------------------------------------------------
 # Adding a model type: its name here, its search space (hpo/search_space.py), and its fit and
 # predictor (training/models.py, training/trained_model.py).

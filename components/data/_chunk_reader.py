@@ -12,7 +12,8 @@ only reads bytes and consumes results in order.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,12 +25,22 @@ import pyarrow.parquet as pq
 from ctrflow.components.data._input_files import InputFile
 from ctrflow.components.data._ordered_pool import in_order
 from ctrflow.components.data._schema import FeatureSpec, ParsedTable, SpecError
+from ctrflow.components.data._text import check_wide_encoding, shorten, undecodable_lines
 
 _TEXT = pa.dictionary(pa.int32(), pa.string())
 _BOM = b"\xef\xbb\xbf"
 # Arrow parses a chunk block by block: a few MB keeps it in cache (one huge block is ~3x slower).
 _BLOCK_BYTES = 4 << 20
 _MAX_TEXT = 200  # characters of a bad line kept in a message
+_PIECE_BYTES = 1 << 18  # compressed input is read in pieces of this size
+
+
+def _unreadable(file: InputFile, line: int, exc: OSError) -> ValueError:
+    """A read error of a file (a compressed stream cut short or corrupt, an I/O error)."""
+    return ValueError(
+        f"{file.name}: line {line}: cannot read the file from here on ({exc}); "
+        "is it cut short or corrupt?"
+    )
 
 
 @dataclass
@@ -47,20 +58,30 @@ class RawChunk:
 def file_columns(file: InputFile, spec: FeatureSpec) -> list[str]:
     """Column names of a file: its header (CSV), its schema (Parquet) or the spec's order."""
     if file.is_parquet:
-        with file.filesystem.open_input_file(file.path) as handle:
-            return list(pq.ParquetFile(handle).schema_arrow.names)
+        try:
+            with file.filesystem.open_input_file(file.path) as handle:
+                return list(pq.ParquetFile(handle).schema_arrow.names)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ValueError(f"{file.name}: cannot read it as Parquet: {exc}") from None
     if not spec.header:
         return list(spec.file_columns())
-    with file.filesystem.open_input_stream(file.path, compression="detect") as stream:
-        head = b""
-        while b"\n" not in head:
-            block = stream.read(1 << 16)
-            if not block:
-                break
-            head += block
+    try:
+        with file.filesystem.open_input_stream(file.path, compression="detect") as stream:
+            head = b""
+            while b"\n" not in head:
+                block = stream.read(1 << 16)
+                if not block:
+                    break
+                head += block
+    except OSError as exc:
+        raise _unreadable(file, 1, exc) from None
+    check_wide_encoding(file.name, head)
     first = head.split(b"\n", 1)[0].removeprefix(_BOM).rstrip(b"\r")
     if not first:
         raise ValueError(f"{file.name}: empty file or empty header line")
+    _, undecodable = undecodable_lines(first)
+    if undecodable:
+        raise ValueError(f"{file.name}: line 1: the header is {undecodable[0][1]}")
     try:
         header = pacsv.read_csv(
             io.BytesIO(first + b"\n"),
@@ -87,12 +108,17 @@ def _parse_csv_chunk(
     (0-based line, why), number of lines, Arrow's error if the chunk could not be parsed)."""
     data = b"".join((head, body))  # on the worker thread: the copy is off the main thread
     n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    # Arrow fails a whole chunk on one byte that is not UTF-8 (and cannot even hand such a line
+    # to on_invalid): replace those bytes, then drop their lines as bad rows below.
+    data, undecodable = undecodable_lines(data)
     invalid: list[tuple[int, str]] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        text = row.text if len(row.text) <= _MAX_TEXT else row.text[:_MAX_TEXT] + "..."
         number = -1 if row.number is None else row.number - 1
-        why = f"expected {row.expected_columns} columns, got {row.actual_columns}: {text!r}"
+        why = (
+            f"expected {row.expected_columns} columns, got {row.actual_columns}: "
+            f"{shorten(row.text, _MAX_TEXT)}"
+        )
         invalid.append((number, why))
         return "skip"
 
@@ -124,7 +150,23 @@ def _parse_csv_chunk(
             "line breaks inside quoted values are not supported"
         )
         return table, lines, invalid, n_lines, error
+    if undecodable:
+        table, lines, invalid = _drop_lines(table, lines, invalid, undecodable)
     return table, lines, invalid, n_lines, None
+
+
+def _drop_lines(
+    table: pa.Table,
+    lines: npt.NDArray[np.int64],
+    invalid: list[tuple[int, str]],
+    bad: list[tuple[int, str]],
+) -> tuple[pa.Table, npt.NDArray[np.int64], list[tuple[int, str]]]:
+    """Move the rows of the `bad` lines (0-based, with why) from the table to `invalid`; a
+    line already invalid (wrong column count) stays one bad row."""
+    already = {number for number, _ in invalid}
+    invalid = invalid + [(number, why) for number, why in bad if number not in already]
+    keep = ~np.isin(lines, [number for number, _ in bad])
+    return table.filter(pa.array(keep)), lines[keep], invalid
 
 
 @dataclass
@@ -134,6 +176,39 @@ class _Pending:
     chunk: RawChunk
     n_lines: int
     error: str | None
+    unreadable: OSError | None = None  # the file could not be read on after the chunks before
+
+
+def _read_block(stream: pa.NativeFile, size: int, *, pieces: bool) -> tuple[bytes, OSError | None]:
+    """Up to `size` bytes and the read error that stopped it early, if any. A compressed stream
+    is read in pieces, so what came before an error (a file cut short) is still parsed."""
+    parts: list[bytes] = []
+    total = 0
+    while total < size:
+        try:
+            part: bytes = stream.read(min(_PIECE_BYTES, size - total) if pieces else size)
+        except OSError as exc:
+            return b"".join(parts), exc
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+        if not pieces:
+            break
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), None
+
+
+def _read(stream: pa.NativeFile, size: int, file: InputFile) -> bytes:
+    try:
+        data: bytes = stream.read(size)
+    except OSError as exc:
+        raise _unreadable(file, 1, exc) from None
+    return data
+
+
+def _read_failure(file: InputFile, index: int, exc: OSError) -> Callable[[], _Pending]:
+    empty = RawChunk(file, index, pa.table({}), np.empty(0, np.int64))
+    return lambda: _Pending(empty, 0, None, exc)
 
 
 def _csv_jobs(
@@ -148,13 +223,17 @@ def _csv_jobs(
     _check_columns(file, names, needed)
     sep = file.separator(spec.separator)
     with file.filesystem.open_input_stream(file.path, compression="detect") as stream:
-        rest = stream.read(1 << 16)
+        try:
+            rest = stream.read(1 << 16)
+        except OSError as exc:
+            raise _unreadable(file, 1, exc) from None
+        check_wide_encoding(file.name, rest)
         consumed = 0
         if rest.startswith(_BOM):
             rest = rest[len(_BOM) :]
         if spec.header:
             cut = rest.find(b"\n")
-            while cut < 0 and (more := stream.read(1 << 16)):
+            while cut < 0 and (more := _read(stream, 1 << 16, file)):
                 rest += more
                 cut = rest.find(b"\n")
             consumed = cut + 1 if cut >= 0 else len(rest)
@@ -162,35 +241,54 @@ def _csv_jobs(
         # Bytes per chunk from the average line length of the first block.
         sample_lines = max(rest.count(b"\n"), 1)
         chunk_bytes = max(1 << 16, chunk_rows * max(len(rest) // sample_lines, 1))
-        eof = False
-        while not eof:
-            block = stream.read(chunk_bytes)
+        while True:
+            block, failure = _read_block(stream, chunk_bytes, pieces=file.is_compressed)
             eof = not block
+            cut = block.rfind(b"\n") + 1
+            if failure is not None:
+                # Whole lines read before it are parsed first; the failure names the next line.
+                if cut:
+                    body = memoryview(block)[:cut]
+                    yield _chunk_job(file, index, rest, body, None, names, needed, sep, parse)
+                yield _read_failure(file, index, failure)
+                return
             if eof:
                 head, body, rest = rest, memoryview(b""), b""
-            else:
-                cut = block.rfind(b"\n") + 1
-                if cut == 0:  # no line end in this block: a very long line, read on
-                    rest += block
-                    continue
-                head, body, rest = rest, memoryview(block)[:cut], block[cut:]
-            if not head and not body:
+                if not head:
+                    return
+            elif cut == 0:  # no line end in this block: a very long line, read on
+                rest += block
                 continue
+            else:
+                head, body, rest = rest, memoryview(block)[:cut], block[cut:]
             consumed += len(head) + len(body)
             progress = None if file.is_compressed else min(consumed / max(file.size, 1), 1.0)
+            yield _chunk_job(file, index, head, body, progress, names, needed, sep, parse)
+            if eof:
+                return
 
-            def job(
-                head: bytes = head, body: memoryview = body, progress: float | None = progress
-            ) -> _Pending:
-                table, lines, invalid, n_lines, error = _parse_csv_chunk(
-                    head, body, names=names, needed=needed, sep=sep
-                )
-                chunk = RawChunk(file, index, table, lines, invalid, len(invalid), progress)
-                if error is None:
-                    chunk.parsed = parse(table)
-                return _Pending(chunk, n_lines, error)
 
-            yield job
+def _chunk_job(
+    file: InputFile,
+    index: int,
+    head: bytes,
+    body: memoryview,
+    progress: float | None,
+    names: list[str],
+    needed: list[str],
+    sep: str,
+    parse: Callable[[pa.Table], ParsedTable],
+) -> Callable[[], _Pending]:
+    def job() -> _Pending:
+        table, lines, invalid, n_lines, error = _parse_csv_chunk(
+            head, body, names=names, needed=needed, sep=sep
+        )
+        chunk = RawChunk(file, index, table, lines, invalid, len(invalid), progress)
+        if error is None:
+            chunk.parsed = parse(table)
+        return _Pending(chunk, n_lines, error)
+
+    return job
 
 
 def _csv_chunks(
@@ -201,11 +299,19 @@ def _csv_chunks(
     chunk_rows: int,
     parse: Callable[[pa.Table], ParsedTable],
     threads: int,
-) -> Iterator[RawChunk]:
+) -> Generator[RawChunk, None, None]:
     """Parsed chunks in file order, with 1-based line numbers (the header is line 1)."""
     first = 2 if spec.header else 1
-    for pending in in_order(_csv_jobs(file, index, spec, needed, chunk_rows, parse), threads):
+    jobs = _csv_jobs(file, index, spec, needed, chunk_rows, parse)
+    with closing(in_order(jobs, threads)) as results:
+        yield from _numbered(file, results, first)
+
+
+def _numbered(file: InputFile, results: Iterator[_Pending], first: int) -> Iterator[RawChunk]:
+    for pending in results:
         chunk = pending.chunk
+        if pending.unreadable is not None:
+            raise _unreadable(file, first, pending.unreadable)
         if pending.error is not None:
             last = first + pending.n_lines - 1
             raise ValueError(f"{file.name}: lines {first}-{last}: {pending.error}")
@@ -213,6 +319,25 @@ def _csv_chunks(
         chunk.invalid = [(line + first if line >= 0 else -1, why) for line, why in chunk.invalid]
         first += pending.n_lines
         yield chunk
+
+
+def _parquet_batches(
+    file: InputFile, reader: pq.ParquetFile, chunk_rows: int, needed: list[str]
+) -> Iterator[pa.RecordBatch]:
+    """The record batches, a read error naming the file and the first row not read."""
+    batches = reader.iter_batches(batch_size=chunk_rows, columns=needed)
+    first = 1
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ValueError(
+                f"{file.name}: row {first}: cannot read the Parquet file from here on ({exc})"
+            ) from None
+        first += batch.num_rows
+        yield batch
 
 
 def _parquet_jobs(
@@ -228,7 +353,7 @@ def _parquet_jobs(
         reader = pq.ParquetFile(handle)
         total = max(reader.metadata.num_rows, 1)
         first = 1
-        for batch in reader.iter_batches(batch_size=chunk_rows, columns=needed):
+        for batch in _parquet_batches(file, reader, chunk_rows, needed):
             n = batch.num_rows
             table = pa.Table.from_batches([batch])
             lines = np.arange(first, first + n, dtype=np.int64)
@@ -250,12 +375,14 @@ def read_chunks(
     chunk_rows: int,
     parse: Callable[[pa.Table], ParsedTable],
     threads: int = 2,
-) -> Iterator[RawChunk]:
+) -> Generator[RawChunk, None, None]:
     """All files' rows in order, `chunk_rows` rows (about, for CSV) at a time, each chunk's
     table already passed through `parse` on a worker thread."""
     for index, file in enumerate(files):
         if file.is_parquet:
             jobs = _parquet_jobs(file, index, needed, chunk_rows, spec, parse)
-            yield from in_order(jobs, threads)
+            with closing(in_order(jobs, threads)) as chunks:
+                yield from chunks
         else:
-            yield from _csv_chunks(file, index, spec, needed, chunk_rows, parse, threads)
+            with closing(_csv_chunks(file, index, spec, needed, chunk_rows, parse, threads)) as c:
+                yield from c

@@ -42,6 +42,8 @@ class PrepareResult:
     n_features: int
     features_per_field: dict[str, int]
     test_raw_path: str = ""  # the test split's raw rows (Parquet), for the promotion gate
+    timestamp_unit: str = ""  # time split: the unit the epoch numbers were read in
+    timestamp_window: list[str] = field(default_factory=list)  # time split: [earliest, latest]
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +73,10 @@ class PrepareResult:
             lines.append(
                 f"  {name:5s} {split.rows:>12,} rows  positive rate {split.positive_rate:.4f}{when}"
             )
+        if self.timestamp_window:
+            earliest, latest = self.timestamp_window
+            unit = self.timestamp_unit or "none seen"
+            lines.append(f"  timestamps in {unit} (detected), kept within {earliest} .. {latest}")
         lines.append(f"  {self.n_fields} fields, {self.n_features:,} features")
         if self.test_raw_path:
             lines.append(f"  raw test rows (for the promotion gate): {self.test_raw_path}")

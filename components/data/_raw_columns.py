@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ctrflow.components.data._hashing import hash_strings
+from ctrflow.components.data._text import shorten
 
 # Example messages kept per column and per call; enough to diagnose, bounded in size.
 MAX_EXAMPLES = 5
@@ -153,7 +154,9 @@ def numeric(column: Column, name: str, problems: Problems) -> Coded:
     if bad.any():
         rows = bad[indices] & (indices >= 0)
         tokens = _tokens(dictionary, indices, rows)
-        problems.flag(rows, [f"{name}: cannot parse {t!r} as a finite number" for t in tokens])
+        problems.flag(
+            rows, [f"{name}: cannot parse {shorten(t)} as a finite number" for t in tokens]
+        )
     return Coded(values, codes)
 
 
@@ -180,10 +183,11 @@ def labels(column: Column, name: str, problems: Problems) -> npt.NDArray[np.floa
     return np.where(valid, values, 0.0).astype(np.float32)
 
 
-def timestamps(column: Column, name: str, problems: Problems) -> npt.NDArray[np.int64]:
-    """UTC seconds since the epoch from epoch seconds, Arrow timestamps/dates or ISO-8601 text."""
+def timestamps(column: Column, name: str, problems: Problems) -> npt.NDArray[np.float64]:
+    """Epoch numbers as written (the unit is decided over the whole column: `_time_window`), or
+    UTC seconds from Arrow timestamps/dates or ISO-8601 text; NaN where missing or unreadable."""
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
-        seconds = pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64())
+        seconds = pc.cast(pc.cast(column, pa.timestamp("s"), safe=False), pa.int64())
         values = seconds.to_numpy(zero_copy_only=False).astype(np.float64)
     elif _is_numeric_type(column.type):
         values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
@@ -201,6 +205,8 @@ def timestamps(column: Column, name: str, problems: Problems) -> npt.NDArray[np.
         unreadable = np.isnan(values) & (indices >= 0)
         if unreadable.any():
             tokens = _tokens(dictionary, indices, unreadable)
-            problems.flag(unreadable, [f"{name}: cannot parse {t!r} as a time" for t in tokens])
+            problems.flag(
+                unreadable, [f"{name}: cannot parse {shorten(t)} as a time" for t in tokens]
+            )
     problems.flag(np.isnan(values), f"{name}: timestamp is missing")
-    return np.asarray(np.nan_to_num(values, nan=0.0), dtype=np.int64)
+    return np.asarray(values, dtype=np.float64)

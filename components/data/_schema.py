@@ -44,7 +44,7 @@ class ParsedTable:
     n_rows: int
     fields: list[Coded]
     labels: npt.NDArray[np.float32] | None
-    timestamps: npt.NDArray[np.int64] | None
+    timestamps: npt.NDArray[np.float64] | None  # epoch numbers; see _time_window
     problems: Problems
 
 

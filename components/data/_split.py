@@ -70,6 +70,10 @@ class TimeSplit:
         valid = present[-(test_days + valid_days) : -test_days]
         return cls(tuple(present[: -(test_days + valid_days)]), tuple(valid), tuple(test))
 
+    def days_by_split(self) -> tuple[tuple[int, ...], ...]:
+        """(train, valid, test) days, in SPLITS order."""
+        return self.train_days, self.valid_days, self.test_days
+
     def assign_days(self, days: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.int8]:
         split = np.full(days.size, TRAIN, dtype=np.int8)
         split[np.isin(days, self.valid_days)] = VALID
@@ -83,3 +87,34 @@ class TimeSplit:
                 SPLITS, (self.train_days, self.valid_days, self.test_days), strict=True
             )
         }
+
+
+class SplitError(ValueError):
+    """A split too small, or without both labels, to train on or to judge a model by."""
+
+
+def check_sizes(
+    counts: dict[str, tuple[int, int]], *, min_rows: int, where: dict[str, str] | None = None
+) -> None:
+    """Refuse degenerate splits before anything is written. counts: split -> (rows, positives);
+    where: split -> what it holds (its days), for the message."""
+    rows = sum(r for r, _ in counts.values())
+    positives = sum(p for _, p in counts.values())
+    if positives in (0, rows):
+        raise SplitError(
+            f"all {rows:,} good rows have label {int(positives > 0)}: a click model needs rows "
+            "of both labels (is the label column the right one?)"
+        )
+    problems = []
+    for name, (n, p) in counts.items():
+        held = f" ({where[name]})" if where and where.get(name) else ""
+        if n < min_rows:
+            problems.append(f"the {name} split{held} has {n:,} rows, fewer than {min_rows:,}")
+        elif p in (0, n):
+            problems.append(f"the {name} split{held} has only label {int(p > 0)} in {n:,} rows")
+    if problems:
+        raise SplitError(
+            "; ".join(problems) + f". Every split needs at least {min_rows:,} rows "
+            "(min_split_rows) of both labels: give more data, more valid/test days or a larger "
+            "fraction, or lower min_split_rows."
+        )

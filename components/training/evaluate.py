@@ -19,6 +19,7 @@ import numpy.typing as npt
 from sklearn.metrics import roc_auc_score
 
 from ctrflow.components.data.fingerprint import dataset_fingerprint
+from ctrflow.components.names import MIN_SPLIT_ROWS
 from ctrflow.components.training._calibration import (
     CalibrationBin,
     calibration_bins,
@@ -121,15 +122,24 @@ def evaluate(
     model_path: str | pathlib.Path | None = None,
     model: TrainedModel | None = None,
     n_bins: int = 10,
+    min_rows: int = MIN_SPLIT_ROWS,
 ) -> EvalResult:
     """Evaluate the model (a file/directory from train_final, or an in-memory one) on the
-    test Dataset; writes evaluation.json and calibration.png under ``output_dir``."""
+    test Dataset; writes evaluation.json and calibration.png under ``output_dir``.
+
+    Refuses (ValueError, nothing written) a test set of fewer than ``min_rows`` rows or of one
+    label: its metrics cannot rank models, and register would judge the champion by them."""
     if (model_path is None) == (model is None):
         raise ValueError("give exactly one of model_path and model")
     if model is None:
         assert model_path is not None
         model = load_trained_model(model_path)
     test = load_dataset(test_dir, "test")  # both labels present, or a clear error
+    if test.n_rows < min_rows:
+        raise ValueError(
+            f"test dataset {test_dir} has {test.n_rows:,} rows, fewer than {min_rows:,}: too few "
+            "to judge a model by, so it is not evaluated (nor registered)"
+        )
     result = score(
         np.asarray(test.labels), model.predict(test), model_type=model.model_type, n_bins=n_bins
     )

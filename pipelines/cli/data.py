@@ -1,6 +1,7 @@
 """`ctrflow data synth|prepare`: make a synthetic raw log; turn raw logs into FFM datasets.
 
-Errors print one line (or the bad-row report) naming the file, line or key, and exit 1.
+Errors print one line (or the bad-row report) naming the file, line or key, and exit 1; an
+unexpected error (a bug, not bad input) prints one line too and exits 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +11,19 @@ import json
 import sys
 import time
 
+from ctrflow.components.names import MIN_SPLIT_ROWS
+
 EXIT_BAD_INPUT = 1
+EXIT_INTERNAL = 2
+
+
+def _unexpected(command: str, exc: Exception) -> int:
+    print(
+        f"ctrflow data {command}: unexpected {type(exc).__name__}: {exc} "
+        "(a bug in ctrflow, not in your input: please report it)",
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -22,6 +35,8 @@ def _synth(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"ctrflow data synth: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as exc:  # the CLI boundary: one line, no traceback
+        return _unexpected("synth", exc)
     seconds = time.perf_counter() - started
     print(f"wrote {args.rows:,} rows over {args.days} day(s) to {args.out} in {seconds:.1f}s")
     return 0
@@ -46,10 +61,15 @@ def _prepare(args: argparse.Namespace) -> int:
             rare_threshold=args.rare_threshold,
             threads=args.threads,
             cache_memory_mb=args.cache_memory_mb,
+            min_split_rows=args.min_split_rows,
+            earliest_time=args.earliest_time,
+            latest_time=args.latest_time,
         )
-    except (ValueError, OSError) as exc:  # SpecError and BadInputError are ValueErrors
+    except (ValueError, OSError) as exc:  # SpecError, BadInputError, SplitError: ValueErrors
         print(f"ctrflow data prepare: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as exc:  # the CLI boundary: one line, no traceback
+        return _unexpected("prepare", exc)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
     return 0
 
@@ -101,6 +121,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=int,
         default=1024,
         help="parsed rows kept in memory between the passes (the rest go to disk)",
+    )
+    prepare.add_argument(
+        "--min-split-rows",
+        type=int,
+        default=MIN_SPLIT_ROWS,
+        help="fail when train, valid or test would have fewer rows (each also needs both labels)",
+    )
+    prepare.add_argument(
+        "--earliest-time",
+        default=None,
+        help="time split: rows with an earlier timestamp are bad rows (default 2000-01-01)",
+    )
+    prepare.add_argument(
+        "--latest-time",
+        default=None,
+        help="time split: rows with a later timestamp are bad rows (default now + 1 day)",
     )
     prepare.add_argument("--json", action="store_true", help="print the stats as JSON")
     prepare.set_defaults(func=_prepare)

@@ -54,7 +54,9 @@ def _sorted_rows(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def test_criteo_sample_matches_the_serving_transform(criteo_csv: Path, tmp_path: Path) -> None:
     sample = criteo_csv
-    result = prepare_data(input_uri=str(sample), output_dir=str(tmp_path), rare_threshold=2)
+    result = prepare_data(
+        input_uri=str(sample), output_dir=str(tmp_path), rare_threshold=2, min_split_rows=5
+    )
     assert result.split_method == "ratio"  # the sample has no timestamp column
     assert result.input_rows == 200 and result.bad_rows == 0
     assert sum(s.rows for s in result.splits.values()) == 200
@@ -109,6 +111,7 @@ def test_vocabulary_comes_from_training_days_only(tmp_path: Path) -> None:
         input_uri=str(tmp_path / "log.csv"),
         output_dir=str(out),
         spec_path=str(tmp_path / "spec.json"),
+        min_split_rows=30,
     )
     assert result.features_per_field == {"c": 3}  # missing, rare, "early"
     assert set(_load(out, "test").features.tolist()) == {1}  # all rare
@@ -279,8 +282,8 @@ def test_too_many_bad_rows_fail_before_writing(synth_csv: Path, tmp_path: Path) 
     with pytest.raises(BadInputError, match=r"5 of 12,000 rows are bad \(0\.042%\)") as info:
         prepare_data(**limit, max_bad_fraction=0.0002, cache_memory_mb=0)
     assert f"{tmp_path / 'bad.csv'}:30: I3: cannot parse 'abc'" in str(info.value)
-    assert not (tmp_path / "out" / "train").exists()
-    assert list((tmp_path / "out").iterdir()) == []  # no cache, no partial raw test rows
+    assert not (tmp_path / "out").exists()  # no cache, no partial raw test rows, nothing
+    assert list(tmp_path.iterdir()) == [tmp_path / "bad.csv"]
 
 
 def test_a_broken_input_stops_early(tmp_path: Path) -> None:
@@ -465,7 +468,7 @@ def test_component_runs_under_kfp_local_runner(
 
 def test_result_columns_are_plain_python(tmp_path: Path) -> None:
     # stats.json must be readable by anything: no NumPy scalars leak into it.
-    frame = pa.table({"label": [0, 1] * 50, "I1": list(range(100)), "C1": ["a", "b"] * 50})
+    frame = pa.table({"label": [0, 1] * 1000, "I1": list(range(2000)), "C1": ["a", "b"] * 1000})
     pacsv.write_csv(frame, tmp_path / "t.csv")
     spec = FeatureSpec(label="label", numeric=("I1",), categorical=("C1",), rare_threshold=1)
     spec.save(str(tmp_path / "spec.json"))
@@ -494,6 +497,7 @@ def test_parquet_bad_rows_name_the_row_and_uris_work(tmp_path: Path) -> None:
         output_dir=str(tmp_path / "out"),
         spec_path=f"file://{tmp_path / 'spec.json'}",
         max_bad_fraction=0.5,
+        min_split_rows=5,
     )
     assert result.bad_rows == 80 and result.input_rows == 200
     found = {e.line: e.reason for e in result.bad_examples}

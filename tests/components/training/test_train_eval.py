@@ -212,3 +212,52 @@ def test_kfp_step_functions_train_and_evaluate(week: Week, tmp_path: pathlib.Pat
     assert out.test_logloss == stored["logloss"] == eval_metrics.metadata["test_logloss"]
     assert out.test_auc == stored["auc"]
     assert (tmp_path / "evaluation" / "calibration.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def _part_of(test_dir: pathlib.Path, out: pathlib.Path, rows: int, label: float | None) -> str:
+    """The first `rows` rows of a Dataset (labels all `label` if given), saved under `out`."""
+    test = ffm_ext.Dataset.load(str(test_dir))
+    m = test.n_fields
+    labels = np.asarray(test.labels)[:rows].copy()
+    if label is not None:
+        labels[:] = label
+    ffm_ext.Dataset(
+        np.arange(rows + 1, dtype=np.int64) * m,
+        np.asarray(test.fields)[: rows * m],
+        np.asarray(test.features)[: rows * m],
+        np.asarray(test.values)[: rows * m],
+        labels.astype(np.float32),
+        n_features=test.n_features,
+        n_fields=m,
+    ).save(str(out))
+    return str(out)
+
+
+@pytest.mark.parametrize(
+    ("rows", "label", "message"),
+    [
+        (3, None, r"has 3 rows, fewer than 100: too few to judge a model by"),
+        (99, None, r"has 99 rows, fewer than 100"),
+        (600, 0.0, r"needs both positive and negative labels"),
+        (600, 1.0, r"needs both positive and negative labels"),
+    ],
+)
+def test_evaluate_refuses_a_degenerate_test_set(
+    week: Week, tmp_path: pathlib.Path, rows: int, label: float | None, message: str
+) -> None:
+    # Defence in depth behind prepare_data's split check: a test set like this scored AUC 0.0
+    # on 3 rows and made the model champion; evaluate must fail so register never runs.
+    train_final(
+        model_type="ffm", params=get_space("ffm").defaults, train_dir=week.train,
+        valid_dir=week.valid, output_dir=tmp_path / "model",
+    )  # fmt: skip
+    small = _part_of(week.test, tmp_path / "small", rows, label)
+    with pytest.raises(ValueError, match=message):
+        evaluate(model_path=tmp_path / "model", test_dir=small, output_dir=tmp_path / "e")
+    assert not (tmp_path / "e").exists()
+    # The same rows pass when the caller lowers the minimum on purpose (both labels present).
+    if label is None:
+        result = evaluate(
+            model_path=tmp_path / "model", test_dir=small, output_dir=tmp_path / "e", min_rows=3
+        )
+        assert result.rows == rows
