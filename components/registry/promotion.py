@@ -49,6 +49,7 @@ from ctrflow.components.names import TAG_CHAMPION_SINCE as TAG_SINCE
 from ctrflow.components.names import TAG_CHAMPION_UNTIL as TAG_UNTIL
 from ctrflow.components.names import TAG_PROMOTION as TAG
 from ctrflow.components.registry._registry_lock import RegistryLock
+from ctrflow.components.registry.model_names import name_filter
 from ctrflow.components.registry.serving_model import CtrModel
 from ctrflow.components.training.evaluate import logloss
 
@@ -246,7 +247,7 @@ def _mirror_stage(client: Any, name: str, version: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated in MLflow 3
         client.transition_model_version_stage(name, version, LEGACY_STAGE)
-        for other in client.search_model_versions(f"name = '{name}'"):
+        for other in client.search_model_versions(name_filter(name)):
             if other.current_stage == LEGACY_STAGE and str(other.version) != version:
                 client.transition_model_version_stage(name, str(other.version), "Archived")
 
@@ -427,7 +428,7 @@ def record_failure(client: Any, model_name: str, version: str, error: BaseExcept
 
 def promotion_history(client: Any, model_name: str) -> list[dict[str, Any]]:
     """Every version that served as champion, oldest first, from the version tags."""
-    versions = client.search_model_versions(f"name = '{model_name}'")
+    versions = client.search_model_versions(name_filter(model_name))
     served = []
     for v in versions:
         tags = v.tags or {}

@@ -50,6 +50,7 @@ from ctrflow.components.names import (
     TAG_STUDY_NAME,
     TAG_WARM_START,
 )
+from ctrflow.components.registry.model_names import check_model_name
 from ctrflow.components.registry.promotion import promote, record_failure
 from ctrflow.components.registry.serving_model import CtrModel, log_serving_model
 from ctrflow.components.training.evaluate import EvalResult
@@ -211,8 +212,7 @@ def register(
     another feature spec. on_event(name) is called at each stage (progress, fault injection).
     """
     event = on_event or (lambda _name: None)
-    if not model_name or "/" in model_name or ":" in model_name:
-        raise ValueError(f"model name {model_name!r} must be non-empty without '/' or ':'")
+    check_model_name(model_name)
     # Everything is read and checked before anything is written to MLflow.
     model_dir, evaluation_dir = pathlib.Path(model_dir), pathlib.Path(evaluation_dir)
     study_db, feature_spec_path = pathlib.Path(study_db), pathlib.Path(feature_spec_path)
