@@ -39,58 +39,12 @@ from ctrflow.components.registry.promotion import (
     promotion_history,
 )
 from ctrflow.components.registry.register import RegisterResult, register
-from ctrflow.components.training.evaluate import EvalResult, evaluate, logloss
-from ctrflow.components.training.train_final import train_final
+from ctrflow.components.training.evaluate import logloss
 from ctrflow.pipelines.cli import main as cli_main
-from tests.testkit.ctr_data import Week, make_week, prepared_week, run_study
+from tests.components.registry.conftest import Candidate, train_candidate
+from tests.testkit.ctr_data import Week, prepared_week
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    model_dir: pathlib.Path
-    eval_dir: pathlib.Path
-    evaluation: EvalResult
-
-
-def _train(
-    week: Week, out: pathlib.Path, model_type: str, params: dict[str, Any], **fixed: Any
-) -> Candidate:
-    space = get_space(model_type)
-    space = dataclasses.replace(space, fixed={**space.fixed, **fixed})
-    train_final(
-        model_type=model_type, params=params, train_dir=week.train, valid_dir=week.valid,
-        output_dir=out / "model", space=space,
-    )  # fmt: skip
-    result = evaluate(model_path=out / "model", test_dir=week.test, output_dir=out / "eval")
-    return Candidate(out / "model", out / "eval", result)
-
-
-@pytest.fixture(scope="module")
-def week(tmp_path_factory: pytest.TempPathFactory) -> Week:
-    return make_week(tmp_path_factory.mktemp("week-a"), rows=5000, seed=0)
-
-
-@pytest.fixture(scope="module")
-def study(week: Week) -> FinalizeResult:
-    return run_study(week, model_type="ffm", name="week-a", budget=12)
-
-
-@pytest.fixture(scope="module")
-def models(week: Week, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Candidate]:
-    base = tmp_path_factory.mktemp("models")
-    defaults = dict(get_space("ffm").defaults)
-    found = {
-        "mediocre": _train(week, base / "mediocre", "ffm", defaults, max_epochs=2),
-        "worse": _train(week, base / "worse", "ffm", {**defaults, "eta": 0.02}, max_epochs=1),
-        "better": _train(week, base / "better", "ffm", defaults),
-        "xgboost": _train(week, base / "xgboost", "xgboost", dict(get_space("xgboost").defaults)),
-    }
-    loss = {name: c.evaluation.logloss for name, c in found.items()}
-    # The story needs this order; check it rather than assume it.
-    assert loss["worse"] > loss["mediocre"] > loss["better"] > loss["xgboost"], loss
-    return found
 
 
 def _register(
@@ -404,8 +358,10 @@ def test_champion_with_another_feature_spec_is_judged_on_prepare_datas_raw_test_
     assert week_b.test_raw_path is not None
     assert spec_fingerprint(week_b.spec) != spec_fingerprint(week.spec)
     defaults = dict(get_space("ffm").defaults)
-    worse = _train(week_b, tmp_path / "worse", "ffm", {**defaults, "eta": 0.02}, max_epochs=1)
-    better = _train(week_b, tmp_path / "better", "ffm", defaults)
+    worse = train_candidate(
+        week_b, tmp_path / "worse", "ffm", {**defaults, "eta": 0.02}, max_epochs=1
+    )
+    better = train_candidate(week_b, tmp_path / "better", "ffm", defaults)
     # The champion on week b's raw test rows, as it is served (its own pyfunc, its own spec).
     raw = pd.read_parquet(week_b.test_raw_path)
     local = download_version(client, mlflow_server, name, "1", str(tmp_path / "champion"))
