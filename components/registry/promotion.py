@@ -16,6 +16,17 @@ Concurrency: the decision and the alias move happen under a registry lock (``_re
 and under the lock the champion is read again: if it moved since it was scored (another pipeline
 promoted meanwhile), the lock is released and the new champion is scored before deciding. After
 setting the alias it is read back. A failure after the alias moved puts it back where it was.
+
+Killed steps (SIGKILL, OOM, a lost node) run no cleanup, so every write keeps the record true and
+the decision word comes last: ``pending`` from the version's creation; ``kept_champion`` after the
+details; for a promotion the intent ``promoting`` (details and timestamp), then the alias move,
+which is the commit point, then the history tags (``since`` = the intent's timestamp), then
+``promoted``. The next register run, holding the lock, completes an intent whose alias moved (the
+gate had decided it and the model was serving), marks failed an intent whose alias had not moved
+and the pending versions of dead runs (``repair_interrupted``); ``promotion_history`` reads an
+intent whose alias moved as done. So "a failed step leaves the previous champion" holds for every
+failure before the commit point and for every exception after it (the alias is put back); a kill
+after the commit point is recorded as the promotion it was.
 """
 
 from __future__ import annotations

@@ -12,6 +12,12 @@ In the experiment named after the model, the run records:
 Then the promotion gate (``promotion``) decides about alias ``champion``. Any failure leaves the
 champion where it was: the alias moves last, under a lock, and is put back if anything after it
 fails; a version created before a failure is tagged ``ctrflow.promotion.decision=failed``.
+
+A step killed outright cannot clean up, so the record is written to be true at every point and
+completed by the next register run: the version is created ``pending``, the gate writes the
+intent ``promoting`` before moving the alias and ``promoted`` after the history; the run renews a
+heartbeat tag (``run_heartbeat``). The next run marks RUNNING runs without a heartbeat KILLED,
+and under the lock completes or fails what a killed step left (``promotion.repair_interrupted``).
 """
 
 from __future__ import annotations
