@@ -303,6 +303,13 @@ def _move_champion(
     return mirrored
 
 
+def _alias_may_be_on(client: Any, name: str, version: str) -> bool:
+    try:
+        return champion_version(client, name) == version
+    except Exception:
+        return True
+
+
 def _history_tags(version: str, previous: str | None, since: str) -> dict[str, dict[str, str]]:
     """Tags per version that record ``version`` serving from ``since`` after ``previous``."""
     tags = {version: {TAG_SINCE: since, TAG_PREVIOUS: previous or "none"}}
@@ -431,7 +438,10 @@ def promote(
                         client, model_name, version, {TAG_PROMOTION_DECISION: DECISION_PROMOTED}
                     )
                 except BaseException as exc:
-                    record_failure(client, model_name, version, exc)  # not "promoted" after all
+                    if not _alias_may_be_on(client, model_name, version):
+                        record_failure(client, model_name, version, exc)  # not promoted after all
+                    # else the alias could not be put back (or its place is unknown): the intent
+                    # stays, and the next run completes or fails it by where the alias is.
                     raise
                 decision = dataclasses.replace(decision, stage_mirrored=mirrored)
             _log.info("version %s of %s: %s", version, model_name, reason)

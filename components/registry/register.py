@@ -323,7 +323,10 @@ def register(
         try:
             event("version_created")
             client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version)
-            end_orphan_runs(client, experiment_id, found_by=run_id, orphan_after=orphan_after)
+            end_orphan_runs(
+                client, experiment_id, found_by=run_id, pipeline_run_id=pipeline_run_id,
+                orphan_after=orphan_after,
+            )  # fmt: skip
             decision = promote(
                 client=client,
                 tracking_uri=tracking_uri,

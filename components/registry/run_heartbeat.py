@@ -6,7 +6,9 @@ RUNNING for ever. So while it runs, the step rewrites the run tag ``ctrflow.regi
 is older than ``orphan_after`` (default 2 minutes: many beats, and room for clock skew between
 pods) as dead: it marks the run KILLED with the reason, and the promotion gate marks that run's
 undecided model version failed. A run without the tag (written before it existed) counts as dead
-6 hours after its start, longer than any register step takes.
+6 hours after its start, longer than any register step takes. A run of the same pipeline run id
+is dead at once: it is an earlier attempt of this very step (KFP retries a step only after its
+previous attempt ended), so a retry after a kill repairs without waiting for ``orphan_after``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from ctrflow.components.names import TAG_CODE, TAG_HEARTBEAT, TAG_STOPPED
+from ctrflow.components.names import TAG_CODE, TAG_HEARTBEAT, TAG_PIPELINE_RUN, TAG_STOPPED
 
 __all__ = ["HEARTBEAT_EVERY", "ORPHAN_AFTER", "RunHeartbeat", "end_orphan_runs", "silent_for"]
 
@@ -77,17 +79,27 @@ def is_dead(run: Any, orphan_after: float) -> bool:
 
 
 def end_orphan_runs(
-    client: Any, experiment_id: str, *, found_by: str, orphan_after: float = ORPHAN_AFTER
+    client: Any,
+    experiment_id: str,
+    *,
+    found_by: str,
+    pipeline_run_id: str = "",
+    orphan_after: float = ORPHAN_AFTER,
 ) -> list[str]:
-    """Mark the RUNNING register runs of ``experiment_id`` whose heartbeat stopped as KILLED;
-    returns their ids. Only ctrflow's register runs (code version tag) are looked at."""
+    """Mark the RUNNING register runs of ``experiment_id`` whose heartbeat stopped, or which are
+    earlier attempts of ``pipeline_run_id``, as KILLED; returns their ids. Only ctrflow's register
+    runs (code version tag) are looked at."""
     ended = []
     running = client.search_runs(
         [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
     )
     for run in running:
         run_id = run.info.run_id
-        if run_id == found_by or TAG_CODE not in run.data.tags or not is_dead(run, orphan_after):
+        tags = run.data.tags
+        earlier_attempt = bool(pipeline_run_id) and tags.get(TAG_PIPELINE_RUN) == pipeline_run_id
+        if run_id == found_by or TAG_CODE not in tags:
+            continue
+        if not (earlier_attempt or is_dead(run, orphan_after)):
             continue
         silent = silent_for(run)
         last = dt.datetime.fromtimestamp(time.time() - silent, dt.UTC).isoformat(timespec="seconds")
