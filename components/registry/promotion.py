@@ -438,10 +438,7 @@ def promote(
                         client, model_name, version, {TAG_PROMOTION_DECISION: DECISION_PROMOTED}
                     )
                 except BaseException as exc:
-                    if not _alias_may_be_on(client, model_name, version):
-                        record_failure(client, model_name, version, exc)  # not promoted after all
-                    # else the alias could not be put back (or its place is unknown): the intent
-                    # stays, and the next run completes or fails it by where the alias is.
+                    record_failure(client, model_name, version, exc)  # not promoted after all
                     raise
                 decision = dataclasses.replace(decision, stage_mirrored=mirrored)
             _log.info("version %s of %s: %s", version, model_name, reason)
@@ -536,6 +533,12 @@ def _mark_failed(client: Any, name: str, version: str, run_id: str | None, reaso
 
 def record_failure(client: Any, model_name: str, version: str, error: BaseException) -> None:
     """Mark a version whose registration failed after it was created (best effort)."""
+    if _alias_may_be_on(client, model_name, version):
+        # The alias could not be put back (or where it is is unknown): "failed" would be false.
+        # The intent stays, and the next run completes or fails it by where the alias is.
+        _log.critical("alias %r of %s may still be on version %s after a failure: left to the "
+                      "next register run", CHAMPION_ALIAS, model_name, version)  # fmt: skip
+        return
     try:
         _set_tags(
             client,

@@ -550,3 +550,20 @@ def test_bad_inputs_fail_before_anything_is_written(
             mlflow_server, name, week, study, models["better"], test_raw=tmp_path / "rows.xlsx"
         )
     assert MlflowClient(mlflow_server).get_experiment_by_name(name) is None
+
+
+def test_register_on_a_plain_sqlite_store_as_ctrflow_run_uses_it(
+    week: Week, study: FinalizeResult, models: dict[str, Candidate], tmp_path: pathlib.Path
+) -> None:
+    """No server: the step's writes and its heartbeat thread's share one SQLite file."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    name = f"ctr-{uuid.uuid4().hex[:8]}"
+    _register(uri, name, week, study, models["mediocre"])
+    # Beats every 0.25 s (orphan_after / 4) while the step runs, as often as its own writes.
+    won = _register(uri, name, week, study, models["better"], orphan_after=1.0)
+    assert (won.version, won.promoted, won.champion) == ("2", True, "2")
+    client = MlflowClient(uri)
+    run = client.get_run(won.run_id)
+    assert run.info.status == "FINISHED"
+    assert float(run.data.tags["ctrflow.register.heartbeat"]) > run.info.start_time / 1000
+    assert [h["version"] for h in promotion_history(client, name)] == ["1", "2"]

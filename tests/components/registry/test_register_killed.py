@@ -98,13 +98,17 @@ def _history(uri: str, name: str, capsys: pytest.CaptureFixture[str]) -> list[tu
     return [(h["version"], h["until"] is None, h["replaced_by"]) for h in entries]
 
 
+@pytest.fixture(scope="module", params=["mlflow_server", "mlflow_server_postgres"])
+def registry(request: pytest.FixtureRequest) -> str:
+    uri: str = request.getfixturevalue(request.param)
+    return uri
+
+
 @pytest.fixture
-def name(
-    mlflow_server: str, week: Week, study: FinalizeResult, models: dict[str, Candidate]
-) -> str:
+def name(registry: str, week: Week, study: FinalizeResult, models: dict[str, Candidate]) -> str:
     """A registered model whose champion is version 1 (the mediocre model)."""
     name = f"ctr-{uuid.uuid4().hex[:8]}"
-    first = _register(mlflow_server, name, week, study, models["mediocre"])
+    first = _register(registry, name, week, study, models["mediocre"])
     assert (first.version, first.champion) == ("1", "1")
     return name
 
