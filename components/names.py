@@ -68,6 +68,10 @@ TAG_CHAMPION_SINCE: Final = "ctrflow.champion.since"
 TAG_CHAMPION_PREVIOUS: Final = "ctrflow.champion.previous_version"
 TAG_CHAMPION_UNTIL: Final = "ctrflow.champion.until"
 TAG_CHAMPION_REPLACED_BY: Final = "ctrflow.champion.replaced_by"
+# On the register step's run: its process's wall clock, renewed every few seconds while it runs;
+# a RUNNING run whose heartbeat stopped belongs to a killed step (registry/run_heartbeat.py).
+TAG_HEARTBEAT: Final = "ctrflow.register.heartbeat"
+TAG_STOPPED: Final = "ctrflow.register.stopped"  # why a later run marked this one KILLED
 TAG_LOCK_OWNER: Final = "ctrflow.lock.owner"
 TAG_LOCK_EXPIRES: Final = "ctrflow.lock.expires_at"
 
@@ -75,6 +79,11 @@ TAG_LOCK_EXPIRES: Final = "ctrflow.lock.expires_at"
 DECISION_PROMOTED: Final = "promoted"
 DECISION_KEPT: Final = "kept_champion"
 DECISION_FAILED: Final = "failed"
+# In flight, on the version only: "pending" from its creation until the gate decides; "promoting"
+# (the intent) once the gate chose it and before alias champion moved and the history was written.
+# A killed step leaves one of them; the next register run sets it right (registry/promotion.py).
+DECISION_PENDING: Final = "pending"
+DECISION_PROMOTING: Final = "promoting"
 # Earlier builds wrote "kept" on the run (the version always had kept_champion): still read.
 _LEGACY_DECISIONS: Final = {"kept": DECISION_KEPT}
 
@@ -83,6 +92,11 @@ def read_decision(value: str | None) -> str | None:
     """A promotion decision tag as written now, also for runs tagged the old way."""
     return None if value is None else _LEGACY_DECISIONS.get(value, value)
 
+
+# ---- test-only fault injection ----------------------------------------------------------------
+# Test-only: the register step SIGKILLs itself at the named checkpoint (an on_event name, e.g.
+# "champion_set"), so tests can kill a real step at a precise point. Never set in production.
+TEST_KILL_AT_ENV: Final = "CTRFLOW_TEST_KILL_AT"
 
 # ---- Optuna study user attributes --------------------------------------------------------------
 ATTR_MODEL_TYPE: Final = "ctrflow.model_type"

@@ -16,6 +16,17 @@ Concurrency: the decision and the alias move happen under a registry lock (``_re
 and under the lock the champion is read again: if it moved since it was scored (another pipeline
 promoted meanwhile), the lock is released and the new champion is scored before deciding. After
 setting the alias it is read back. A failure after the alias moved puts it back where it was.
+
+Killed steps (SIGKILL, OOM, a lost node) run no cleanup, so every write keeps the record true and
+the decision word comes last: ``pending`` from the version's creation; ``kept_champion`` after the
+details; for a promotion the intent ``promoting`` (details and timestamp), then the alias move,
+which is the commit point, then the history tags (``since`` = the intent's timestamp), then
+``promoted``. The next register run, holding the lock, completes an intent whose alias moved (the
+gate had decided it and the model was serving), marks failed an intent whose alias had not moved
+and the pending versions of dead runs (``repair_interrupted``); ``promotion_history`` reads an
+intent whose alias moved as done. So "a failed step leaves the previous champion" holds for every
+failure before the commit point and for every exception after it (the alias is put back); a kill
+after the commit point is recorded as the promotion it was.
 """
 
 from __future__ import annotations
@@ -39,8 +50,11 @@ from ctrflow.components.names import (
     CHAMPION_ALIAS,
     DECISION_FAILED,
     DECISION_KEPT,
+    DECISION_PENDING,
     DECISION_PROMOTED,
+    DECISION_PROMOTING,
     LEGACY_STAGE,
+    TAG_PROMOTION_DECISION,
     read_decision,
 )
 from ctrflow.components.names import TAG_CHAMPION_PREVIOUS as TAG_PREVIOUS
@@ -49,6 +63,8 @@ from ctrflow.components.names import TAG_CHAMPION_SINCE as TAG_SINCE
 from ctrflow.components.names import TAG_CHAMPION_UNTIL as TAG_UNTIL
 from ctrflow.components.names import TAG_PROMOTION as TAG
 from ctrflow.components.registry._registry_lock import RegistryLock
+from ctrflow.components.registry.model_names import name_filter
+from ctrflow.components.registry.run_heartbeat import ORPHAN_AFTER, is_dead
 from ctrflow.components.registry.serving_model import CtrModel
 from ctrflow.components.training.evaluate import logloss
 
@@ -63,6 +79,7 @@ __all__ = [
     "promote",
     "promotion_history",
     "record_failure",
+    "repair_interrupted",
 ]
 
 _log = logging.getLogger(__name__)
@@ -246,7 +263,7 @@ def _mirror_stage(client: Any, name: str, version: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated in MLflow 3
         client.transition_model_version_stage(name, version, LEGACY_STAGE)
-        for other in client.search_model_versions(f"name = '{name}'"):
+        for other in client.search_model_versions(name_filter(name)):
             if other.current_stage == LEGACY_STAGE and str(other.version) != version:
                 client.transition_model_version_stage(name, str(other.version), "Archived")
 
@@ -256,12 +273,14 @@ def _move_champion(
     name: str,
     version: str,
     previous: str | None,
+    decided_at: str,
     *,
     mirror_stage: bool,
     on_event: Event,
 ) -> bool:
-    """Set the alias, read it back, write the history tags; undo the alias on any failure."""
-    now = _now()
+    """Set the alias, read it back, write the history tags; undo the alias on any failure.
+    The version already carries the intent (decision ``promoting``); the caller writes
+    ``promoted`` once this returns."""
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
     mirrored = False
     try:
@@ -272,9 +291,7 @@ def _move_champion(
                 f"alias {CHAMPION_ALIAS!r} of {name!r} points at version {seen} right after "
                 f"being set to {version}: something moved it without the promotion lock"
             )
-        _set_tags(client, name, version, {TAG_SINCE: now, TAG_PREVIOUS: previous or "none"})
-        if previous is not None:
-            _set_tags(client, name, previous, {TAG_UNTIL: now, TAG_REPLACED_BY: version})
+        _write_history(client, name, version, previous, decided_at)
         if mirror_stage:
             _mirror_stage(client, name, version)
             mirrored = True
@@ -284,6 +301,26 @@ def _move_champion(
             _roll_back(client, name, version, previous, mirrored)
         raise
     return mirrored
+
+
+def _alias_may_be_on(client: Any, name: str, version: str) -> bool:
+    try:
+        return champion_version(client, name) == version
+    except Exception:
+        return True
+
+
+def _history_tags(version: str, previous: str | None, since: str) -> dict[str, dict[str, str]]:
+    """Tags per version that record ``version`` serving from ``since`` after ``previous``."""
+    tags = {version: {TAG_SINCE: since, TAG_PREVIOUS: previous or "none"}}
+    if previous is not None:
+        tags[previous] = {TAG_UNTIL: since, TAG_REPLACED_BY: version}
+    return tags
+
+
+def _write_history(client: Any, name: str, version: str, previous: str | None, since: str) -> None:
+    for target, tags in _history_tags(version, previous, since).items():
+        _set_tags(client, name, target, tags)
 
 
 def _roll_back(client: Any, name: str, version: str, previous: str | None, mirrored: bool) -> None:
@@ -324,6 +361,7 @@ def promote(
     lock_ttl: float = 300.0,
     lock_wait: float = 600.0,
     max_attempts: int = 5,
+    orphan_after: float = ORPHAN_AFTER,
     on_event: Event | None = None,
 ) -> PromotionDecision:
     """Decide and apply; see the module docstring. ``challenger_logloss`` is the challenger's
@@ -345,6 +383,8 @@ def promote(
         event("champion_scored")
         with lock:
             event("lock_acquired")
+            # What a killed step left is set right under the lock, before anything is decided.
+            repair_interrupted(client, model_name, exclude=version, orphan_after=orphan_after)
             now_current = champion_version(client, model_name)
             if now_current != current:
                 _log.info(
@@ -375,16 +415,30 @@ def promote(
                 decided_at=_now(),
                 attempts=attempt,
             )
-            _set_tags(client, model_name, version, _decision_tags(decision))
-            event("decided")
-            if promoted:
+            if not promoted:
+                _set_tags(client, model_name, version, _decision_tags(decision, DECISION_KEPT))
+                event("decided")
+            else:
+                # The intent first: a step killed from here on leaves "promoting", which the
+                # next run completes (alias moved) or marks failed (alias not moved).
+                intent = _decision_tags(decision, DECISION_PROMOTING, mirror_stage=mirror_stage)
+                _set_tags(client, model_name, version, intent)
+                event("decided")
+                if not lock.held:  # the lease lapsed while the intent was written
+                    raise RuntimeError(
+                        f"the promotion lock of {model_name!r} lapsed before alias "
+                        f"{CHAMPION_ALIAS!r} moved; version {version} was not promoted"
+                    )
                 try:
                     mirrored = _move_champion(
-                        client, model_name, version, current, mirror_stage=mirror_stage,
-                        on_event=event,
+                        client, model_name, version, current, decision.decided_at,
+                        mirror_stage=mirror_stage, on_event=event,
                     )  # fmt: skip
+                    _set_tags(
+                        client, model_name, version, {TAG_PROMOTION_DECISION: DECISION_PROMOTED}
+                    )
                 except BaseException as exc:
-                    record_failure(client, model_name, version, exc)  # not "promoted" after all
+                    record_failure(client, model_name, version, exc)  # not promoted after all
                     raise
                 decision = dataclasses.replace(decision, stage_mirrored=mirrored)
             _log.info("version %s of %s: %s", version, model_name, reason)
@@ -395,9 +449,12 @@ def promote(
     )
 
 
-def _decision_tags(decision: PromotionDecision) -> dict[str, Any]:
+def _decision_tags(
+    decision: PromotionDecision, outcome: str, *, mirror_stage: bool = False
+) -> dict[str, Any]:
+    """The decision record; the decision word comes last, so a version whose decision reads
+    kept or promoting has all the other tags (they are written one call each)."""
     return {
-        f"{TAG}decision": DECISION_PROMOTED if decision.promoted else DECISION_KEPT,
         f"{TAG}reason": decision.reason[:4900],  # MLflow caps tag values at 5000 characters
         f"{TAG}decided_at": decision.decided_at,
         f"{TAG}champion_version": decision.previous_champion or "none",
@@ -405,20 +462,92 @@ def _decision_tags(decision: PromotionDecision) -> dict[str, Any]:
         f"{TAG}champion_test_logloss": decision.champion_logloss,
         f"{TAG}margin": decision.margin,
         f"{TAG}compared_on": decision.compared_on,
+        f"{TAG}mirror_stage": str(mirror_stage).lower(),
+        TAG_PROMOTION_DECISION: outcome,
     }
+
+
+def _previous(tags: dict[str, str]) -> str | None:
+    previous = tags.get(f"{TAG}champion_version", "none")
+    return None if previous == "none" else previous
+
+
+def repair_interrupted(
+    client: Any, model_name: str, *, exclude: str = "", orphan_after: float = ORPHAN_AFTER
+) -> list[tuple[str, str]]:
+    """Set right what killed register steps left on the versions; call it holding the lock.
+
+    - ``promoting`` (the intent) with alias champion on the version: the alias move was the
+      commit point, so the promotion is completed (history tags, stage if asked, ``promoted``);
+    - ``promoting`` with the alias elsewhere: the alias never moved, so ``failed``;
+    - ``pending`` whose run is dead (ended, or no heartbeat for ``orphan_after``): ``failed``.
+      A pending version of a live run is another pipeline on its way to the lock: left alone.
+    Returns (version, what was done) pairs.
+    """
+    champion = champion_version(client, model_name)
+    done = []
+    for v in client.search_model_versions(name_filter(model_name)):
+        version, tags = str(v.version), dict(v.tags or {})
+        state = tags.get(TAG_PROMOTION_DECISION)
+        if version == exclude or state not in (DECISION_PROMOTING, DECISION_PENDING):
+            continue
+        if state == DECISION_PROMOTING and champion == version:
+            _write_history(client, model_name, version, _previous(tags), tags[f"{TAG}decided_at"])
+            if tags.get(f"{TAG}mirror_stage") == "true":
+                _mirror_stage(client, model_name, version)
+            _set_tags(client, model_name, version, {TAG_PROMOTION_DECISION: DECISION_PROMOTED})
+            _set_run_decision(client, v.run_id, version, DECISION_PROMOTED, tags[f"{TAG}reason"])
+            done.append((version, "promotion completed"))
+        elif state == DECISION_PROMOTING:
+            reason = (
+                f"register step stopped after deciding to promote, before alias "
+                f"{CHAMPION_ALIAS!r} moved; champion stayed version {champion}"
+            )
+            _mark_failed(client, model_name, version, v.run_id, reason)
+            done.append((version, "failed: alias had not moved"))
+        elif is_dead(client.get_run(v.run_id), orphan_after):
+            reason = "register step stopped before the promotion gate decided"
+            _mark_failed(client, model_name, version, v.run_id, reason)
+            done.append((version, "failed: undecided"))
+    for version, what in done:
+        _log.warning(
+            "version %s of %s, left by a stopped register step: %s", version, model_name, what
+        )
+    return done
+
+
+def _set_run_decision(
+    client: Any, run_id: str | None, version: str, outcome: str, reason: str
+) -> None:
+    if run_id:
+        client.set_tag(run_id, "ctrflow.model_version", version)
+        client.set_tag(run_id, f"{TAG}reason", reason[:4900])
+        client.set_tag(run_id, TAG_PROMOTION_DECISION, outcome)
+
+
+def _mark_failed(client: Any, name: str, version: str, run_id: str | None, reason: str) -> None:
+    _set_tags(client, name, version, {f"{TAG}reason": reason, f"{TAG}decided_at": _now(),
+                                      TAG_PROMOTION_DECISION: DECISION_FAILED})  # fmt: skip
+    _set_run_decision(client, run_id, version, DECISION_FAILED, reason)
 
 
 def record_failure(client: Any, model_name: str, version: str, error: BaseException) -> None:
     """Mark a version whose registration failed after it was created (best effort)."""
+    if _alias_may_be_on(client, model_name, version):
+        # The alias could not be put back (or where it is is unknown): "failed" would be false.
+        # The intent stays, and the next run completes or fails it by where the alias is.
+        _log.critical("alias %r of %s may still be on version %s after a failure: left to the "
+                      "next register run", CHAMPION_ALIAS, model_name, version)  # fmt: skip
+        return
     try:
         _set_tags(
             client,
             model_name,
             version,
             {
-                f"{TAG}decision": DECISION_FAILED,
                 f"{TAG}reason": f"{type(error).__name__}: {str(error)[:4000]}",
                 f"{TAG}decided_at": _now(),
+                TAG_PROMOTION_DECISION: DECISION_FAILED,
             },
         )
     except Exception:
@@ -426,16 +555,30 @@ def record_failure(client: Any, model_name: str, version: str, error: BaseExcept
 
 
 def promotion_history(client: Any, model_name: str) -> list[dict[str, Any]]:
-    """Every version that served as champion, oldest first, from the version tags."""
-    versions = client.search_model_versions(f"name = '{model_name}'")
+    """Every version that served as champion, oldest first, from the version tags.
+
+    A promotion whose step was killed after alias champion moved but before its history tags
+    were written (decision ``promoting``, alias on the version) is shown as it will be recorded
+    by the next register run: the alias is what serves."""
+    versions = {str(v.version): dict(v.tags or {}) for v in client.search_model_versions(
+        name_filter(model_name)
+    )}  # fmt: skip
+    champion = champion_version(client, model_name)
+    if champion in versions and versions[champion].get(TAG_PROMOTION_DECISION) == (
+        DECISION_PROMOTING
+    ):
+        tags = versions[champion]
+        completion = _history_tags(champion, _previous(tags), tags[f"{TAG}decided_at"])
+        for version, missing in completion.items():
+            if version in versions:
+                versions[version] = {**missing, **versions[version]}
     served = []
-    for v in versions:
-        tags = v.tags or {}
+    for version, tags in versions.items():
         if TAG_SINCE not in tags:
             continue
         served.append(
             {
-                "version": str(v.version),
+                "version": version,
                 "since": tags[TAG_SINCE],
                 "until": tags.get(TAG_UNTIL),
                 "previous_version": tags.get(TAG_PREVIOUS),
@@ -443,7 +586,7 @@ def promotion_history(client: Any, model_name: str) -> list[dict[str, Any]]:
                 "test_logloss": tags.get(f"{TAG}challenger_test_logloss"),
                 "previous_test_logloss": tags.get(f"{TAG}champion_test_logloss"),
                 "reason": tags.get(f"{TAG}reason"),
-                "decision": read_decision(tags.get(f"{TAG}decision")),
+                "decision": read_decision(tags.get(TAG_PROMOTION_DECISION)),
             }
         )
     return sorted(served, key=lambda entry: entry["since"])

@@ -12,6 +12,12 @@ In the experiment named after the model, the run records:
 Then the promotion gate (``promotion``) decides about alias ``champion``. Any failure leaves the
 champion where it was: the alias moves last, under a lock, and is put back if anything after it
 fails; a version created before a failure is tagged ``ctrflow.promotion.decision=failed``.
+
+A step killed outright cannot clean up, so the record is written to be true at every point and
+completed by the next register run: the version is created ``pending``, the gate writes the
+intent ``promoting`` before moving the alias and ``promoted`` after the history; the run renews a
+heartbeat tag (``run_heartbeat``). The next run marks RUNNING runs without a heartbeat KILLED,
+and under the lock completes or fails what a killed step left (``promotion.repair_interrupted``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import pathlib
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,10 +45,12 @@ from ctrflow.components.data.raw_rows import load_raw_rows
 from ctrflow.components.names import (
     CHALLENGER_ALIAS,
     DECISION_KEPT,
+    DECISION_PENDING,
     DECISION_PROMOTED,
     STUDY_DB_ARTIFACT,
     TAG_CODE,
     TAG_DATA,
+    TAG_HEARTBEAT,
     TAG_MODEL_TYPE,
     TAG_PIPELINE_RUN,
     TAG_PROMOTION_DECISION,
@@ -49,8 +59,17 @@ from ctrflow.components.names import (
     TAG_SPEC,
     TAG_STUDY_NAME,
     TAG_WARM_START,
+    TEST_KILL_AT_ENV,
 )
+from ctrflow.components.registry.model_names import check_model_name
 from ctrflow.components.registry.promotion import promote, record_failure
+from ctrflow.components.registry.run_heartbeat import (
+    HEARTBEAT_EVERY,
+    ORPHAN_AFTER,
+    RunHeartbeat,
+    beat_value,
+    end_orphan_runs,
+)
 from ctrflow.components.registry.serving_model import CtrModel, log_serving_model
 from ctrflow.components.training.evaluate import EvalResult
 from ctrflow.components.training.models import load_dataset
@@ -114,6 +133,20 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+
+
+def _with_test_kill(on_event: Event | None) -> Event:
+    """Test-only fault hook: with $CTRFLOW_TEST_KILL_AT naming a checkpoint, the process SIGKILLs
+    itself there (no cleanup runs, as with an OOM kill or a lost node). Unset in production."""
+    kill_at = os.environ.get(TEST_KILL_AT_ENV, "")
+
+    def event(name: str) -> None:
+        if on_event is not None:
+            on_event(name)
+        if name == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return event
 
 
 def _combined_fingerprint(*parts: str) -> str:
@@ -201,6 +234,7 @@ def register(
     pip_requirements: Sequence[str] | None = None,
     lock_ttl: float = 300.0,
     lock_wait: float = 600.0,
+    orphan_after: float = ORPHAN_AFTER,
     on_event: Event | None = None,
 ) -> RegisterResult:
     """Log, register and gate one pipeline run's model; see the module docstring.
@@ -209,10 +243,10 @@ def register(
     summary (``FinalizeResult.to_dict()``); study_db: its SQLite export; test_raw: the raw test
     rows with labels (DataFrame or Parquet/CSV file), needed to compare with a champion that has
     another feature spec. on_event(name) is called at each stage (progress, fault injection).
+    orphan_after: a RUNNING register run silent that long counts as killed (run_heartbeat).
     """
-    event = on_event or (lambda _name: None)
-    if not model_name or "/" in model_name or ":" in model_name:
-        raise ValueError(f"model name {model_name!r} must be non-empty without '/' or ':'")
+    event = _with_test_kill(on_event)
+    check_model_name(model_name)
     # Everything is read and checked before anything is written to MLflow.
     model_dir, evaluation_dir = pathlib.Path(model_dir), pathlib.Path(evaluation_dir)
     study_db, feature_spec_path = pathlib.Path(study_db), pathlib.Path(feature_spec_path)
@@ -243,15 +277,19 @@ def register(
         TAG_MODEL_TYPE: train.model_type,
         TAG_SPEC: spec_fingerprint(spec),
         TAG_WARM_START: json.dumps(study.get("warm_start", {}), sort_keys=True)[:4900],
+        TAG_HEARTBEAT: beat_value(),
         "ctrflow.trained_with_best_params": str(train.params == study.get("best_params")).lower(),
     }
 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = _experiment_id(client, model_name)
     _use_tracking_uri(tracking_uri)
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=pipeline_run_id or study_name or None, tags=tags
-    ) as run:
+    with (
+        mlflow.start_run(
+            experiment_id=experiment_id, run_name=pipeline_run_id or study_name or None, tags=tags
+        ) as run,
+        RunHeartbeat(client, run.info.run_id, min(HEARTBEAT_EVERY, orphan_after / 4)),
+    ):
         run_id = run.info.run_id
         mlflow.log_params(_params(train, evaluation))
         mlflow.log_metrics(_metrics(study, train, evaluation))
@@ -278,12 +316,17 @@ def register(
                     TAG_SPEC: tags[TAG_SPEC],
                     "ctrflow.test_logloss": f"{evaluation.logloss:.8f}",
                     "ctrflow.test_auc": f"{evaluation.auc:.6f}",
+                    TAG_PROMOTION_DECISION: DECISION_PENDING,  # until the gate decides
                 },
             ).version
         )
         try:
             event("version_created")
             client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version)
+            end_orphan_runs(
+                client, experiment_id, found_by=run_id, pipeline_run_id=pipeline_run_id,
+                orphan_after=orphan_after,
+            )  # fmt: skip
             decision = promote(
                 client=client,
                 tracking_uri=tracking_uri,
@@ -297,6 +340,7 @@ def register(
                 mirror_stage=mirror_stage,
                 lock_ttl=lock_ttl,
                 lock_wait=lock_wait,
+                orphan_after=orphan_after,
                 on_event=event,
             )
             mlflow.set_tags(

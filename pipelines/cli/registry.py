@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 EXIT_NOT_FOUND = 1
+EXIT_BAD_NAME = 2
 
 
 def _default_tracking_uri(workdir: str) -> str:
@@ -28,8 +29,14 @@ def _history(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from ctrflow.components.registry.model_names import check_model_name
     from ctrflow.components.registry.promotion import promotion_history
 
+    try:
+        check_model_name(args.model_name)
+    except ValueError as exc:
+        print(f"ctrflow registry history: {exc}", file=sys.stderr)
+        return EXIT_BAD_NAME
     uri = args.mlflow_uri or _default_tracking_uri(args.workdir)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:

@@ -31,6 +31,7 @@ from ctrflow.components.data.fingerprint import spec_fingerprint
 from ctrflow.components.hpo.create_study import create_study
 from ctrflow.components.hpo.finalize_study import FinalizeResult
 from ctrflow.components.hpo.search_space import get_space
+from ctrflow.components.registry.model_names import name_filter
 from ctrflow.components.registry.promotion import (
     _decide,
     _Score,
@@ -38,58 +39,12 @@ from ctrflow.components.registry.promotion import (
     promotion_history,
 )
 from ctrflow.components.registry.register import RegisterResult, register
-from ctrflow.components.training.evaluate import EvalResult, evaluate, logloss
-from ctrflow.components.training.train_final import train_final
+from ctrflow.components.training.evaluate import logloss
 from ctrflow.pipelines.cli import main as cli_main
-from tests.testkit.ctr_data import Week, make_week, prepared_week, run_study
+from tests.components.registry.conftest import Candidate, train_candidate
+from tests.testkit.ctr_data import Week, prepared_week
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    model_dir: pathlib.Path
-    eval_dir: pathlib.Path
-    evaluation: EvalResult
-
-
-def _train(
-    week: Week, out: pathlib.Path, model_type: str, params: dict[str, Any], **fixed: Any
-) -> Candidate:
-    space = get_space(model_type)
-    space = dataclasses.replace(space, fixed={**space.fixed, **fixed})
-    train_final(
-        model_type=model_type, params=params, train_dir=week.train, valid_dir=week.valid,
-        output_dir=out / "model", space=space,
-    )  # fmt: skip
-    result = evaluate(model_path=out / "model", test_dir=week.test, output_dir=out / "eval")
-    return Candidate(out / "model", out / "eval", result)
-
-
-@pytest.fixture(scope="module")
-def week(tmp_path_factory: pytest.TempPathFactory) -> Week:
-    return make_week(tmp_path_factory.mktemp("week-a"), rows=5000, seed=0)
-
-
-@pytest.fixture(scope="module")
-def study(week: Week) -> FinalizeResult:
-    return run_study(week, model_type="ffm", name="week-a", budget=12)
-
-
-@pytest.fixture(scope="module")
-def models(week: Week, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Candidate]:
-    base = tmp_path_factory.mktemp("models")
-    defaults = dict(get_space("ffm").defaults)
-    found = {
-        "mediocre": _train(week, base / "mediocre", "ffm", defaults, max_epochs=2),
-        "worse": _train(week, base / "worse", "ffm", {**defaults, "eta": 0.02}, max_epochs=1),
-        "better": _train(week, base / "better", "ffm", defaults),
-        "xgboost": _train(week, base / "xgboost", "xgboost", dict(get_space("xgboost").defaults)),
-    }
-    loss = {name: c.evaluation.logloss for name, c in found.items()}
-    # The story needs this order; check it rather than assume it.
-    assert loss["worse"] > loss["mediocre"] > loss["better"] > loss["xgboost"], loss
-    return found
 
 
 def _register(
@@ -131,12 +86,12 @@ def _tags(client: MlflowClient, name: str, version: str) -> dict[str, str]:
 
 
 def _production(client: MlflowClient, name: str) -> list[str]:
-    versions = client.search_model_versions(f"name = '{name}'")
+    versions = client.search_model_versions(name_filter(name))
     return sorted(str(v.version) for v in versions if v.current_stage == "Production")
 
 
 def _latest_version(client: MlflowClient, name: str) -> str:
-    return str(max(int(v.version) for v in client.search_model_versions(f"name = '{name}'")))
+    return str(max(int(v.version) for v in client.search_model_versions(name_filter(name))))
 
 
 # ---- the weekly story, on both backend stores --------------------------------------------------
@@ -150,7 +105,8 @@ def registry(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def name(registry: str) -> str:
-    return f"ctr-{uuid.uuid4().hex[:8]}"
+    # An apostrophe: MLflow's filter grammar has no escape, the lookups must quote it with ".
+    return f"ctr's-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
@@ -342,7 +298,7 @@ def test_better_model_becomes_champion_with_its_promotion_history(
         warnings.simplefilter("ignore", FutureWarning)
         production = client.get_latest_versions(name, stages=["Production"])
         stages = {
-            v.version: v.current_stage for v in client.search_model_versions(f"name='{name}'")
+            v.version: v.current_stage for v in client.search_model_versions(name_filter(name))
         }
     assert [v.version for v in production] == ["5"]
     assert [v for v, stage in stages.items() if stage == "Production"] == ["5"]
@@ -402,8 +358,10 @@ def test_champion_with_another_feature_spec_is_judged_on_prepare_datas_raw_test_
     assert week_b.test_raw_path is not None
     assert spec_fingerprint(week_b.spec) != spec_fingerprint(week.spec)
     defaults = dict(get_space("ffm").defaults)
-    worse = _train(week_b, tmp_path / "worse", "ffm", {**defaults, "eta": 0.02}, max_epochs=1)
-    better = _train(week_b, tmp_path / "better", "ffm", defaults)
+    worse = train_candidate(
+        week_b, tmp_path / "worse", "ffm", {**defaults, "eta": 0.02}, max_epochs=1
+    )
+    better = train_candidate(week_b, tmp_path / "better", "ffm", defaults)
     # The champion on week b's raw test rows, as it is served (its own pyfunc, its own spec).
     raw = pd.read_parquet(week_b.test_raw_path)
     local = download_version(client, mlflow_server, name, "1", str(tmp_path / "champion"))
@@ -581,7 +539,7 @@ def test_bad_inputs_fail_before_anything_is_written(
     missing = dataclasses.replace(study, study_db=str(tmp_path / "missing.db"))
     with pytest.raises(FileNotFoundError, match="study export .*missing.db does not exist"):
         _register(mlflow_server, name, week, missing, models["better"])
-    with pytest.raises(ValueError, match="model name 'a/b' must be non-empty without"):
+    with pytest.raises(ValueError, match="model name 'a/b' contains '/': MLflow does not"):
         _register(mlflow_server, "a/b", week, study, models["better"])
     no_version = dataclasses.replace(study, search_space_version="")
     with pytest.raises(ValueError, match="the study summary has no search_space_version"):
@@ -592,3 +550,20 @@ def test_bad_inputs_fail_before_anything_is_written(
             mlflow_server, name, week, study, models["better"], test_raw=tmp_path / "rows.xlsx"
         )
     assert MlflowClient(mlflow_server).get_experiment_by_name(name) is None
+
+
+def test_register_on_a_plain_sqlite_store_as_ctrflow_run_uses_it(
+    week: Week, study: FinalizeResult, models: dict[str, Candidate], tmp_path: pathlib.Path
+) -> None:
+    """No server: the step's writes and its heartbeat thread's share one SQLite file."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    name = f"ctr-{uuid.uuid4().hex[:8]}"
+    _register(uri, name, week, study, models["mediocre"])
+    # Beats every 0.25 s (orphan_after / 4) while the step runs, as often as its own writes.
+    won = _register(uri, name, week, study, models["better"], orphan_after=1.0)
+    assert (won.version, won.promoted, won.champion) == ("2", True, "2")
+    client = MlflowClient(uri)
+    run = client.get_run(won.run_id)
+    assert run.info.status == "FINISHED"
+    assert float(run.data.tags["ctrflow.register.heartbeat"]) > run.info.start_time / 1000
+    assert [h["version"] for h in promotion_history(client, name)] == ["1", "2"]

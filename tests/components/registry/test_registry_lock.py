@@ -3,6 +3,9 @@ PostgreSQL backend stores): its safety rests on the backend's unique registered-
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -127,3 +130,56 @@ def test_an_expired_lock_is_not_deleted_by_its_late_owner(client: MlflowClient) 
 def test_bad_settings_are_rejected(client: MlflowClient) -> None:
     with pytest.raises(ValueError, match="need ttl > 0"):
         RegistryLock(client, "m", ttl=0)
+    with pytest.raises(ValueError, match="lease > 0"):
+        RegistryLock(client, "m", lease=0)
+
+
+def test_a_live_holder_keeps_its_lock_past_many_leases_by_its_heartbeat(
+    client: MlflowClient,
+) -> None:
+    model = f"lock-{uuid.uuid4().hex[:8]}"
+    with RegistryLock(client, model, lease=3.0) as holder:
+        with pytest.raises(LockTimeoutError, match=f"is held by {holder.token} "):
+            RegistryLock(client, model, wait=12.0, poll=0.1).acquire()
+        assert holder.held
+    assert _names(client, model) == set()
+
+
+_HOLD_AND_HANG = """
+import sys, time
+from mlflow import MlflowClient
+from ctrflow.components.registry._registry_lock import RegistryLock
+RegistryLock(MlflowClient(sys.argv[1]), sys.argv[2]).acquire()  # default ttl and lease
+print("held", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_killed_holders_lock_is_taken_over_within_seconds(
+    client: MlflowClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real process takes the lock with the default settings and is SIGKILLed holding it.
+    The waiter's own wait (120 s) is the hang guard: the lock of a killed holder used to stand
+    for its whole 300 s ttl."""
+    model = f"lock-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_AND_HANG, client.tracking_uri, model],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+        dead_owner = client.get_registered_model(lock_name(model)).tags[TAG_OWNER]
+        assert dead_owner.split(".")[1] == str(proc.pid)  # host.pid.uuid, for people to read
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        killed = time.monotonic()
+        with RegistryLock(client, model, wait=120, poll=0.2) as waiter:
+            took = time.monotonic() - killed
+            assert client.get_registered_model(lock_name(model)).tags[TAG_OWNER] == waiter.token
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    (stale,) = _names(client, model)  # the dead holder's lock, kept as evidence
+    assert client.get_registered_model(stale).tags[TAG_OWNER] == dead_owner
+    with capsys.disabled():
+        print(f"\n[lock takeover] a SIGKILLed holder's lock was taken over {took:.1f} s after")
