@@ -28,7 +28,14 @@ import sqlalchemy.exc
 
 from ctrflow.components.names import STORAGE_OUTAGE_LIMIT_ENV
 
-__all__ = ["DEFAULT_LIMIT", "Outage", "StorageOutageError", "is_connection_loss", "limit_setting"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "Outage",
+    "StorageOutageError",
+    "is_connection_loss",
+    "limit_setting",
+    "quiet_optuna_fallback",
+]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,18 +52,40 @@ class StorageOutageError(BaseException):
     once the database is back."""
 
 
-def is_connection_loss(exc: BaseException) -> bool:
-    """True when ``exc`` or an exception it was raised from means the database went away."""
+def _loss(exc: BaseException) -> BaseException | None:
+    """The exception in ``exc``'s chain that says the database went away, if any."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, psycopg.OperationalError | psycopg.InterfaceError):
-            return True
+            return current
         if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
-            return True
+            return current.orig or current
         current = current.__cause__ or current.__context__
-    return False
+    return None
+
+
+def is_connection_loss(exc: BaseException) -> bool:
+    """True when ``exc`` or an exception it was raised from means the database went away."""
+    return _loss(exc) is not None
+
+
+class _LostConnectionFallback(logging.Filter):
+    """Drops Optuna's "Caught an error from sqlalchemy: ... Falling back to a slower
+    alternative" for a psycopg error: RDBStorage logs it (several lines, with the SQL parameters)
+    for any OperationalError of its trial read, meant for SQLite's limit on IN variables. On
+    PostgreSQL that is a lost connection, which ``Outage`` reports once in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Caught an error from sqlalchemy: (psycopg.")
+
+
+def quiet_optuna_fallback() -> None:
+    """Install the filter above on Optuna's RDB storage logger, once per process."""
+    logger = logging.getLogger("optuna.storages._rdb.storage")
+    if not any(isinstance(f, _LostConnectionFallback) for f in logger.filters):
+        logger.addFilter(_LostConnectionFallback())
 
 
 def limit_setting(explicit: float | None = None) -> float:
@@ -115,8 +144,10 @@ class Outage:
         """A connection loss was seen: wait the next backoff step, or raise StorageOutageError
         once the outage has lasted longer than the limit."""
         self.check()
-        text = str(getattr(exc, "orig", None) or exc)
-        error = self._scrub(text.splitlines()[0] if text else type(exc).__name__)
+        # The driver's words ("connection refused"), not a wrapper's (Optuna's blames the data).
+        cause = _loss(exc) or exc
+        text = str(cause).strip()
+        error = self._scrub(text.splitlines()[0] if text else type(cause).__name__)
         now = time.monotonic()
         with self._lock:
             if self._since is None:

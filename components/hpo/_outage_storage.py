@@ -68,7 +68,10 @@ class StudyLockLostError(Exception):
     """A trial became RUNNING but the study lock was lost meanwhile: give the trial back."""
 
     def __init__(self, trial_id: int) -> None:
-        super().__init__(f"the study lock was lost before trial id {trial_id} was committed")
+        super().__init__(
+            f"the study lock was lost while trial id {trial_id} was started (another worker "
+            "may have counted the budget meanwhile)"
+        )
         self.trial_id = trial_id
 
 

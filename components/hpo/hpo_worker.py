@@ -30,7 +30,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from ctrflow.components.hpo._fast_path import ChosenStorage, fast_path_setting, worker_storage
-from ctrflow.components.hpo._outage import Outage, is_connection_loss
+from ctrflow.components.hpo._outage import Outage, is_connection_loss, quiet_optuna_fallback
 from ctrflow.components.hpo._outage_storage import StudyLockLostError
 from ctrflow.components.hpo._study_config import StudyConfig, build_pruner, build_sampler
 from ctrflow.components.hpo._trial_budget import BudgetCounts, TrialBudget
@@ -155,6 +155,7 @@ def run_worker(
     fast_path = fast_path_setting(fast_path)
     settings = settings or StorageSettings()
     outage = outage_of(storage_url, settings)
+    quiet_optuna_fallback()
     storage = make_storage(storage_url, settings, existing=True)
     try:
         study = outage.call(lambda: _load(storage, study_name))

@@ -73,6 +73,7 @@ class PostgresControl:
                  demote: Callable[[], None] | None) -> None:  # fmt: skip
         self.url = url
         self._data, self._log, self._options, self._demote = data, log, options, demote
+        self.running = False
 
     def _pg_ctl(self, *args: str, check: bool = True) -> None:
         subprocess.run(
@@ -82,10 +83,12 @@ class PostgresControl:
 
     def start(self) -> None:
         self._pg_ctl("-l", str(self._log), "-w", "-t", "60", "start", "-o", self._options)
+        self.running = True
 
     def stop(self, mode: str = "fast") -> None:
         """``fast``: the server ends every session (clients see their connections drop);
         ``immediate``: it quits without a clean shutdown, as on a crash."""
+        self.running = False
         self._pg_ctl("-m", mode, "-w", "stop")
 
 
