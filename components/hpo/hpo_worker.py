@@ -239,6 +239,7 @@ def _loop(
                 continue
             try:
                 counts = guard.counts(lock)
+                outage.recovered()  # the database answers: an outage seen here is over
                 if counts.full and not counts.done:
                     # Every slot is taken; some may be held by dead workers' trials. (Optuna
                     # itself fails stale trials before each `ask`, so this runs only here.)

@@ -61,7 +61,7 @@ def server(_server: PostgresControl) -> PostgresControl:
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, pathlib.Path]:
     base = tmp_path_factory.mktemp("outage-data")
     # Big enough that a trial takes a moment, so the outage meets trials in flight.
-    return tiny_dataset(base / "train", 3000, seed=1), tiny_dataset(base / "valid", 600, seed=2)
+    return tiny_dataset(base / "train", 20000, seed=1), tiny_dataset(base / "valid", 2000, seed=2)
 
 
 def _env(url: str, fast_path: str) -> dict[str, str]:
@@ -98,27 +98,34 @@ def _worker(
     )  # fmt: skip
 
 
-def _finished(url: str, name: str) -> int:
+def _trial_ids(url: str, name: str, where: str) -> list[int]:
     engine = sqlalchemy.create_engine(url)
     try:
         with engine.connect() as conn:
-            return int(
-                conn.execute(
-                    sqlalchemy.text(
-                        "SELECT COUNT(*) FROM trials t JOIN studies s USING (study_id)"
-                        " WHERE s.study_name = :name AND t.state IN ('COMPLETE', 'PRUNED')"
-                    ),
-                    {"name": name},
-                ).scalar_one()
+            query = sqlalchemy.text(
+                "SELECT t.trial_id FROM trials t JOIN studies s USING (study_id)"
+                f" WHERE s.study_name = :name AND {where}"
             )
+            return [int(tid) for (tid,) in conn.execute(query, {"name": name})]
     finally:
         engine.dispose()
 
 
 def _wait_for_trials(url: str, name: str, count: int) -> int:
-    while (finished := _finished(url, name)) < count:
+    while len(finished := _trial_ids(url, name, "t.state IN ('COMPLETE', 'PRUNED')")) < count:
         time.sleep(0.05)
-    return finished
+    return len(finished)
+
+
+def _wait_for_a_trial_in_flight(url: str, name: str) -> list[int]:
+    """RUNNING trials that reported an epoch: their objective runs, more writes will follow."""
+    where = (
+        "t.state = 'RUNNING' AND EXISTS (SELECT 1 FROM trial_intermediate_values v"
+        " WHERE v.trial_id = t.trial_id)"
+    )
+    while not (running := _trial_ids(url, name, where)):
+        time.sleep(0.02)
+    return running
 
 
 @pytest.mark.parametrize("fast_path", ["1", "0"], ids=["fast", "stock"])
@@ -134,6 +141,7 @@ def test_workers_ride_out_a_restart_and_finish_the_exact_budget(
     workers = [_worker(server.url, name, data, outs[i], i, fast_path) for i in range(2)]
 
     before = _wait_for_trials(server.url, name, 2)
+    in_flight = _wait_for_a_trial_in_flight(server.url, name)
     server.stop("fast")  # every session is cut, mid-trial or mid-write
     time.sleep(10)
     assert all(proc.poll() is None for proc in workers), "a worker quit during the outage"
@@ -154,6 +162,9 @@ def test_workers_ride_out_a_restart_and_finish_the_exact_budget(
     trials = optuna.load_study(study_name=name, storage=server.url).get_trials(deepcopy=False)
     states = Counter(t.state for t in trials)
     assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == BUDGET, states
+    # The trials in flight went on after the restart: their last writes and tell were retried.
+    by_id = {t._trial_id: t for t in trials}
+    assert all(by_id[tid].state in (TrialState.COMPLETE, TrialState.PRUNED) for tid in in_flight)
     assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0, states
     # A trial failed on the way (given back under a lost lock) was retried, and that retry
     # finished: nothing was lost, and a retry counts once like any trial.
