@@ -24,10 +24,16 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from ctrflow.components.hpo._fast_path import ChosenStorage, worker_storage
-from ctrflow.components.hpo._outage import StorageOutageError, is_connection_loss
+from ctrflow.components.hpo._outage import (
+    Outage,
+    StorageOutageError,
+    is_connection_loss,
+    limit_setting,
+)
 from ctrflow.components.hpo._outage_storage import StudyLockLostError
 from ctrflow.components.hpo._trial_budget import TrialBudget
 from ctrflow.components.hpo.create_study import create_study
@@ -289,3 +295,44 @@ def test_a_trial_started_after_the_lock_was_lost_is_handed_back_and_retried(
     storage.create_new_trial(study_id)
     assert lock.connection is None and lock.release() is True
     dispose(guard._storage)
+
+
+def test_an_outage_ends_when_the_database_answers_and_a_later_one_gets_a_new_clock() -> None:
+    outage = Outage("the test database", limit=0.2, backoff_initial=0.01, backoff_max=0.01)
+    loss = OSError("connection refused")
+    outage.lost(loss)
+    time.sleep(0.3)
+    outage.recovered()
+    outage.lost(loss)  # a new outage: its clock starts now
+    time.sleep(0.3)
+    with pytest.raises(StorageOutageError, match=r"the test database\) has been unreachable"):
+        outage.lost(loss)
+    with pytest.raises(StorageOutageError):  # given up for every thread, for good
+        outage.call(lambda: None)
+
+
+def test_the_limit_comes_from_the_flag_else_the_environment_else_60(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(STORAGE_OUTAGE_LIMIT_ENV, raising=False)
+    assert limit_setting() == 60
+    monkeypatch.setenv(STORAGE_OUTAGE_LIMIT_ENV, "7.5")
+    assert limit_setting() == 7.5 and limit_setting(3) == 3
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv(STORAGE_OUTAGE_LIMIT_ENV, bad)
+        with pytest.raises(ValueError, match=STORAGE_OUTAGE_LIMIT_ENV):
+            limit_setting()
+
+
+def test_only_a_lost_database_counts_as_an_outage(postgres_url: str) -> None:
+    closed = sqlalchemy.create_engine(
+        "postgresql+psycopg://nobody:pw@127.0.0.1:1/none", connect_args={"connect_timeout": 2}
+    )
+    with pytest.raises(sqlalchemy.exc.OperationalError) as refused:
+        closed.connect()
+    assert is_connection_loss(refused.value)
+    engine = sqlalchemy.create_engine(postgres_url)
+    with engine.connect() as conn, pytest.raises(sqlalchemy.exc.ProgrammingError) as bad_sql:
+        conn.execute(sqlalchemy.text("SELECT * FROM no_such_table"))
+    engine.dispose()
+    assert not is_connection_loss(bad_sql.value)
