@@ -34,8 +34,10 @@ from typing import Any, Protocol
 
 import optuna
 import sqlalchemy
-from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages import BaseStorage, RDBStorage, _CachedStorage
 
+from ctrflow.components.hpo._outage import Outage
+from ctrflow.components.hpo._outage_storage import riding
 from ctrflow.components.hpo._trial_budget import StudyLock
 from ctrflow.components.names import OPTUNA_FAST_PATH_ENV
 
@@ -293,28 +295,44 @@ def mismatches(backend: RDBStorage) -> list[str]:
     return out + _schema(models)
 
 
-def worker_storage(backend: RDBStorage, *, fast_path: bool | None = None) -> ChosenStorage:
+def worker_storage(
+    backend: RDBStorage, *, fast_path: bool | None = None, outage: Outage | None = None
+) -> ChosenStorage:
     """The storage a worker passes to ``optuna.load_study``, and where its loop's hints go.
 
     ``fast_path``: None follows $CTRFLOW_OPTUNA_FAST_PATH (default on). On, the fast path is used
     when ``mismatches`` finds nothing; otherwise Optuna's stock storage (``backend`` itself),
-    with one warning per process naming what did not match.
+    with one warning per process naming what did not match. ``outage``: either one then rides
+    out a database outage through it (``_outage_storage``; the stock one as the
+    ``_CachedStorage`` that ``optuna.load_study`` would wrap ``backend`` in).
     """
     if not fast_path_setting(fast_path):
         _log.info("Optuna fast path off: the worker uses Optuna's stock storage")
-        return ChosenStorage(backend, _StockHints(), fast=False)
+        return _stock(backend, outage)
     found = mismatches(backend)
     if not found:
         try:
             # Imported only now: the module reads Optuna's private names at import.
             from ctrflow.components.hpo._worker_storage import WorkerStorage
 
-            fast = WorkerStorage(backend)
+            if outage is None:
+                fast = WorkerStorage(backend)
+            else:
+                fast = riding(WorkerStorage)(backend)
+                fast.rides(outage)
             return ChosenStorage(fast, fast, fast=True)
         except Exception as exc:  # anything the checks above did not foresee
             found = [f"the fast path failed to load: {exc!r}"]
     _warn_once(found)
-    return ChosenStorage(backend, _StockHints(), fast=False)
+    return _stock(backend, outage)
+
+
+def _stock(backend: RDBStorage, outage: Outage | None) -> ChosenStorage:
+    if outage is None:
+        return ChosenStorage(backend, _StockHints(), fast=False)
+    stock = riding(_CachedStorage)(backend)
+    stock.rides(outage)
+    return ChosenStorage(stock, stock, fast=False)
 
 
 def _warn_once(found: list[str]) -> None:

@@ -87,6 +87,13 @@ class StudyLock:
         elif self._backend != "postgresql":
             raise ValueError(f"no study lock for storage backend {self._backend!r}")
         self._held = False
+        self._owner: int | None = None  # the thread holding it
+        self._confirmed = False
+
+    @property
+    def held_here(self) -> bool:
+        """Held, by the calling thread."""
+        return self._held and self._owner == threading.get_ident()
 
     def acquire(self) -> None:
         if self._held:
@@ -108,33 +115,42 @@ class StudyLock:
                 conn.close()
                 raise
             self._conn = conn
-        self._held = True
+        self._held, self._owner, self._confirmed = True, threading.get_ident(), False
 
     @property
     def connection(self) -> sqlalchemy.Connection | None:
         """The autocommit connection holding a PostgreSQL lock, while held."""
         return self._conn
 
-    def release(self) -> None:
+    def release(self) -> bool:
+        """Release the lock; True when it was surely held until now. False on PostgreSQL when
+        its session was lost meanwhile (the server dropped the lock with it, e.g. a restart):
+        then what was done since may have raced another worker. A repeated call returns what
+        the first one found."""
         if not self._held:
-            return
+            return self._confirmed
         self._held = False
         if self._mem is not None:
             self._mem.release()
+            self._confirmed = True
         elif self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+            self._confirmed = True
         elif self._conn is not None:
             conn, self._conn = self._conn, None
             try:
-                conn.execute(
-                    sqlalchemy.text("SELECT pg_advisory_unlock(:cls, :sid)"),
-                    {"cls": _PG_LOCK_CLASS, "sid": self._study_id},
+                self._confirmed = bool(
+                    conn.execute(
+                        sqlalchemy.text("SELECT pg_advisory_unlock(:cls, :sid)"),
+                        {"cls": _PG_LOCK_CLASS, "sid": self._study_id},
+                    ).scalar()
                 )
             except Exception:
                 conn.invalidate()  # closing the session releases the lock server-side
             finally:
                 conn.close()
+        return self._confirmed
 
     @contextmanager
     def held(self) -> Iterator[StudyLock]:
@@ -201,12 +217,18 @@ class TrialBudget:
         else:
             with self._storage.engine.connect() as conn:
                 orphans = conn.execute(query, params).all()
-        callback = self._storage.get_heartbeat_stale_trial_callback()
         for (trial_id,) in orphans:
-            try:
-                if not self._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                    continue
-            except UpdateFinishedTrialError:
-                continue  # another worker got there first
-            if callback is not None:
-                callback(study, copy.deepcopy(self._storage.get_trial(trial_id)))
+            self.give_back(study, trial_id)
+
+    def give_back(self, study: optuna.Study, trial_id: int) -> None:
+        """Fail a RUNNING trial that will not be run and enqueue its retry (WAITING, the same
+        parameters), as the heartbeat machinery does for a dead worker's trial: its budget slot
+        is free at once and the retry is started, under the lock, by the next worker to ask."""
+        try:
+            if not self._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                return
+        except UpdateFinishedTrialError:
+            return  # another worker got there first
+        callback = self._storage.get_heartbeat_stale_trial_callback()
+        if callback is not None:
+            callback(study, copy.deepcopy(self._storage.get_trial(trial_id)))

@@ -5,10 +5,17 @@ after the budget check under the study lock (see ``_trial_budget``), so exactly 
 end COMPLETE or PRUNED. A worker whose slots are all taken by other workers' running trials waits
 and keeps failing stale trials (a killed worker's trial ends FAIL, its retry is enqueued and run
 here), so the budget is reached as long as one worker lives.
+
+A PostgreSQL outage is ridden out (``_outage``): a trial in flight waits in its next write and
+goes on once the database is back; a loss while the study lock is held (the server dropped the
+lock with the session) abandons that iteration, which starts over under a new lock. Past the
+limit the worker stops with ``StorageOutageError`` (``ctrflow hpo worker`` exits 3); its trial
+stays RUNNING and is retried by the heartbeat machinery of the workers that remain.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import pathlib
@@ -23,10 +30,12 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from ctrflow.components.hpo._fast_path import ChosenStorage, fast_path_setting, worker_storage
+from ctrflow.components.hpo._outage import Outage, is_connection_loss, quiet_optuna_fallback
+from ctrflow.components.hpo._outage_storage import StudyLockLostError
 from ctrflow.components.hpo._study_config import StudyConfig, build_pruner, build_sampler
 from ctrflow.components.hpo._trial_budget import BudgetCounts, TrialBudget
 from ctrflow.components.hpo.objectives import make_objective
-from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage
+from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage, outage_of
 
 __all__ = ["WorkerResult", "run_worker"]
 
@@ -141,20 +150,25 @@ def run_worker(
     An exception raised by the objective fails that trial and stops this worker with it.
     ``fast_path``: False uses Optuna's stock storage; None follows $CTRFLOW_OPTUNA_FAST_PATH
     (see ``_fast_path``; an invalid value is an error before anything connects).
+    A database outage longer than ``settings.outage_limit`` raises ``StorageOutageError``.
     """
     fast_path = fast_path_setting(fast_path)
     settings = settings or StorageSettings()
+    outage = outage_of(storage_url, settings)
+    quiet_optuna_fallback()
     storage = make_storage(storage_url, settings, existing=True)
     try:
-        study = _load(storage, study_name)
-        config = StudyConfig.from_study(study)
+        study = outage.call(lambda: _load(storage, study_name))
+        config = outage.call(lambda: StudyConfig.from_study(study))
         total = _resolve_budget(config, budget, study_name)
-        chosen = worker_storage(storage, fast_path=fast_path)
-        study = optuna.load_study(
-            study_name=study_name,
-            storage=chosen.storage,
-            sampler=build_sampler(config.sampler, storage, seed),
-            pruner=build_pruner(config.pruner),
+        chosen = worker_storage(storage, fast_path=fast_path, outage=outage)
+        study = outage.call(
+            lambda: optuna.load_study(
+                study_name=study_name,
+                storage=chosen.storage,
+                sampler=build_sampler(config.sampler, storage, seed),
+                pruner=build_pruner(config.pruner),
+            )
         )
         if objective is None:
             if train_dir is None or valid_dir is None:
@@ -166,10 +180,11 @@ def run_worker(
                 n_threads=n_threads,
                 seed=config.seed,
             )
-        guard = TrialBudget(storage, storage.get_study_id_from_name(study_name), total)
+        study_id = outage.call(lambda: storage.get_study_id_from_name(study_name))
+        guard = TrialBudget(storage, study_id, total)
         # Waiting workers re-check once a second: a finished trial frees its slot at once.
         poll = poll_interval or min(1.0, float(settings.heartbeat_interval or 1))
-        return _loop(study, chosen, objective, guard, poll, progress)
+        return _loop(study, chosen, objective, guard, poll, progress, outage)
     finally:
         dispose(storage)
 
@@ -181,11 +196,12 @@ def _loop(
     guard: TrialBudget,
     poll: float,
     progress_enabled: bool | None,
+    outage: Outage,
 ) -> WorkerResult:
     lock = guard.lock()
     hints = chosen.hints  # the fast path's shortcuts; no-ops on Optuna's stock storage
     hints.use_lock(lock)
-    counts = guard.counts()
+    counts = outage.call(guard.counts)
     progress = _Progress(guard.budget, counts.finished, progress_enabled, study.study_name)
     trials_run = 0
 
@@ -197,8 +213,10 @@ def _loop(
     def admitted(trial: optuna.Trial) -> float:
         # The trial is RUNNING in the storage now, so the next worker's count includes it.
         # (The fast path released the lock once the trial was committed; this is a no-op then.)
+        nonlocal trials_run
         lock.release()
         running[:] = [trial.number]
+        trials_run += 1
         try:
             value = objective(trial)
         except optuna.TrialPruned:
@@ -214,9 +232,14 @@ def _loop(
     try:
         while True:
             started = False
-            lock.acquire()
+            try:
+                lock.acquire()
+            except Exception as exc:
+                _lost(outage, exc)
+                continue
             try:
                 counts = guard.counts(lock)
+                outage.recovered()  # the database answers: an outage seen here is over
                 if counts.full and not counts.done:
                     # Every slot is taken; some may be held by dead workers' trials. (Optuna
                     # itself fails stale trials before each `ask`, so this runs only here.)
@@ -228,16 +251,25 @@ def _loop(
                     break
                 if not counts.full:
                     started = True
-                    trials_run += 1
                     running.clear()
                     raised.clear()
                     try:
                         with hints.counted(counts.running, counts.by_state.get("WAITING", 0)):
                             study.optimize(admitted, n_trials=1)
+                    except StudyLockLostError as exc:
+                        _log.warning("%s: handing the trial back (FAIL, retry enqueued)", exc)
+                        outage.call(functools.partial(guard.give_back, study, exc.trial_id))
                     except Exception as exc:
-                        if not _failed_as_stale(study, running, raised, exc):
-                            raise
-                        last[:] = [_Outcome(running[0], "FAIL", None)]
+                        if running or not is_connection_loss(exc):
+                            if not _failed_as_stale(study, running, raised, exc):
+                                raise
+                            last[:] = [_Outcome(running[0], "FAIL", None)]
+                        else:
+                            raise  # lost under the lock, before a trial ran: start over
+            except Exception as exc:
+                lock.release()  # before waiting: the other workers go on meanwhile
+                _lost(outage, exc)
+                continue
             finally:
                 lock.release()
             if not started:
@@ -259,6 +291,14 @@ def _loop(
         by_state=counts.by_state,
         fast_path=chosen.fast,
     )
+
+
+def _lost(outage: Outage, exc: Exception) -> None:
+    """A database error in the worker loop: an outage is waited out (the caller starts the
+    iteration over) until it outlasts the limit; anything else is raised."""
+    if not is_connection_loss(exc):
+        raise exc
+    outage.lost(exc)
 
 
 def _failed_as_stale(

@@ -31,13 +31,16 @@ from optuna.exceptions import ExperimentalWarning, StorageInternalError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import URL, make_url
 
+from ctrflow.components.hpo._outage import Outage, StorageOutageError, limit_setting
 from ctrflow.components.names import STORAGE_URL_ENV as STORAGE_ENV
 
 __all__ = [
     "STORAGE_ENV",
+    "StorageOutageError",
     "StorageSettings",
     "StorageUnavailableError",
     "describe_url",
+    "outage_of",
     "dispose",
     "make_storage",
     "redact_url",
@@ -67,6 +70,9 @@ class StorageSettings:
     backoff_initial: float = 0.5
     backoff_max: float = 8.0
     connect_timeout: int = 10  # seconds, per PostgreSQL connection attempt
+    # A worker rides out a storage outage this long before it stops (None: $CTRFLOW_STORAGE_
+    # OUTAGE_LIMIT, else 60 s); the retries back off from backoff_initial to backoff_max.
+    outage_limit: float | None = None
     sqlite_busy_timeout: float = 60.0
 
     def __post_init__(self) -> None:
@@ -199,6 +205,19 @@ def make_storage(
         f"cannot reach the Optuna storage ({describe_url(parsed)}) after "
         f"{settings.connect_attempts} attempts in {time.monotonic() - started:.1f} s: {last_error}"
     ) from None
+
+
+def outage_of(url: str, settings: StorageSettings) -> Outage:
+    """The outage clock a worker rides out losses of ``url``'s database with; its messages name
+    the database, never the password. An invalid limit is a ValueError before anything runs."""
+    parsed = make_url(url)
+    return Outage(
+        describe_url(parsed),
+        limit_setting(settings.outage_limit),
+        settings.backoff_initial,
+        settings.backoff_max,
+        scrub=lambda message: _scrub(message, parsed),
+    )
 
 
 def dispose(storage: RDBStorage) -> None:

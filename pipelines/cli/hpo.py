@@ -2,7 +2,8 @@
 
 The storage URL comes from --storage or $CTRFLOW_STORAGE_URL (keep it in a Secret: a flag shows
 up in `ps` and in the Job spec). Errors print one line naming what is wrong and exit 1 (bad
-input) or 3 (database unreachable).
+input) or 3 (database unreachable: at start after the connection attempts, or for a worker, lost
+for longer than --storage-outage-limit while it ran).
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ import pathlib
 import sys
 from typing import Any
 
-from ctrflow.components.names import MODEL_TYPES, OPTUNA_FAST_PATH_ENV
+from ctrflow.components.names import (
+    MODEL_TYPES,
+    OPTUNA_FAST_PATH_ENV,
+    STORAGE_OUTAGE_LIMIT_ENV,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ def _settings(args: argparse.Namespace) -> Any:
         grace_period=args.grace_period,
         connect_attempts=args.connect_attempts,
         backoff_initial=args.backoff,
+        outage_limit=getattr(args, "storage_outage_limit", None),
     )
 
 
@@ -58,11 +64,11 @@ def _emit(data: dict[str, Any], out: str | None) -> None:
 
 
 def _run(args: argparse.Namespace, step: Any) -> int:
-    from ctrflow.components.hpo.storage import StorageUnavailableError
+    from ctrflow.components.hpo.storage import StorageOutageError, StorageUnavailableError
 
     try:
         return int(step(args))
-    except StorageUnavailableError as exc:
+    except (StorageUnavailableError, StorageOutageError) as exc:
         print(f"ctrflow hpo {args.hpo_command}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except (ValueError, FileNotFoundError) as exc:
@@ -175,6 +181,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help=f"off: Optuna's stock storage (default: ${OPTUNA_FAST_PATH_ENV}, else on when the "
         "installed Optuna matches what the fast path was written for)",
+    )
+    worker.add_argument(
+        "--storage-outage-limit",
+        type=float,
+        default=None,
+        metavar="S",
+        help="ride out a storage outage this long, reconnecting with backoff, then exit 3 "
+        f"(default: ${STORAGE_OUTAGE_LIMIT_ENV}, else 60)",
     )
     worker.add_argument("--out", default=None, help="also write the worker result JSON here")
     worker.set_defaults(func=lambda a: _run(a, _worker))

@@ -21,7 +21,14 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 
-__all__ = ["ServerError", "free_port", "mlflow_server", "postgres_server"]
+__all__ = [
+    "PostgresControl",
+    "ServerError",
+    "free_port",
+    "mlflow_server",
+    "postgres_control",
+    "postgres_server",
+]
 
 
 class ServerError(RuntimeError):
@@ -58,12 +65,38 @@ def _demote_to_postgres(base: pathlib.Path) -> Callable[[], None] | None:
     return demote
 
 
+class PostgresControl:
+    """A throwaway PostgreSQL that a test can stop and start again on the same port and data
+    directory, e.g. to cut the database off under running workers."""
+
+    def __init__(self, url: str, data: pathlib.Path, log: pathlib.Path, options: str,
+                 demote: Callable[[], None] | None) -> None:  # fmt: skip
+        self.url = url
+        self._data, self._log, self._options, self._demote = data, log, options, demote
+        self.running = False
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> None:
+        subprocess.run(
+            [_pg_bin("pg_ctl"), "-D", str(self._data), *args],
+            check=check, capture_output=True, preexec_fn=self._demote,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        self._pg_ctl("-l", str(self._log), "-w", "-t", "60", "start", "-o", self._options)
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast``: the server ends every session (clients see their connections drop);
+        ``immediate``: it quits without a clean shutdown, as on a crash."""
+        self.running = False
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+
 @contextlib.contextmanager
-def postgres_server(
+def postgres_control(
     databases: tuple[str, ...] = ("ctrflow",), max_connections: int = 200
-) -> Iterator[str]:
-    """Yield ``postgresql+psycopg://ctrflow:<pw>@127.0.0.1:<port>/<first database>``; the other
-    databases exist on the same server. fsync is off: the data is thrown away."""
+) -> Iterator[PostgresControl]:
+    """A started server as a PostgresControl; its ``url`` is what ``postgres_server`` yields."""
     base = pathlib.Path(tempfile.mkdtemp(prefix="ctrflow-pg-"))
     demote = _demote_to_postgres(base)
     password = "pw-" + os.urandom(6).hex()
@@ -73,19 +106,16 @@ def postgres_server(
         shutil.chown(pwfile, "postgres", "postgres")
     data = base / "data"
     port = free_port()
+    options = f"-p {port} -h 127.0.0.1 -k {base} -c fsync=off -c max_connections={max_connections}"
+    url = f"postgresql+psycopg://ctrflow:{password}@127.0.0.1:{port}/{databases[0]}"
+    server = PostgresControl(url, data, base / "postgres.log", options, demote)
     try:
         subprocess.run(
             [_pg_bin("initdb"), "-D", str(data), "-U", "ctrflow", "--pwfile", str(pwfile),
              "-A", "scram-sha-256", "--no-sync", "-E", "UTF8"],
             check=True, capture_output=True, preexec_fn=demote,
         )  # fmt: skip
-        subprocess.run(
-            [_pg_bin("pg_ctl"), "-D", str(data), "-l", str(base / "postgres.log"), "-w",
-             "-t", "60", "start", "-o",
-             f"-p {port} -h 127.0.0.1 -k {base} -c fsync=off "
-             f"-c max_connections={max_connections}"],
-            check=True, capture_output=True, preexec_fn=demote,
-        )  # fmt: skip
+        server.start()
         try:
             creates = [arg for name in databases for arg in ("-c", f"CREATE DATABASE {name}")]
             subprocess.run(
@@ -93,14 +123,21 @@ def postgres_server(
                  "-d", "postgres", *creates],
                 check=True, capture_output=True, env=dict(os.environ, PGPASSWORD=password),
             )  # fmt: skip
-            yield f"postgresql+psycopg://ctrflow:{password}@127.0.0.1:{port}/{databases[0]}"
+            yield server
         finally:
-            subprocess.run(
-                [_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                check=False, capture_output=True, preexec_fn=demote,
-            )  # fmt: skip
+            server._pg_ctl("-m", "immediate", "stop", check=False)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_server(
+    databases: tuple[str, ...] = ("ctrflow",), max_connections: int = 200
+) -> Iterator[str]:
+    """Yield ``postgresql+psycopg://ctrflow:<pw>@127.0.0.1:<port>/<first database>``; the other
+    databases exist on the same server. fsync is off: the data is thrown away."""
+    with postgres_control(databases, max_connections) as server:
+        yield server.url
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: pathlib.Path, timeout: float) -> None:
