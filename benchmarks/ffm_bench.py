@@ -305,6 +305,12 @@ def bench_predict(data: pathlib.Path) -> None:
     """Batch throughput and one-row latency in this process (no LIBFFM counterpart run)."""
     import ffm_ext
 
+    parse = min(_seconds(lambda: ffm_ext.read_libffm(data / "train.ffm")) for _ in range(3))
+    load = min(_seconds(lambda: ffm_ext.Dataset.load(data / "train.bin")) for _ in range(5))
+    print(
+        f"\n== data: text parse (validating) {parse:.3f} s, binary load (mmap, validating)"
+        f" {load * 1e3:.1f} ms: x{parse / load:.0f} (target >= 20)"
+    )
     train = ffm_ext.Dataset.load(data / "train.bin")
     test = ffm_ext.read_libffm(data / "test.ffm")
     model = ffm_ext.FFM(k=K, eta=ETA, lam=LAM, epochs=2, progress=False)
