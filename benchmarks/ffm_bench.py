@@ -1,13 +1,23 @@
-"""ffm_ext against LIBFFM on the reference workload (docs/performance.md).
+"""ctrflow's FFM engine against LIBFFM, measured the way a user measures it (docs/performance.md).
 
-    python -m benchmarks.ffm_bench [--rows 200000] [--dir DIR] [--libffm DIR]
+    python -m benchmarks.ffm_bench --libffm DIR [--rows 200000] [--rounds 3] [--dir DIR]
+                                   [--scale 1000000,2000000] [--no-small] [--no-predict]
 
-Generates the workload with benchmarks/synth_ctr.py (cached in DIR), then measures text
-parsing, binary loading, seconds per epoch at 1 and 2 threads, validation logloss at the best
-epoch, batch prediction rows/s and one-row latency from Python. LIBFFM is the baseline: with
---libffm (or $LIBFFM_DIR) pointing at a directory holding LIBFFM's ffm-train and ffm-predict,
-it runs in this same benchmark on the same files; otherwise the figures recorded on this machine
-kind in docs/performance.md stand in, and the output says so. Ratios > 1 mean ffm_ext is faster.
+Every training figure is the wall time of a whole process, as a user sees it: LIBFFM's
+`ffm-train` and `ctrflow ffm train`, each reading its own binary cache of the same files (made
+once, untimed, before the first round), peak RSS from the kernel (wait4). The programs take
+turns in every round (the first one alternating) and each figure is the median of the rounds:
+this VM's speed drifts 30-50% between phases, so only side-by-side ratios mean anything.
+
+- epoch difference: (wall(15 epochs) - wall(5 epochs)) / 10 with validation every epoch and no
+  early stopping: the cost of one more epoch, free of start-up and file costs.
+- whole job: train with early stopping on validation (LIBFFM --auto-stop, ctrflow patience 1),
+  then save the model.
+- threads: ctrflow's epoch difference at 1 and 2 threads (scaling), on the reference workload
+  and on a small low-dimensional set (the first 70,000 rows and first 10 fields of it).
+Each figure comes with the best validation logloss of the same runs. Ratios > 1 mean ctrflow
+is faster (or, for memory, smaller). Without --libffm (or $LIBFFM_DIR) LIBFFM is not run and no
+ratio is printed: figures recorded earlier are shown as such, never as measured now.
 """
 
 from __future__ import annotations
@@ -15,48 +25,122 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import platform
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
-
-import ffm_ext
-from ffm_ext import _core
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SYNTH = ROOT / "benchmarks" / "synth_ctr.py"
-PARAMS = {"k": 4, "eta": 0.2, "lam": 2e-5}
+K, ETA, LAM = 4, 0.2, 2e-5
+SMALL_ROWS, SMALL_FIELDS = 70_000, 10
+
+#: LIBFFM on the reference workload as recorded in docs/performance.md: shown for orientation
+#: when LIBFFM is not run, and never turned into a ratio.
+RECORDED = {
+    "epoch difference, 1 thread (s)": "0.80-1.05 (quiet) to 1.73 (slow phase)",
+    "whole auto-stop job (s)": "23.5",
+    "peak RSS of the job (MB)": "842",
+    "best validation logloss": "0.4300 at epoch 13",
+}
 
 
 @dataclass
-class LibffmFigures:
-    """LIBFFM on this workload: measured now, or as recorded in docs/performance.md."""
+class Run:
+    """One finished process: wall seconds, peak RSS, validation losses by epoch."""
 
-    source: str
-    epoch_1t: float  # seconds per epoch, 1 thread, no validation
-    epoch_1t_valid: float  # with a validation pass each epoch
-    epoch_2t: float
-    best_valid_logloss: float
-    best_epoch: int
-    predict_rows_per_s: float  # ffm-predict on the training rows (includes its text parsing)
-    parse_seconds: float  # text parse of train.ffm
+    seconds: float
+    rss_mb: float
+    valid: list[float]
+    epoch_timer: list[float] = field(default_factory=list)  # LIBFFM's own per-epoch seconds
+
+    @property
+    def best(self) -> float:
+        return min(self.valid) if self.valid else float("nan")
 
 
-RECORDED = LibffmFigures(
-    source="recorded in docs/performance.md (LIBFFM not run here; pass --libffm DIR to run it)",
-    epoch_1t=0.85,
-    epoch_1t_valid=0.93,
-    epoch_2t=0.54,
-    best_valid_logloss=0.4300,
-    best_epoch=13,
-    predict_rows_per_s=200_000 / 1.3,
-    parse_seconds=0.8,
-)
+def run_process(
+    args: list[str], cwd: pathlib.Path, env: dict[str, str] | None = None
+) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) and stdout of one child process."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(args, stdout=out, stderr=err, cwd=cwd, env=env)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if child.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed ({child.returncode}): {stderr.strip()[-500:]}")
+    return seconds, usage.ru_maxrss / 1024, stdout
+
+
+class Libffm:
+    """ffm-train on text files; it keeps its binary caches (*.bin) in its working directory."""
+
+    def __init__(self, directory: pathlib.Path, data: pathlib.Path, work: pathlib.Path) -> None:
+        self.train_bin = directory / "ffm-train"
+        if not os.access(self.train_bin, os.X_OK):
+            sys.exit(f"{self.train_bin} is not an executable: build LIBFFM there with `make`")
+        self.directory, self.data, self.work = directory, data, work
+        work.mkdir(parents=True, exist_ok=True)
+
+    def build_info(self) -> str:
+        makefile = self.directory / "Makefile"
+        flags = ""
+        if makefile.exists():
+            text = makefile.read_text()
+            assignments = re.finditer(r"^(?:CXXFLAGS|DFLAG)\s*\+?=(.*)$", text, re.M)
+            flags = " ".join(m.group(1).strip() for m in assignments)
+        compiler = subprocess.run(["g++", "--version"], capture_output=True, text=True, check=False)
+        first = compiler.stdout.splitlines()[0] if compiler.stdout else "g++ not found"
+        return f"{self.directory}, its own Makefile: {flags or '(no Makefile found)'}; {first}"
+
+    def train(self, epochs: int, threads: int, auto_stop: bool) -> Run:
+        args = [str(self.train_bin), "-k", str(K), "-r", str(ETA), "-l", str(LAM), "-t",
+                str(epochs), "-s", str(threads), "-p", str(self.data / "valid.ffm")]  # fmt: skip
+        if auto_stop:
+            args.append("--auto-stop")
+        args += [str(self.data / "train.ffm"), str(self.work / "model")]
+        seconds, rss, stdout = run_process(args, self.work)
+        rows = [line.split() for line in stdout.splitlines()]
+        epochs_rows = [f for f in rows if len(f) >= 4 and f[0].isdigit()]
+        stamps = [float(f[-1]) for f in epochs_rows]
+        return Run(
+            seconds, rss, [float(f[2]) for f in epochs_rows], np.diff([0.0, *stamps]).tolist()
+        )
+
+
+class Ctrflow:
+    """`ctrflow ffm train` on binary dataset directories (converted once, untimed)."""
+
+    def __init__(self, data: pathlib.Path, work: pathlib.Path) -> None:
+        self.data, self.work = data, work
+        work.mkdir(parents=True, exist_ok=True)
+        for name in ("train", "valid"):
+            if not (data / f"{name}.bin" / "meta.json").exists():
+                self._cli(["convert", str(data / f"{name}.ffm"), str(data / f"{name}.bin")])
+
+    def _cli(self, args: list[str]) -> tuple[float, float, str]:
+        return run_process([sys.executable, "-m", "ctrflow.pipelines.cli", "ffm", *args], self.work)
+
+    def train(self, epochs: int, threads: int, auto_stop: bool) -> Run:
+        seconds, rss, stdout = self._cli([
+            "train", str(self.data / "train.bin"), "--valid", str(self.data / "valid.bin"),
+            "-k", str(K), "--eta", str(ETA), "--lam", str(LAM), "--epochs", str(epochs),
+            "--threads", str(threads), "--patience", "1" if auto_stop else str(epochs + 1),
+            "-o", str(self.work / "model"),
+        ])  # fmt: skip
+        valid = [float(m) for m in re.findall(r"valid (\d+\.\d+)", stdout)]
+        return Run(seconds, rss, valid)
 
 
 def workload(directory: pathlib.Path, rows: int) -> pathlib.Path:
@@ -68,78 +152,193 @@ def workload(directory: pathlib.Path, rows: int) -> pathlib.Path:
     return out
 
 
-def run_libffm(libffm: pathlib.Path, data: pathlib.Path) -> LibffmFigures:
-    """Run ffm-train / ffm-predict and read their per-epoch output."""
-    train, valid = str(data / "train.ffm"), str(data / "valid.ffm")
-    common = ["-k", "4", "-r", "0.2", "-l", "0.00002"]
-    with tempfile.TemporaryDirectory() as tmp:
-        model = str(pathlib.Path(tmp) / "model")
+def small_workload(reference: pathlib.Path) -> pathlib.Path:
+    """First 70,000 rows (valid: 7,000) and first 10 fields of the reference workload: the 10
+    binned numeric fields, 400 features. Small and low-dimensional: the case where threads
+    collide most on the same weights."""
+    out = reference.parent / f"{reference.name}-small"
+    if not (out / "valid.ffm").exists():
+        out.mkdir(exist_ok=True)
+        for name, rows in (("train", SMALL_ROWS), ("valid", SMALL_ROWS // 10)):
+            with (reference / f"{name}.ffm").open() as src, (out / f"{name}.ffm").open("w") as dst:
+                for _, line in zip(range(rows), src, strict=False):
+                    dst.write(" ".join(line.split()[: SMALL_FIELDS + 1]) + "\n")
+    return out
 
-        def train_run(threads: int, extra: list[str], epochs: int) -> tuple[list[float], str]:
-            args = [str(libffm / "ffm-train"), *common, "-t", str(epochs), "-s", str(threads)]
-            started = time.perf_counter()
-            # cwd: ffm-train leaves its binary caches (*.bin) in the working directory
-            out = subprocess.run(
-                [*args, *extra, train, model], check=False, capture_output=True, text=True, cwd=tmp
-            )
-            if out.returncode != 0:
-                sys.exit(f"ffm-train failed: {out.stderr}")
-            total = time.perf_counter() - started
-            lines = [line.split() for line in out.stdout.splitlines()]
-            epochs_rows = [f for f in lines if len(f) >= 3 and f[0].isdigit()]
-            # Last column: cumulative seconds since training started (LIBFFM's own timer).
-            stamps = [float(f[-1]) for f in epochs_rows]
-            per_epoch = np.diff([0.0, *stamps]).tolist() if stamps else [total / epochs]
-            return per_epoch, out.stdout
 
-        one, _ = train_run(1, [], 8)
-        two, _ = train_run(2, [], 8)
-        with_valid, stdout = train_run(1, ["-p", valid, "--auto-stop"], 30)
-        rows = [line.split() for line in stdout.splitlines()]
-        valid_losses = [float(f[2]) for f in rows if len(f) >= 4 and f[0].isdigit()]
-        best = int(np.argmin(valid_losses))
-        started = time.perf_counter()
-        subprocess.run(
-            [str(libffm / "ffm-predict"), train, model, str(pathlib.Path(tmp) / "out")],
-            check=True,
-            capture_output=True,
-            cwd=tmp,
+def machine_state() -> str:
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    cpu = platform.processor() or platform.machine()
+    return f"load average {load} (1/5/15 min), {os.cpu_count()} CPUs, {cpu}"
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def ratio(baseline: float, ours: float) -> str:
+    return f"x{baseline / ours:.2f}"
+
+
+def alternating(rounds: int, jobs: dict[str, object]) -> dict[str, list[Run]]:
+    """Each job once per round, the order rotated every round (jobs: name -> callable)."""
+    names = list(jobs)
+    runs: dict[str, list[Run]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            runs[name].append(jobs[name]())  # type: ignore[operator]
+        print(f"  round {r + 1}/{rounds} done; {machine_state()}", flush=True)
+    return runs
+
+
+def epoch_difference(short: list[Run], long: list[Run], extra: int) -> float:
+    """Median over rounds of (wall(long) - wall(short)) / extra epochs."""
+    return med([(b.seconds - a.seconds) / extra for a, b in zip(short, long, strict=True)])
+
+
+def bench_training(args: argparse.Namespace, data: pathlib.Path, tag: str, lib: Libffm | None,
+                   threads_only: bool = False) -> None:  # fmt: skip
+    ours = Ctrflow(data, args.dir / "work" / f"ctrflow-{tag}")
+    short, long = args.short_epochs, args.long_epochs
+    extra = long - short
+    jobs: dict[str, object] = {}
+    if lib is not None and not threads_only:
+        jobs["lib 1t short"] = lambda: lib.train(short, 1, False)
+        jobs["lib 1t long"] = lambda: lib.train(long, 1, False)
+    for t in (1, 2):
+        jobs[f"ours {t}t short"] = lambda t=t: ours.train(short, t, False)
+        jobs[f"ours {t}t long"] = lambda t=t: ours.train(long, t, False)
+    if not threads_only:
+        if lib is not None:
+            jobs["lib job"] = lambda: lib.train(args.max_epochs, 1, True)
+        jobs["ours job"] = lambda: ours.train(args.max_epochs, 1, True)
+    print(f"\n== {tag}: {data.name}, k={K}, eta={ETA}, lambda={LAM}; {args.rounds} rounds")
+    runs = alternating(args.rounds, jobs)
+
+    o1 = epoch_difference(runs["ours 1t short"], runs["ours 1t long"], extra)
+    o2 = epoch_difference(runs["ours 2t short"], runs["ours 2t long"], extra)
+    best1 = med([r.best for r in runs["ours 1t long"]])
+    best2 = med([r.best for r in runs["ours 2t long"]])
+    target = "1.6" if threads_only else "1.85"
+    print(f"epoch difference (wall({long}) - wall({short})) / {extra}, median of rounds:")
+    if lib is not None and not threads_only:
+        l1 = epoch_difference(runs["lib 1t short"], runs["lib 1t long"], extra)
+        lbest = med([r.best for r in runs["lib 1t long"]])
+        gauge = med([med(r.epoch_timer) for r in runs["lib 1t long"]])
+        print(
+            f"  1 thread:  LIBFFM {l1:.3f} s (best valid logloss {lbest:.4f})   ctrflow {o1:.3f} s"
+            f" (best valid logloss {best1:.4f}): {ratio(l1, o1)} (target >= 2.0)"
         )
-        predict_seconds = time.perf_counter() - started
-    n_train = sum(1 for _ in open(train))  # noqa: PTH123, SIM115
-    return LibffmFigures(
-        source=f"measured now ({libffm})",
-        epoch_1t=statistics.median(one[1:]),
-        epoch_1t_valid=statistics.median(with_valid[1:]),
-        epoch_2t=statistics.median(two[1:]),
-        best_valid_logloss=valid_losses[best],
-        best_epoch=best + 1,
-        predict_rows_per_s=n_train / predict_seconds,
-        # ffm-train converts text to its own binary cache once (and hashes files on the way),
-        # which is not a parse time to compare with: keep the recorded figure for parsing.
-        parse_seconds=RECORDED.parse_seconds,
+        print(
+            f"  phase gauge: LIBFFM's own epoch timer {gauge:.3f} s (on the 200k reference"
+            " workload: about 0.80 in a quiet phase, 1.05 and more in slow ones)"
+        )
+    else:
+        print(f"  1 thread:  ctrflow {o1:.3f} s (best valid logloss {best1:.4f})")
+    print(
+        f"  2 threads: ctrflow {o2:.3f} s (best valid logloss {best2:.4f}, {best2 - best1:+.4f}"
+        f" vs 1 thread; target within 0.002): scaling x{o1 / o2:.2f} (target >= {target})"
     )
+    if threads_only:
+        return
+    ojob = runs["ours job"]
+    print("whole job (auto-stop on validation, save; one process), median of rounds:")
+    oj, orss = med([r.seconds for r in ojob]), med([r.rss_mb for r in ojob])
+    obest = med([r.best for r in ojob])
+    oep = med([float(len(r.valid)) for r in ojob])
+    if lib is not None:
+        ljob = runs["lib job"]
+        lj, lrss = med([r.seconds for r in ljob]), med([r.rss_mb for r in ljob])
+        lbest, lep = med([r.best for r in ljob]), med([float(len(r.valid)) for r in ljob])
+        print(
+            f"  LIBFFM {lj:.2f} s, {lep:.0f} epochs, best valid logloss {lbest:.4f}, peak RSS"
+            f" {lrss:.0f} MB"
+        )
+        print(
+            f"  ctrflow {oj:.2f} s, {oep:.0f} epochs, best valid logloss {obest:.4f}, peak RSS"
+            f" {orss:.0f} MB"
+        )
+        print(
+            f"  time {ratio(lj, oj)} (target >= 2.0); peak RSS ctrflow/LIBFFM {orss / lrss:.2f}"
+            f" (target <= 1.00); logloss difference {obest - lbest:+.4f}"
+        )
+    else:
+        print(
+            f"  ctrflow {oj:.2f} s, {oep:.0f} epochs, best valid logloss {obest:.4f}, peak RSS"
+            f" {orss:.0f} MB"
+        )
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - started)
-    return best, result
+def bench_scale(args: argparse.Namespace, lib: Libffm | None) -> None:
+    """Seconds per epoch (epoch difference of 2 and 4 epochs: both runs pay ctrflow's first
+    snapshot of the best weights, a one-off cost) and peak RSS as rows grow."""
+    print("\n== scale: seconds per epoch (wall(4) - wall(2)) / 2 and peak RSS, 1 thread")
+    for rows in args.scale:
+        data = workload(args.dir, rows)
+        ours = Ctrflow(data, args.dir / "work" / f"ctrflow-{rows}")
+        jobs: dict[str, object] = {
+            "ours 2": lambda ours=ours: ours.train(2, 1, False),
+            "ours 4": lambda ours=ours: ours.train(4, 1, False),
+        }
+        if lib is not None:
+            l_ = Libffm(lib.directory, data, args.dir / "work" / f"libffm-{rows}")
+            l_.train(1, 1, False)  # builds its binary caches, untimed
+            jobs["lib 2"] = lambda l_=l_: l_.train(2, 1, False)
+            jobs["lib 4"] = lambda l_=l_: l_.train(4, 1, False)
+        runs = alternating(1, jobs)
+        o = epoch_difference(runs["ours 2"], runs["ours 4"], 2)
+        orss = runs["ours 4"][0].rss_mb
+        line = f"  {rows:>9,} rows: ctrflow {o:.2f} s/epoch, peak RSS {orss:.0f} MB"
+        line += f" (valid logloss {runs['ours 4'][0].valid[-1]:.4f})"
+        if lib is not None:
+            lt = epoch_difference(runs["lib 2"], runs["lib 4"], 2)
+            lrss = runs["lib 4"][0].rss_mb
+            line += (
+                f"; LIBFFM {lt:.2f} s/epoch, peak RSS {lrss:.0f} MB"
+                f" (valid logloss {runs['lib 4'][0].valid[-1]:.4f}): {ratio(lt, o)}"
+            )
+        print(line, flush=True)
 
 
-def epoch_seconds(train: ffm_ext.Dataset, epochs: int) -> tuple[float, float]:
-    """Median seconds per training epoch (FFM.fit, no validation) at 1 and at 2 threads. Fits
-    at 1, 2, 1 and 2 threads in turn, each of `epochs` // 2 timed epochs after a warm-up one:
-    this VM's speed drifts by 10% and more over a minute, and run one after the other the two
-    thread counts would see different machines."""
-    seconds: dict[int, list[float]] = {1: [], 2: []}
-    for threads in (1, 2, 1, 2):
-        model = ffm_ext.FFM(**PARAMS, epochs=epochs // 2 + 1, n_threads=threads, progress=False)
-        seconds[threads] += model.fit(train).epoch_seconds[1:]
-    return statistics.median(seconds[1]), statistics.median(seconds[2])
+def bench_predict(data: pathlib.Path) -> None:
+    """Batch throughput and one-row latency in this process (no LIBFFM counterpart run)."""
+    import ffm_ext
+
+    parse = min(_seconds(lambda: ffm_ext.read_libffm(data / "train.ffm")) for _ in range(3))
+    load = min(_seconds(lambda: ffm_ext.Dataset.load(data / "train.bin")) for _ in range(5))
+    print(
+        f"\n== data: text parse (validating) {parse:.3f} s, binary load (mmap, validating)"
+        f" {load * 1e3:.1f} ms: x{parse / load:.0f} (target >= 20)"
+    )
+    train = ffm_ext.Dataset.load(data / "train.bin")
+    test = ffm_ext.read_libffm(data / "test.ffm")
+    model = ffm_ext.FFM(k=K, eta=ETA, lam=LAM, epochs=2, progress=False)
+    model.fit(train)
+    print(f"\n== prediction (model after 2 epochs; test logloss {model.logloss(test):.4f})")
+    for threads in (1, 2):
+        model.n_threads = threads
+        best = min(_seconds(lambda: model.predict(train)) for _ in range(3))
+        print(f"batch from memory, {threads} thread(s): {train.n_rows / best / 1e6:.2f} M rows/s")
+    model.n_threads = 1
+    rows = []
+    for i in range(min(20_000, test.n_rows)):
+        lo, hi = test.indptr[i], test.indptr[i + 1]
+        rows.append((test.fields[lo:hi], test.features[lo:hi], test.values[lo:hi]))
+    latencies = np.empty(len(rows))
+    clock, predict_one = time.perf_counter_ns, model.predict_one
+    for i, (f, j, v) in enumerate(rows):
+        started = clock()
+        predict_one(f, j, v)
+        latencies[i] = clock() - started
+    p50, p99 = np.percentile(latencies[len(latencies) // 20 :], [50, 99]) / 1e3
+    print(f"one row from Python (FFM.predict_one): p50 {p50:.2f} us, p99 {p99:.2f} us")
+
+
+def _seconds(fn) -> float:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -148,96 +347,46 @@ def main() -> None:
     default_dir = pathlib.Path(tempfile.gettempdir()) / "ctrflow-bench"
     parser.add_argument("--dir", type=pathlib.Path, default=default_dir)
     parser.add_argument("--libffm", type=pathlib.Path, default=os.environ.get("LIBFFM_DIR"))
-    parser.add_argument("--epochs", type=int, default=6, help="timed epochs per thread count")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (>= 3)")
+    parser.add_argument("--short-epochs", type=int, default=5)
+    parser.add_argument("--long-epochs", type=int, default=15)
+    parser.add_argument("--max-epochs", type=int, default=30, help="whole job, with auto-stop")
+    parser.add_argument(
+        "--scale",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[],
+        help="row counts for the scaling table, e.g. 200000,1000000,2000000",
+    )
+    parser.add_argument("--no-small", action="store_true", help="skip the 70k x 10-field set")
+    parser.add_argument("--no-predict", action="store_true")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference workload")
     args = parser.parse_args()
+    if args.rounds < 3:
+        parser.error("--rounds must be >= 3: a median of fewer rounds is not a figure")
+
+    from ffm_ext import _core
 
     data = workload(args.dir, args.rows)
-    print(f"workload: {data} ({args.rows} training rows); hot loops: {_core.isa()}")
-    lib = run_libffm(args.libffm, data) if args.libffm else RECORDED
-    print(f"LIBFFM baseline: {lib.source}")
-
-    parse_s, train = timed(lambda: ffm_ext.read_libffm(data / "train.ffm"), repeat=3)
-    assert isinstance(train, ffm_ext.Dataset)
-    valid = ffm_ext.read_libffm(data / "valid.ffm")
-    test = ffm_ext.read_libffm(data / "test.ffm")
-    with tempfile.TemporaryDirectory() as tmp:
-        train.save(pathlib.Path(tmp) / "train")
-        load_s, loaded = timed(lambda: ffm_ext.Dataset.load(pathlib.Path(tmp) / "train"), repeat=5)
-        assert isinstance(loaded, ffm_ext.Dataset) and loaded.nnz == train.nnz
-    mb = (data / "train.ffm").stat().st_size / 2**20
-    print(f"\n== data ({train.n_rows} rows, {train.nnz} tokens, {mb:.0f} MB of text)")
-    print(
-        f"text parse (validating):  {parse_s:.3f} s  ({mb / parse_s:.0f} MB/s)"
-        f"   vs LIBFFM {lib.parse_seconds:.2f} s: x{lib.parse_seconds / parse_s:.2f}"
-    )
-    print(
-        f"binary load (mmap):       {load_s * 1e3:.2f} ms"
-        f"  x{parse_s / load_s:.0f} faster than parsing (target >= 20)"
-    )
-
-    print("\n== training (k=4, eta=0.2, lambda=2e-5)")
-    one, two = epoch_seconds(train, args.epochs)
-    print(
-        f"1 thread:  {one:.3f} s/epoch   LIBFFM {lib.epoch_1t:.3f}:"
-        f" x{lib.epoch_1t / one:.2f}  (target >= 1.5)"
-    )
-    print(
-        f"2 threads: {two:.3f} s/epoch   LIBFFM {lib.epoch_2t:.3f}: x{lib.epoch_2t / two:.2f};"
-        f" scaling x{one / two:.2f} (target >= 1.8)"
-    )
-
-    model = ffm_ext.FFM(**PARAMS, epochs=30, patience=1, n_threads=1, progress=False)
-    history = model.fit(train, valid)
-    with_valid = statistics.median(history.epoch_seconds)
-    p_test = model.predict(test)
-    test_loss = model.logloss(test)
-    print(
-        f"with validation each epoch, 1 thread: {with_valid:.3f} s/epoch"
-        f"   LIBFFM {lib.epoch_1t_valid:.3f}: x{lib.epoch_1t_valid / with_valid:.2f}"
-    )
-    print(
-        f"best valid logloss {history.best_valid_logloss:.4f} at epoch {history.best_epoch}"
-        f"   LIBFFM {lib.best_valid_logloss:.4f} at epoch {lib.best_epoch}"
-        f" (difference {history.best_valid_logloss - lib.best_valid_logloss:+.4f};"
-        " target within 0.002)"
-    )
-    print(f"test logloss {test_loss:.4f}, AUC {roc_auc_score(test.labels, p_test):.4f}")
-    # Several threads train replicas of the hottest features: the same accuracy is the claim.
-    two_threads = ffm_ext.FFM(**PARAMS, epochs=30, patience=1, n_threads=2, progress=False)
-    history_2t = two_threads.fit(train, valid)
-    print(
-        f"2 threads: best valid logloss {history_2t.best_valid_logloss:.4f} at epoch"
-        f" {history_2t.best_epoch} (1 thread {history.best_valid_logloss:.4f}), test logloss"
-        f" {two_threads.logloss(test):.4f}"
-    )
-
-    print("\n== prediction")
-    for threads in (1, 2):
-        model.n_threads = threads
-        seconds, _ = timed(lambda: model.predict(train), repeat=3)
-        rate = train.n_rows / seconds
-        print(
-            f"batch from memory, {threads} thread(s): {rate / 1e6:.2f} M rows/s"
-            f"   LIBFFM ffm-predict {lib.predict_rows_per_s / 1e3:.0f} k rows/s:"
-            f" x{rate / lib.predict_rows_per_s:.1f} (target >= 5)"
-        )
-    model.n_threads = 1
-    rows = []
-    for i in range(0, 20_000):
-        lo, hi = test.indptr[i], test.indptr[i + 1]
-        rows.append((test.fields[lo:hi], test.features[lo:hi], test.values[lo:hi]))
-    predict_one = model.predict_one
-    latencies = np.empty(len(rows))
-    clock = time.perf_counter_ns
-    for i, (f, j, v) in enumerate(rows):
-        started = clock()
-        predict_one(f, j, v)
-        latencies[i] = clock() - started
-    p50, p99 = np.percentile(latencies[1000:], [50, 99]) / 1e3
-    print(
-        f"one row from Python (FFM.predict_one, 39 tokens): p50 {p50:.2f} us,"
-        f" p99 {p99:.2f} us (target p50 <= 5)"
-    )
+    print(f"machine: {machine_state()}; ctrflow hot loops: {_core.isa()}")
+    lib = None
+    if args.libffm is not None:
+        lib = Libffm(args.libffm.resolve(), data, args.dir / "work" / f"libffm-{args.rows}")
+        print(f"LIBFFM: {lib.build_info()}")
+        lib.train(1, 1, False)  # builds its binary caches, untimed
+    else:
+        print("LIBFFM: not run (pass --libffm DIR or set $LIBFFM_DIR); no ratio is printed.")
+        print("  recorded earlier on this machine kind (NOT measured now):")
+        for key, value in RECORDED.items():
+            print(f"    {key}: {value}")
+    if not args.no_reference:
+        bench_training(args, data, "reference", lib)
+    if not args.no_small:
+        bench_training(args, small_workload(data), "small", None, threads_only=True)
+    if args.scale:
+        bench_scale(args, lib)
+    if not args.no_predict:
+        bench_predict(data)
+    print(f"\nmachine at the end: {machine_state()}")
 
 
 if __name__ == "__main__":

@@ -61,12 +61,17 @@ def _planted_logits(rng: np.random.Generator, ids: np.ndarray, n_features: int) 
     return logits
 
 
-def _write(path: pathlib.Path, labels: np.ndarray, ids: np.ndarray) -> None:
-    columns = [np.char.add(f"{f}:", ids[:, f].astype(str)) for f in range(N_FIELDS)]
-    line = labels.astype(str)
-    for col in columns:
-        line = np.char.add(np.char.add(line, " "), np.char.add(col, ":1"))
-    path.write_text("\n".join(line.tolist()) + "\n")
+def _write(path: pathlib.Path, labels: np.ndarray, ids: np.ndarray, chunk: int = 50_000) -> None:
+    """The rows as text, `chunk` rows at a time: NumPy string arrays of all rows at once took
+    about 10 GB at 1M rows."""
+    with path.open("w") as out:
+        for start in range(0, len(labels), chunk):
+            rows = slice(start, start + chunk)
+            line = labels[rows].astype(str)
+            for f in range(N_FIELDS):
+                col = np.char.add(f"{f}:", ids[rows, f].astype(str))
+                line = np.char.add(np.char.add(line, " "), np.char.add(col, ":1"))
+            out.write("\n".join(line.tolist()) + "\n")
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ cdef extern from "ffm_kernels.h" nogil:
     void ffm_fill(float *p, int64_t count, float value)
     void ffm_pack(float *state, const float *weights, int64_t vectors, int64_t kp)
     void ffm_unpack(float *weights, const float *state, int64_t vectors, int64_t kp)
+    void ffm_compact_in_place(float *state, int64_t vectors, int64_t kp)
     void ffm_copy(float *dst, const float *src, int64_t count)
     void ffm_permutation(int64_t *order, int64_t count, uint64_t seed)
     void ffm_permute_rows(const ffm_rows *src, const int64_t *order, int64_t *indptr,
@@ -288,10 +289,11 @@ cdef class Engine:
         ffm_forget_hot(&self.model)
         if restore is not None:
             self._weights = restore
-        else:
-            self._weights = _aligned_floats(self._vectors * self.model.kp, zero=False)
+        else:  # in place: a second buffer would cost memory and its first-touch page faults
             with nogil:
-                ffm_unpack(self._weights.ptr, self._state.ptr, self._vectors, self.model.kp)
+                ffm_compact_in_place(self._state.ptr, self._vectors, self.model.kp)
+            self._state.size = self._vectors * self.model.kp
+            self._weights = self._state
         self._state = None
         self._use_compact()
 

@@ -191,7 +191,7 @@ class FFM:
         bad_epochs = 0
         bar = self._progress_bar()
         restore = None
-        rows = EpochRows(train, threads)
+        rows = EpochRows(train)
         engine.start_training()
         try:
             for epoch in range(1, self.epochs + 1):

@@ -60,6 +60,9 @@ void ffm_pack(float *state, const float *weights, int64_t vectors, int64_t kp);
 /* Training layout -> serving layout (weights only). */
 void ffm_unpack(float *weights, const float *state, int64_t vectors, int64_t kp);
 void ffm_fill(float *p, int64_t count, float value);
+/* Training layout -> serving layout in the same buffer (its first half), returning the second
+ * half's memory to the kernel: stopping training needs no second copy of the weights. */
+void ffm_compact_in_place(float *state, int64_t vectors, int64_t kp);
 
 /* Longest row, to size per-thread scratch. */
 int64_t ffm_max_row_length(const ffm_rows *rows);
