@@ -1,0 +1,282 @@
+"""Columns of plain Python values -> feature ids, exactly as prepare_data encodes raw rows.
+
+prepare_data reads CSV cells as text and Parquet columns as typed Arrow arrays, parses them with
+`FeatureSpec.parse` and encodes them with `FittedFeatureSpec.encode`. Serving gets JSON values
+instead (str, int, float, None, ...) and must give each row the same features, in one pass that
+never goes through pandas. What a value means:
+
+- numeric field: a JSON number is its value; a string is parsed by the training parser
+  (`_raw_columns._parse_numbers`), one distinct string at a time so that a row's answer never
+  depends on the other rows of the request; null, NaN and "" (and "nan" spellings) are missing;
+  infinity, an unparsable string, true/false, a list or an object are bad.
+- categorical field: a string is hashed like a CSV cell; an integer (or an integral float below
+  2**53, which is what pandas makes of integers next to a null) is its decimal text, as a CSV cell
+  would carry it; null and "" are missing; anything else is bad.
+
+Bins and vocabulary lookups use the training functions (`_binning`, `lookup`), vectorised over all
+numeric fields at once. Strings already seen map to their id through a bounded memo per field.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from ctrflow.components.data import _binning
+from ctrflow.components.data._fitted import FIRST_VALUE, MISSING, RARE, FittedFeatureSpec, lookup
+from ctrflow.components.data._hashing import hash_strings
+from ctrflow.components.data._raw_columns import _parse_numbers
+from ctrflow.components.serving._errors import BadRequestError
+
+# Entries kept per memo before it is cleared: bounds memory when clients send endless new values.
+MEMO_LIMIT = 1 << 16
+_EXACT_INT = float(2**53)  # integral floats below this are exact integers
+_PLAIN_NUMBERS = frozenset({int, float, type(None)})
+_NEW = itertools.repeat(-1)  # memo.get's default for every value: not seen yet
+# Composite key of a numeric field's bin key: field index in the high bits, key in the low ones.
+_KEY_BITS = 32
+_KEY_BIAS = 1 << (_KEY_BITS - 1)
+
+
+class _Bad:
+    """A value that makes its row bad, with the reason."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    # pandas' NA and NaT, without importing pandas here.
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
+def category_text(value: Any) -> str | _Bad | None:
+    """The text a categorical value stands for (None: missing)."""
+    if isinstance(value, str):
+        return value or None
+    if _is_missing(value):
+        return None
+    if isinstance(value, bool | np.bool_):
+        return _Bad(f"{_describe(value)} is not a category (send a string)")
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if number.is_integer() and abs(number) < _EXACT_INT:
+            return str(int(number))
+    return _Bad(f"{_describe(value)} is not a category (send a string or an integer)")
+
+
+class _Memo:
+    """value -> result, cleared when it outgrows MEMO_LIMIT (cheap, and rare in practice)."""
+
+    __slots__ = ("data", "seed")
+
+    def __init__(self, seed: dict[Any, Any]) -> None:
+        self.seed = seed
+        self.data: dict[Any, Any] = dict(seed)
+
+    def store(self, key: Any, value: Any) -> None:
+        if len(self.data) >= MEMO_LIMIT:
+            self.data = dict(self.seed)
+        self.data[key] = value
+
+
+class RowEncoder:
+    """Feature ids for raw rows given as columns: {column name: sequence of values}."""
+
+    def __init__(self, fitted: FittedFeatureSpec) -> None:
+        spec = fitted.spec
+        self.fitted = fitted
+        self.numeric: tuple[str, ...] = spec.numeric
+        self.categorical: tuple[str, ...] = spec.categorical
+        self.columns: tuple[str, ...] = spec.fields
+        self.n_fields = len(spec.fields)
+        self.n_features = fitted.n_features
+        offsets = fitted.offsets.astype(np.int64)
+        n_numeric = len(spec.numeric)
+        self._num_offsets = offsets[:n_numeric, None]
+        self._edges = fitted.edges[:n_numeric]
+        self._all_log_square = all(e is None for e in self._edges)
+        # All numeric vocabularies in one sorted array of composite keys (field, bin key), and
+        # the global feature id of each entry: one searchsorted serves every numeric field.
+        composite, ids = [], []
+        for j in range(n_numeric):
+            vocabulary = fitted.vocabularies[j]
+            composite.append((np.int64(j) << _KEY_BITS) + vocabulary + _KEY_BIAS)
+            ids.append(offsets[j] + FIRST_VALUE + np.arange(vocabulary.size, dtype=np.int64))
+        self._num_keys = np.concatenate(composite) if composite else np.empty(0, np.int64)
+        self._num_ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
+        self._field_bits = (np.arange(n_numeric, dtype=np.int64) << _KEY_BITS)[:, None]
+        self._text_numbers = _Memo({})  # numeric strings -> float (NaN = missing) or _Bad
+        self._cat_offsets = offsets[n_numeric:].tolist()
+        self._cat_vocabularies = fitted.vocabularies[n_numeric:]
+        self._memos = [
+            _Memo({None: offset + MISSING, "": offset + MISSING}) for offset in self._cat_offsets
+        ]
+        self._hash_seed = spec.hash_seed
+
+    # ---- numeric fields -------------------------------------------------------------------
+
+    def _text_number(self, text: str) -> float | _Bad:
+        found = self._text_numbers.data.get(text)
+        if found is None:
+            values, missing, bad = _parse_numbers(pa.array([text], pa.large_string()))
+            if bad[0]:
+                found = _Bad(f"cannot parse {_describe(text)} as a finite number")
+            else:
+                found = math.nan if missing[0] else float(values[0])
+            self._text_numbers.store(text, found)
+        return found
+
+    def _number(self, value: Any) -> float | _Bad:
+        if isinstance(value, str):
+            return self._text_number(value)
+        if _is_missing(value):
+            return math.nan
+        if isinstance(value, bool | np.bool_):
+            return _Bad(f"{_describe(value)} is not a number (send 1 or 0)")
+        if isinstance(value, int | np.integer | float | np.floating):
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if math.isinf(number):
+                return _Bad(f"{_describe(value)} is not a finite number")
+            return number
+        return _Bad(f"{_describe(value)} is not a number")
+
+    def _numeric_row(
+        self, name: str, column: Sequence[Any], bad: Callable[..., None]
+    ) -> npt.NDArray[np.float64] | list[float]:
+        if set(map(type, column)) <= _PLAIN_NUMBERS:
+            try:
+                values = np.array(column, dtype=np.float64)
+                if not np.isinf(values).any():
+                    return values
+            except OverflowError:
+                pass
+        out: list[float] = []
+        for row, value in enumerate(column):
+            number = self._number(value)
+            if isinstance(number, _Bad):
+                bad(row, name, number.why)
+                number = math.nan
+            out.append(number)
+        return out
+
+    def _numeric_ids(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        """(n_numeric, n) floats (NaN = missing) -> global feature ids, as `encode` gives them."""
+        if self._all_log_square:
+            keys = _binning.log_square_bins(values)
+        else:
+            keys = np.empty(values.shape, dtype=np.int64)
+            for j, edges in enumerate(self._edges):
+                keys[j] = (
+                    _binning.log_square_bins(values[j])
+                    if edges is None
+                    else _binning.quantile_bins(values[j], edges)
+                )
+        composite = (keys + _KEY_BIAS) + self._field_bits
+        if self._num_keys.size:
+            position = np.minimum(
+                np.searchsorted(self._num_keys, composite), self._num_keys.size - 1
+            )
+            found = self._num_keys[position] == composite
+            ids = np.where(found, self._num_ids[position], self._num_offsets + RARE)
+        else:
+            ids = np.broadcast_to(self._num_offsets + RARE, values.shape).copy()
+        ids[np.isnan(values)] = (np.broadcast_to(self._num_offsets, values.shape) + MISSING)[
+            np.isnan(values)
+        ]
+        return ids
+
+    # ---- categorical fields ---------------------------------------------------------------
+
+    def _categorical_ids(
+        self, column: Sequence[Any], field: int, name: str, bad: Callable[..., None]
+    ) -> npt.NDArray[np.int64]:
+        """Global ids of one categorical column; values new to the memo are resolved in one
+        vectorised hash-and-lookup over their distinct texts."""
+        memo = self._memos[field]
+        n = len(column)
+        try:
+            ids = np.fromiter(map(memo.data.get, column, _NEW), dtype=np.int64, count=n)
+        except TypeError:  # an unhashable value (a list, an object): sorted out below
+            ids = np.full(n, -1, dtype=np.int64)
+        new = np.flatnonzero(ids < 0)
+        if not new.size:
+            return ids
+        texts: dict[str, list[int]] = {}
+        for row in new.tolist():
+            text = category_text(column[row])
+            if isinstance(text, _Bad):
+                bad(row, name, text.why)
+            elif text is None:
+                ids[row] = self._cat_offsets[field] + MISSING
+            else:
+                texts.setdefault(text, []).append(row)
+        if texts:
+            distinct = list(texts)
+            found = (
+                lookup(self._cat_vocabularies[field], hash_strings(distinct, self._hash_seed))
+                + self._cat_offsets[field]
+            )
+            for text, feature in zip(distinct, found.tolist(), strict=True):
+                ids[texts[text]] = feature
+                memo.store(text, feature)
+        return ids
+
+    # ---- rows -----------------------------------------------------------------------------
+
+    def encode(self, columns: Mapping[str, Sequence[Any]], n_rows: int) -> npt.NDArray[np.int32]:
+        """Feature ids, shape (n_rows, n_fields), C order. Raises BadRequestError for a missing
+        column or a bad value, naming the first bad row (counted from 0) and its column."""
+        absent = [c for c in self.columns if c not in columns]
+        if absent:
+            raise BadRequestError(
+                f"column(s) {', '.join(absent)} missing from the request "
+                f"(it has: {', '.join(map(str, list(columns)[:60])) or 'none'})"
+            )
+        first_bad: list[tuple[int, int, str, str]] = []
+
+        def bad(row: int, name: str, why: str) -> None:
+            first_bad.append((row, self.columns.index(name), name, why))
+
+        for name in self.columns:
+            if len(columns[name]) != n_rows:
+                raise BadRequestError(
+                    f"column {name} has {len(columns[name])} values for {n_rows} rows"
+                )
+        out = np.empty((self.n_fields, n_rows), dtype=np.int64)
+        n_numeric = len(self.numeric)
+        if n_numeric:
+            numbers = [self._numeric_row(name, columns[name], bad) for name in self.numeric]
+            out[:n_numeric] = self._numeric_ids(np.array(numbers, dtype=np.float64))
+        for field, name in enumerate(self.categorical):
+            out[n_numeric + field] = self._categorical_ids(columns[name], field, name, bad)
+        if first_bad:
+            row, _, name, why = min(first_bad)
+            raise BadRequestError(f"row {row}, column {name}: {why}")
+        return np.ascontiguousarray(out.T, dtype=np.int32)
