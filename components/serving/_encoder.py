@@ -36,6 +36,8 @@ from ctrflow.components.serving._errors import BadRequestError
 
 # Entries kept per memo before it is cleared: bounds memory when clients send endless new values.
 MEMO_LIMIT = 1 << 16
+# Requests of up to this many rows go value by value through the memos (less numpy overhead).
+FEW_ROWS = 16
 _EXACT_INT = float(2**53)  # integral floats below this are exact integers
 _PLAIN_NUMBERS = frozenset({int, float, type(None)})
 _NEW = itertools.repeat(-1)  # memo.get's default for every value: not seen yet
@@ -128,7 +130,10 @@ class RowEncoder:
             ids.append(offsets[j] + FIRST_VALUE + np.arange(vocabulary.size, dtype=np.int64))
         self._num_keys = np.concatenate(composite) if composite else np.empty(0, np.int64)
         self._num_ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
-        self._field_bits = (np.arange(n_numeric, dtype=np.int64) << _KEY_BITS)[:, None]
+        self._field_index = np.arange(n_numeric, dtype=np.int64)[:, None]
+        self._num_offsets_flat = offsets[:n_numeric]
+        # Plain numbers (int, float) already seen -> global id, per numeric field.
+        self._num_memos = [_Memo({}) for _ in range(n_numeric)]
         self._text_numbers = _Memo({})  # numeric strings -> float (NaN = missing) or _Bad
         self._cat_offsets = offsets[n_numeric:].tolist()
         self._cat_vocabularies = fitted.vocabularies[n_numeric:]
@@ -186,31 +191,91 @@ class RowEncoder:
             out.append(number)
         return out
 
-    def _numeric_ids(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-        """(n_numeric, n) floats (NaN = missing) -> global feature ids, as `encode` gives them."""
+    def _numeric_ids_at(
+        self, fields: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.int64]:
+        """Global feature ids of numeric values (NaN = missing), each of numeric field
+        `fields[i]`: the bins of `_binning` and the vocabulary lookup of `encode`."""
         if self._all_log_square:
             keys = _binning.log_square_bins(values)
         else:
             keys = np.empty(values.shape, dtype=np.int64)
-            for j, edges in enumerate(self._edges):
-                keys[j] = (
-                    _binning.log_square_bins(values[j])
+            for j in np.unique(fields).tolist():
+                at, edges = fields == j, self._edges[j]
+                keys[at] = (
+                    _binning.log_square_bins(values[at])
                     if edges is None
-                    else _binning.quantile_bins(values[j], edges)
+                    else _binning.quantile_bins(values[at], edges)
                 )
-        composite = (keys + _KEY_BIAS) + self._field_bits
+        composite = (keys + _KEY_BIAS) + (fields << _KEY_BITS)
+        offsets = self._num_offsets_flat[fields]
         if self._num_keys.size:
             position = np.minimum(
                 np.searchsorted(self._num_keys, composite), self._num_keys.size - 1
             )
             found = self._num_keys[position] == composite
-            ids = np.where(found, self._num_ids[position], self._num_offsets + RARE)
+            ids = np.where(found, self._num_ids[position], offsets + RARE)
         else:
-            ids = np.broadcast_to(self._num_offsets + RARE, values.shape).copy()
-        ids[np.isnan(values)] = (np.broadcast_to(self._num_offsets, values.shape) + MISSING)[
-            np.isnan(values)
-        ]
+            ids = offsets + RARE
+        missing = np.isnan(values)
+        ids[missing] = offsets[missing] + MISSING
         return ids
+
+    def _numeric_ids(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        """(n_numeric, n) floats (NaN = missing) -> global feature ids, same shape."""
+        fields = np.broadcast_to(self._field_index, values.shape).reshape(-1)
+        return self._numeric_ids_at(fields, values.reshape(-1)).reshape(values.shape)
+
+    # ---- a few rows: one value at a time, through the memos -------------------------------
+
+    def _encode_few(
+        self, columns: Mapping[str, Sequence[Any]], n_rows: int, bad: Callable[..., None]
+    ) -> npt.NDArray[np.int64]:
+        """(n_fields, n_rows) ids for a small request: a dict lookup per value already seen, the
+        vectorised functions for the others (whose results the memos keep)."""
+        ids: list[Any] = []
+        new_numbers: list[tuple[int, int, int]] = []  # (position in ids, field, row)
+        for j, name in enumerate(self.numeric):
+            memo = self._num_memos[j].data
+            for row, value in enumerate(columns[name]):
+                kind = type(value)
+                found = memo.get(value) if kind is int or kind is float else None
+                if found is None:
+                    new_numbers.append((len(ids), j, row))
+                ids.append(found)
+        if new_numbers:
+            numbers = []
+            for _, j, row in new_numbers:
+                number = self._number(columns[self.numeric[j]][row])
+                if isinstance(number, _Bad):
+                    bad(row, self.numeric[j], number.why)
+                    number = math.nan
+                numbers.append(number)
+            fields = np.array([j for _, j, _ in new_numbers], dtype=np.int64)
+            found_ids = self._numeric_ids_at(fields, np.array(numbers, dtype=np.float64))
+            for (at, j, row), feature in zip(new_numbers, found_ids.tolist(), strict=True):
+                ids[at] = feature
+                value = columns[self.numeric[j]][row]
+                if type(value) in (int, float) and not math.isnan(value):
+                    self._num_memos[j].store(value, feature)
+        new_fields = []
+        for field, name in enumerate(self.categorical):
+            memo = self._memos[field].data
+            for value in columns[name]:
+                try:
+                    found = memo.get(value)
+                except TypeError:  # unhashable: a list or an object, reported below
+                    found = None
+                if found is None:
+                    new_fields.append(field)
+                    found = -1
+                ids.append(found)
+        out = np.array(ids, dtype=np.int64).reshape(self.n_fields, n_rows)
+        n_numeric = len(self.numeric)
+        for field in set(new_fields):
+            name = self.categorical[field]
+            out[n_numeric + field] = self._categorical_ids(columns[name], field, name, bad)
+        return out
 
     # ---- categorical fields ---------------------------------------------------------------
 
@@ -269,13 +334,16 @@ class RowEncoder:
                 raise BadRequestError(
                     f"column {name} has {len(columns[name])} values for {n_rows} rows"
                 )
-        out = np.empty((self.n_fields, n_rows), dtype=np.int64)
-        n_numeric = len(self.numeric)
-        if n_numeric:
-            numbers = [self._numeric_row(name, columns[name], bad) for name in self.numeric]
-            out[:n_numeric] = self._numeric_ids(np.array(numbers, dtype=np.float64))
-        for field, name in enumerate(self.categorical):
-            out[n_numeric + field] = self._categorical_ids(columns[name], field, name, bad)
+        if n_rows <= FEW_ROWS:
+            out = self._encode_few(columns, n_rows, bad)
+        else:
+            out = np.empty((self.n_fields, n_rows), dtype=np.int64)
+            n_numeric = len(self.numeric)
+            if n_numeric:
+                numbers = [self._numeric_row(name, columns[name], bad) for name in self.numeric]
+                out[:n_numeric] = self._numeric_ids(np.array(numbers, dtype=np.float64))
+            for field, name in enumerate(self.categorical):
+                out[n_numeric + field] = self._categorical_ids(columns[name], field, name, bad)
         if first_bad:
             row, _, name, why = min(first_bad)
             raise BadRequestError(f"row {row}, column {name}: {why}")
