@@ -147,7 +147,8 @@ def wheel_requirements(wheel: pathlib.Path) -> list[str]:
 
 
 def find_wheel(wheel: str | pathlib.Path | None) -> pathlib.Path | None:
-    """The ctrflow wheel to ship: `wheel`, else $CTRFLOW_WHEEL (the image sets it), else none."""
+    """The ctrflow wheel to ship: `wheel`, else $CTRFLOW_WHEEL (the image sets it), else none.
+    Either may name the wheel file or a directory holding exactly one wheel of this version."""
     import ctrflow
     from ctrflow.components.names import WHEEL_ENV
 
@@ -155,10 +156,14 @@ def find_wheel(wheel: str | pathlib.Path | None) -> pathlib.Path | None:
     if chosen is None:
         return None
     path = pathlib.Path(chosen)
-    if not path.is_file() or not path.name.startswith(f"ctrflow-{ctrflow.__version__}-"):
+    pattern = f"ctrflow-{ctrflow.__version__}-*.whl"
+    if path.is_dir():
+        found = sorted(path.glob(pattern))
+        path = found[0] if len(found) == 1 else path / pattern
+    if not path.is_file() or not path.match(pattern):
         raise FileNotFoundError(
-            f"{path}: not a ctrflow {ctrflow.__version__} wheel (set {WHEEL_ENV} to the "
-            f"ctrflow-{ctrflow.__version__}-*.whl file, or unset it)"
+            f"{chosen}: no single {pattern} there (set {WHEEL_ENV} to the ctrflow wheel of this "
+            f"version or its directory, or unset it)"
         )
     return path
 

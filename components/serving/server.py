@@ -1,6 +1,7 @@
 """A lean HTTP server for a ctrflow model, speaking MLflow's scoring contract.
 
-    python -m ctrflow.components.serving.server --model models:/ctr-ffm@champion --port 8080
+    ctrflow-serve --model models:/ctr-ffm@champion --port 8080 --workers 2
+    python -m ctrflow.components.serving.server ...     # the same
 
 POST /invocations takes every body `mlflow models serve` takes for a ctrflow model
 (application/json with dataframe_split, dataframe_records, instances or inputs; text/csv) and
@@ -33,7 +34,7 @@ from ctrflow.components.serving._errors import BadRequestError
 from ctrflow.components.serving.predictor import Predictor
 from ctrflow.components.serving.requests import MAX_BODY_BYTES, parse_request
 
-__all__ = ["load_predictor", "main", "make_server"]
+__all__ = ["build_parser", "load_predictor", "main", "make_server"]
 
 _log = logging.getLogger("ctrflow.serve")
 # MLflow's error codes in the body; every 4xx is the client's request.
@@ -172,9 +173,9 @@ def _serve_workers(server: http.server.ThreadingHTTPServer, workers: int) -> Non
                 break
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ctrflow.components.serving.server",
+        prog="ctrflow-serve",
         description="Serve a ctrflow model with MLflow's /invocations contract.",
     )
     parser.add_argument("--model", "-m", required=True, help="MLflow model URI or directory")
@@ -183,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", "-w", type=int, default=1, help="processes (default 1; one per core)"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
