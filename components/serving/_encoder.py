@@ -19,7 +19,6 @@ numeric fields at once. Strings already seen map to their id through a bounded m
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -32,6 +31,7 @@ from ctrflow.components.data import _binning
 from ctrflow.components.data._fitted import FIRST_VALUE, MISSING, RARE, FittedFeatureSpec, lookup
 from ctrflow.components.data._hashing import hash_strings
 from ctrflow.components.data._raw_columns import _parse_numbers
+from ctrflow.components.serving import _lookup
 from ctrflow.components.serving._errors import BadRequestError
 
 # Entries kept per memo before it is cleared: bounds memory when clients send endless new values.
@@ -39,8 +39,6 @@ MEMO_LIMIT = 1 << 16
 # Requests of up to this many rows go value by value through the memos (less numpy overhead).
 FEW_ROWS = 16
 _EXACT_INT = float(2**53)  # integral floats below this are exact integers
-_PLAIN_NUMBERS = frozenset({int, float, type(None)})
-_NEW = itertools.repeat(-1)  # memo.get's default for every value: not seen yet
 # Composite key of a numeric field's bin key: field index in the high bits, key in the low ones.
 _KEY_BITS = 32
 _KEY_BIAS = 1 << (_KEY_BITS - 1)
@@ -175,13 +173,10 @@ class RowEncoder:
     def _numeric_row(
         self, name: str, column: Sequence[Any], bad: Callable[..., None]
     ) -> npt.NDArray[np.float64] | list[float]:
-        if set(map(type, column)) <= _PLAIN_NUMBERS:
-            try:
-                values = np.array(column, dtype=np.float64)
-                if not np.isinf(values).any():
-                    return values
-            except OverflowError:
-                pass
+        values = np.empty(len(column), dtype=np.float64)
+        plain = column if isinstance(column, list) else list(column)
+        if _lookup.plain_floats(plain, values) < 0 and not np.isinf(values).any():
+            return values
         out: list[float] = []
         for row, value in enumerate(column):
             number = self._number(value)
@@ -244,20 +239,24 @@ class RowEncoder:
                     new_numbers.append((len(ids), j, row))
                 ids.append(found)
         if new_numbers:
-            numbers = []
+            numbers, keep = [], []
             for _, j, row in new_numbers:
-                number = self._number(columns[self.numeric[j]][row])
+                value = columns[self.numeric[j]][row]
+                number = self._number(value)
                 if isinstance(number, _Bad):
                     bad(row, self.numeric[j], number.why)
                     number = math.nan
+                # Only plain, present numbers become memo keys (True == 1 must not hit them).
+                keep.append(type(value) in (int, float) and not math.isnan(number))
                 numbers.append(number)
             fields = np.array([j for _, j, _ in new_numbers], dtype=np.int64)
             found_ids = self._numeric_ids_at(fields, np.array(numbers, dtype=np.float64))
-            for (at, j, row), feature in zip(new_numbers, found_ids.tolist(), strict=True):
+            for (at, j, row), feature, store in zip(
+                new_numbers, found_ids.tolist(), keep, strict=True
+            ):
                 ids[at] = feature
-                value = columns[self.numeric[j]][row]
-                if type(value) in (int, float) and not math.isnan(value):
-                    self._num_memos[j].store(value, feature)
+                if store:
+                    self._num_memos[j].store(columns[self.numeric[j]][row], feature)
         new_fields = []
         for field, name in enumerate(self.categorical):
             memo = self._memos[field].data
@@ -285,14 +284,11 @@ class RowEncoder:
         """Global ids of one categorical column; values new to the memo are resolved in one
         vectorised hash-and-lookup over their distinct texts."""
         memo = self._memos[field]
-        n = len(column)
-        try:
-            ids = np.fromiter(map(memo.data.get, column, _NEW), dtype=np.int64, count=n)
-        except TypeError:  # an unhashable value (a list, an object): sorted out below
-            ids = np.full(n, -1, dtype=np.int64)
-        new = np.flatnonzero(ids < 0)
-        if not new.size:
+        ids = np.empty(len(column), dtype=np.int64)
+        plain = column if isinstance(column, list) else list(column)
+        if not _lookup.memo_ids(plain, memo.data, ids):
             return ids
+        new = np.flatnonzero(ids < 0)
         texts: dict[str, list[int]] = {}
         for row in new.tolist():
             text = category_text(column[row])
