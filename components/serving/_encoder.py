@@ -19,6 +19,7 @@ numeric fields at once. Strings already seen map to their id through a bounded m
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -132,6 +133,12 @@ class RowEncoder:
         self._num_offsets_flat = offsets[:n_numeric]
         # Plain numbers (int, float) already seen -> global id, per numeric field.
         self._num_memos = [_Memo({}) for _ in range(n_numeric)]
+        # The same lookup as plain Python, for a few values: bin key -> global id per field.
+        self._num_vocab = [
+            {key: int(offsets[j]) + FIRST_VALUE + rank for rank, key in enumerate(v.tolist())}
+            for j, v in enumerate(fitted.vocabularies[:n_numeric])
+        ]
+        self._edge_lists = [None if e is None else e.tolist() for e in self._edges]
         self._text_numbers = _Memo({})  # numeric strings -> float (NaN = missing) or _Bad
         self._cat_offsets = offsets[n_numeric:].tolist()
         self._cat_vocabularies = fitted.vocabularies[n_numeric:]
@@ -216,6 +223,30 @@ class RowEncoder:
         ids[missing] = offsets[missing] + MISSING
         return ids
 
+    def _few_numeric_ids(self, fields: list[int], numbers: list[float]) -> list[int]:
+        """`_numeric_ids_at` for a few values, numpy only for the logarithms. Each step is the
+        one `_binning` takes (IEEE operations: floor, comparisons, x*x as numpy's square), and
+        np.log is the same ufunc, so the keys are the same (the proof test's one-row case)."""
+        small = _binning.SMALL
+        magnitudes = np.log(np.maximum(np.abs(np.array(numbers, dtype=np.float64)), small))
+        out = []
+        for j, v, log in zip(fields, numbers, magnitudes.tolist(), strict=True):
+            offset = int(self._num_offsets_flat[j])
+            if math.isnan(v):
+                out.append(offset + MISSING)
+                continue
+            edges = self._edge_lists[j]
+            if edges is not None:
+                key = bisect.bisect_right(edges, v)
+            elif v > small:
+                key = _binning.POSITIVE_BASE + math.floor(log * log)
+            elif v < -small:
+                key = _binning.NEGATIVE_BASE - math.floor(log * log)
+            else:
+                key = math.floor(v)
+            out.append(self._num_vocab[j].get(key, offset + RARE))
+        return out
+
     def _numeric_ids(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         """(n_numeric, n) floats (NaN = missing) -> global feature ids, same shape."""
         fields = np.broadcast_to(self._field_index, values.shape).reshape(-1)
@@ -249,11 +280,8 @@ class RowEncoder:
                 # Only plain, present numbers become memo keys (True == 1 must not hit them).
                 keep.append(type(value) in (int, float) and not math.isnan(number))
                 numbers.append(number)
-            fields = np.array([j for _, j, _ in new_numbers], dtype=np.int64)
-            found_ids = self._numeric_ids_at(fields, np.array(numbers, dtype=np.float64))
-            for (at, j, row), feature, store in zip(
-                new_numbers, found_ids.tolist(), keep, strict=True
-            ):
+            found_ids = self._few_numeric_ids([j for _, j, _ in new_numbers], numbers)
+            for (at, j, row), feature, store in zip(new_numbers, found_ids, keep, strict=True):
                 ids[at] = feature
                 if store:
                     self._num_memos[j].store(columns[self.numeric[j]][row], feature)

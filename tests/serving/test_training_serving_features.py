@@ -18,21 +18,28 @@ import pytest
 
 import ffm_ext
 from ctrflow.components.data._fitted import FIRST_VALUE, MISSING, RARE
-from ctrflow.components.data.feature_spec import FittedFeatureSpec
+from ctrflow.components.data.feature_spec import FeatureSpec, FittedFeatureSpec
 from ctrflow.components.data.prepare_data import prepare_data
 from ctrflow.components.serving._encoder import RowEncoder
 from ctrflow.components.serving.requests import parse_request
 from tests.serving.rawgen import raw_rows, to_csv
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_serving_features_equal_prepare_datas_features(tmp_path: pathlib.Path, seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "binning"), [(0, "log_square"), (1, "log_square"), (2, "quantile")]
+)
+def test_serving_features_equal_prepare_datas_features(
+    tmp_path: pathlib.Path, seed: int, binning: str
+) -> None:
     rows = raw_rows(3000, seed)
     log = tmp_path / "log.csv"
     log.write_text(to_csv(rows), encoding="utf-8")
+    spec = tmp_path / "spec.json"
+    FeatureSpec.criteo(numeric_binning=binning, quantile_bins=8).save(str(spec))
     result = prepare_data(
-        input_uri=str(log), output_dir=str(tmp_path / "prepared"), split="ratio",
-        valid_fraction=0.1, test_fraction=0.5, rare_threshold=3, seed=seed, threads=1,
+        input_uri=str(log), output_dir=str(tmp_path / "prepared"), spec_path=str(spec),
+        split="ratio", valid_fraction=0.1, test_fraction=0.5, rare_threshold=3, seed=seed,
+        threads=1,
     )  # fmt: skip
     fitted = FittedFeatureSpec.load(str(tmp_path / "prepared" / "feature_spec.json"))
     test = ffm_ext.Dataset.load(tmp_path / "prepared" / "test")
@@ -61,7 +68,11 @@ def test_serving_features_equal_prepare_datas_features(tmp_path: pathlib.Path, s
     # The rows reach every kind of feature, so the comparison covers each of them.
     local = trained - fitted.offsets.astype(np.int64)
     n_numeric = len(fitted.spec.numeric)
-    for kinds in (local[:, :n_numeric], local[:, n_numeric:-1]):
+    assert fitted.spec.numeric_binning == binning
+    numeric, categorical = local[:, :n_numeric], local[:, n_numeric:-1]
+    for kinds in (numeric, categorical):
         assert (kinds == MISSING).any(axis=0).all()
-        assert (kinds == RARE).any(axis=0).all()
         assert (kinds >= FIRST_VALUE).any(axis=0).all()
+    assert (categorical == RARE).any(axis=0).all()
+    if binning == "log_square":  # quantile bins hold every value: none is rare
+        assert (numeric == RARE).any(axis=0).all()
