@@ -285,24 +285,35 @@ class RowEncoder:
                 ids[at] = feature
                 if store:
                     self._num_memos[j].store(columns[self.numeric[j]][row], feature)
-        new_fields = []
+        new_texts: list[tuple[int, int, str]] = []  # (position in ids, field, text)
         for field, name in enumerate(self.categorical):
             memo = self._memos[field].data
-            for value in columns[name]:
+            for row, value in enumerate(columns[name]):
                 try:
                     found = memo.get(value)
-                except TypeError:  # unhashable: a list or an object, reported below
+                except TypeError:  # unhashable: a list or an object
                     found = None
                 if found is None:
-                    new_fields.append(field)
-                    found = -1
+                    text = category_text(value)
+                    if isinstance(text, _Bad):
+                        bad(row, name, text.why)
+                    elif text is None:
+                        found = self._cat_offsets[field] + MISSING
+                    else:
+                        new_texts.append((len(ids), field, text))
                 ids.append(found)
-        out = np.array(ids, dtype=np.int64).reshape(self.n_fields, n_rows)
-        n_numeric = len(self.numeric)
-        for field in set(new_fields):
-            name = self.categorical[field]
-            out[n_numeric + field] = self._categorical_ids(columns[name], field, name, bad)
-        return out
+        if new_texts:
+            # One hash call for the request's new texts, then each field's `lookup`, per value.
+            hashes = hash_strings([text for _, _, text in new_texts], self._hash_seed).tolist()
+            for (at, field, text), key in zip(new_texts, hashes, strict=True):
+                vocabulary, offset = self._cat_vocabularies[field], self._cat_offsets[field]
+                position = min(int(vocabulary.searchsorted(key)), vocabulary.size - 1)
+                found = vocabulary.size and vocabulary[position] == key
+                ids[at] = offset + (position + FIRST_VALUE if found else RARE)
+                self._memos[field].store(text, ids[at])
+        return np.array([-1 if i is None else i for i in ids], dtype=np.int64).reshape(
+            self.n_fields, n_rows
+        )
 
     # ---- categorical fields ---------------------------------------------------------------
 
