@@ -2,19 +2,11 @@
 
 prepare_data reads CSV cells as text and Parquet columns as typed Arrow arrays, parses them with
 `FeatureSpec.parse` and encodes them with `FittedFeatureSpec.encode`. Serving gets JSON values
-instead (str, int, float, None, ...) and must give each row the same features, in one pass that
-never goes through pandas. What a value means:
-
-- numeric field: a JSON number is its value; a string is parsed by the training parser
-  (`_raw_columns._parse_numbers`), one distinct string at a time so that a row's answer never
-  depends on the other rows of the request; null, NaN and "" (and "nan" spellings) are missing;
-  infinity, an unparsable string, true/false, a list or an object are bad.
-- categorical field: a string is hashed like a CSV cell; an integer (or an integral float below
-  2**53, which is what pandas makes of integers next to a null) is its decimal text, as a CSV cell
-  would carry it; null and "" are missing; anything else is bad.
-
-Bins and vocabulary lookups use the training functions (`_binning`, `lookup`), vectorised over all
-numeric fields at once. Strings already seen map to their id through a bounded memo per field.
+instead (str, int, float, None, ...) and must give each row the same features without going
+through pandas; what each value means is in `_values`. Bins and vocabulary lookups use the
+training functions (`_binning`, `lookup`), vectorised over all numeric fields at once; requests
+of a few rows go value by value. Values already seen map to their id through a bounded memo per
+field.
 """
 
 from __future__ import annotations
@@ -26,82 +18,19 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
 
 from ctrflow.components.data import _binning
 from ctrflow.components.data._fitted import FIRST_VALUE, MISSING, RARE, FittedFeatureSpec, lookup
 from ctrflow.components.data._hashing import hash_strings
-from ctrflow.components.data._raw_columns import _parse_numbers
 from ctrflow.components.serving import _lookup
 from ctrflow.components.serving._errors import BadRequestError
+from ctrflow.components.serving._values import Bad, Memo, NumberReader, category_text
 
-# Entries kept per memo before it is cleared: bounds memory when clients send endless new values.
-MEMO_LIMIT = 1 << 16
 # Requests of up to this many rows go value by value through the memos (less numpy overhead).
 FEW_ROWS = 16
-_EXACT_INT = float(2**53)  # integral floats below this are exact integers
 # Composite key of a numeric field's bin key: field index in the high bits, key in the low ones.
 _KEY_BITS = 32
 _KEY_BIAS = 1 << (_KEY_BITS - 1)
-
-
-class _Bad:
-    """A value that makes its row bad, with the reason."""
-
-    __slots__ = ("why",)
-
-    def __init__(self, why: str) -> None:
-        self.why = why
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return True
-    # pandas' NA and NaT, without importing pandas here.
-    return type(value).__name__ in ("NAType", "NaTType")
-
-
-def category_text(value: Any) -> str | _Bad | None:
-    """The text a categorical value stands for (None: missing)."""
-    if isinstance(value, str):
-        return value or None
-    if _is_missing(value):
-        return None
-    if isinstance(value, bool | np.bool_):
-        return _Bad(f"{_describe(value)} is not a category (send a string)")
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        if number.is_integer() and abs(number) < _EXACT_INT:
-            return str(int(number))
-    return _Bad(f"{_describe(value)} is not a category (send a string or an integer)")
-
-
-class _Memo:
-    """value -> result, cleared when it outgrows MEMO_LIMIT (cheap, and rare in practice)."""
-
-    __slots__ = ("data", "seed")
-
-    def __init__(self, seed: dict[Any, Any]) -> None:
-        self.seed = seed
-        self.data: dict[Any, Any] = dict(seed)
-
-    def store(self, key: Any, value: Any) -> None:
-        if len(self.data) >= MEMO_LIMIT:
-            self.data = dict(self.seed)
-        self.data[key] = value
 
 
 class RowEncoder:
@@ -132,50 +61,22 @@ class RowEncoder:
         self._field_index = np.arange(n_numeric, dtype=np.int64)[:, None]
         self._num_offsets_flat = offsets[:n_numeric]
         # Plain numbers (int, float) already seen -> global id, per numeric field.
-        self._num_memos = [_Memo({}) for _ in range(n_numeric)]
+        self._num_memos = [Memo({}) for _ in range(n_numeric)]
         # The same lookup as plain Python, for a few values: bin key -> global id per field.
         self._num_vocab = [
             {key: int(offsets[j]) + FIRST_VALUE + rank for rank, key in enumerate(v.tolist())}
             for j, v in enumerate(fitted.vocabularies[:n_numeric])
         ]
         self._edge_lists = [None if e is None else e.tolist() for e in self._edges]
-        self._text_numbers = _Memo({})  # numeric strings -> float (NaN = missing) or _Bad
+        self._numbers = NumberReader()
         self._cat_offsets = offsets[n_numeric:].tolist()
         self._cat_vocabularies = fitted.vocabularies[n_numeric:]
         self._memos = [
-            _Memo({None: offset + MISSING, "": offset + MISSING}) for offset in self._cat_offsets
+            Memo({None: offset + MISSING, "": offset + MISSING}) for offset in self._cat_offsets
         ]
         self._hash_seed = spec.hash_seed
 
     # ---- numeric fields -------------------------------------------------------------------
-
-    def _text_number(self, text: str) -> float | _Bad:
-        found = self._text_numbers.data.get(text)
-        if found is None:
-            values, missing, bad = _parse_numbers(pa.array([text], pa.large_string()))
-            if bad[0]:
-                found = _Bad(f"cannot parse {_describe(text)} as a finite number")
-            else:
-                found = math.nan if missing[0] else float(values[0])
-            self._text_numbers.store(text, found)
-        return found
-
-    def _number(self, value: Any) -> float | _Bad:
-        if isinstance(value, str):
-            return self._text_number(value)
-        if _is_missing(value):
-            return math.nan
-        if isinstance(value, bool | np.bool_):
-            return _Bad(f"{_describe(value)} is not a number (send 1 or 0)")
-        if isinstance(value, int | np.integer | float | np.floating):
-            try:
-                number = float(value)
-            except OverflowError:
-                number = math.inf
-            if math.isinf(number):
-                return _Bad(f"{_describe(value)} is not a finite number")
-            return number
-        return _Bad(f"{_describe(value)} is not a number")
 
     def _numeric_row(
         self, name: str, column: Sequence[Any], bad: Callable[..., None]
@@ -186,8 +87,8 @@ class RowEncoder:
             return values
         out: list[float] = []
         for row, value in enumerate(column):
-            number = self._number(value)
-            if isinstance(number, _Bad):
+            number = self._numbers.number(value)
+            if isinstance(number, Bad):
                 bad(row, name, number.why)
                 number = math.nan
             out.append(number)
@@ -273,8 +174,8 @@ class RowEncoder:
             numbers, keep = [], []
             for _, j, row in new_numbers:
                 value = columns[self.numeric[j]][row]
-                number = self._number(value)
-                if isinstance(number, _Bad):
+                number = self._numbers.number(value)
+                if isinstance(number, Bad):
                     bad(row, self.numeric[j], number.why)
                     number = math.nan
                 # Only plain, present numbers become memo keys (True == 1 must not hit them).
@@ -295,7 +196,7 @@ class RowEncoder:
                     found = None
                 if found is None:
                     text = category_text(value)
-                    if isinstance(text, _Bad):
+                    if isinstance(text, Bad):
                         bad(row, name, text.why)
                     elif text is None:
                         found = self._cat_offsets[field] + MISSING
@@ -331,7 +232,7 @@ class RowEncoder:
         texts: dict[str, list[int]] = {}
         for row in new.tolist():
             text = category_text(column[row])
-            if isinstance(text, _Bad):
+            if isinstance(text, Bad):
                 bad(row, name, text.why)
             elif text is None:
                 ids[row] = self._cat_offsets[field] + MISSING
