@@ -28,6 +28,9 @@ OPTUNA_FAST_PATH_ENV: Final = "CTRFLOW_OPTUNA_FAST_PATH"
 # Seconds an HPO worker rides out an unreachable Optuna storage before it exits 3 (default 60;
 # `ctrflow hpo worker --storage-outage-limit` wins over it).
 STORAGE_OUTAGE_LIMIT_ENV: Final = "CTRFLOW_STORAGE_OUTAGE_LIMIT"
+# The ctrflow wheel a logged model carries, so stock `mlflow models serve` installs it from the
+# model (the image sets it to the wheel it was built from).
+WHEEL_ENV: Final = "CTRFLOW_WHEEL"
 
 # ---- pods -------------------------------------------------------------------------------------
 # The manifests' NetworkPolicies admit only pods with this label to PostgreSQL and MLflow.

@@ -1,6 +1,7 @@
-"""The champion served from the image: `mlflow models serve --env-manager local` in a hardened
-container (user 10001, read-only root, /tmp only) loads `models:/NAME@champion` from a real MLflow
-server, answers raw rows with the trained model's probabilities and bad rows with a 400.
+"""The champion served from the image: `mlflow models serve --env-manager local`, then the image's
+lean server (`ctrflow-serve`, the KServe example's entry), each in a hardened container (user
+10001, read-only root, /tmp only), load `models:/NAME@champion` from a real MLflow server, answer
+raw rows with the trained model's probabilities and bad rows with a 400 naming row and column.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ pytestmark = [
 ]
 
 
+@pytest.mark.parametrize("entry", ["mlflow", "ctrflow-serve"])
 def test_champion_served_from_the_image_answers_raw_rows_and_rejects_bad_ones(
-    podman: Podman, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory
+    podman: Podman, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory, entry: str
 ) -> None:
     week = make_week(tmp_path_factory.mktemp("serve-week"), rows=4000, seed=3)
     study = run_study(week, model_type="ffm", name="serve-ffm", budget=3)
@@ -52,11 +54,16 @@ def test_champion_served_from_the_image_answers_raw_rows_and_rejects_bad_ones(
 
     port = free_port()
     container = f"serve-{uuid.uuid4().hex[:8]}"
+    serve = {
+        "mlflow": ["models", "serve", "-m", f"models:/{name}@champion", "--env-manager", "local",
+                   "-h", "127.0.0.1", "-p", str(port)],
+        "ctrflow-serve": ["--model", f"models:/{name}@champion", "--host", "127.0.0.1",
+                          "--port", str(port), "--workers", "2"],
+    }  # fmt: skip
     command = podman.command(
         "run", "--rm", "--name", container, "--network", "host", *HARDENED,
-        "--env", f"MLFLOW_TRACKING_URI={mlflow_server}", "--entrypoint", "mlflow", podman.image,
-        "models", "serve", "-m", f"models:/{name}@champion", "--env-manager", "local",
-        "-h", "127.0.0.1", "-p", str(port),
+        "--env", f"MLFLOW_TRACKING_URI={mlflow_server}", "--entrypoint", entry, podman.image,
+        *serve[entry],
     )  # fmt: skip
     log = tmp_path_factory.mktemp("serve-log") / "serve.log"
     started = time.monotonic()
@@ -86,8 +93,8 @@ def test_champion_served_from_the_image_answers_raw_rows_and_rejects_bad_ones(
         bad = {**split, "data": [["oops", *split["data"][0][1:]]]}
         status, body = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_split": bad})
         assert status == 400, body
-        assert "row 0: I1: cannot parse 'oops' as a finite number" in body["message"]
-        print(f"serving container ready in {ready:.1f} s")
+        assert "row 0, column I1: cannot parse 'oops' as a finite number" in body["message"]
+        print(f"serving container ({entry}) ready in {ready:.1f} s")
     finally:
         podman.run(["stop", "--time", "10", container], check=False)
         try:

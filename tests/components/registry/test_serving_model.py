@@ -182,9 +182,9 @@ def test_bad_raw_rows_are_rejected_naming_the_row_and_column(
     frame = features(week).head(3).copy()
     frame["I5"] = frame["I5"].astype(object)
     frame.loc[frame.index[1], "I5"] = "twelve"
-    with pytest.raises(MlflowException, match=r"1 bad row\(s\): row 1: I5: cannot parse 'twelve'"):
+    with pytest.raises(MlflowException, match=r"^row 1, column I5: cannot parse 'twelve'"):
         model.predict(None, frame)
-    with pytest.raises(MlflowException, match="column\\(s\\) C7 missing from the input"):
+    with pytest.raises(MlflowException, match="column\\(s\\) C7 missing from the request"):
         model.predict(None, features(week).drop(columns=["C7"]))
 
 
@@ -230,7 +230,7 @@ def test_mlflow_models_serve_answers_raw_rows_with_probabilities(
         bad = {**split, "data": [["oops", *split["data"][0][1:]]]}
         status, body = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_split": bad})
         assert status == 400
-        assert "row 0: I1: cannot parse 'oops' as a finite number" in body["message"]
+        assert "row 0, column I1: cannot parse 'oops' as a finite number" in body["message"]
     finally:
         proc.terminate()
         try:
