@@ -44,9 +44,13 @@ from ctrflow.components.kfp_components import (
 )
 from ctrflow.components.names import (
     MAX_WORKERS,
+    MLFLOW_AUTH_SECRET,
+    MLFLOW_CLIENT_LABEL,
     MLFLOW_CONFIG_MAP,
     MLFLOW_SECRET_KEYS,
     POD_LABEL,
+    POSTGRES_CLIENT_LABEL,
+    RUN_AS_USER,
     STORAGE_SECRET,
 )
 from ctrflow.components.names import MLFLOW_TRACKING_URI_ENV as TRACKING_ENV
@@ -129,9 +133,18 @@ def _configure(
     if retry and retries:
         task.set_retry(**RETRY)
     kubernetes.add_pod_label(task, *POD_LABEL)
+    # The image's user, never root. The rest of the container policy (no privilege escalation,
+    # no capabilities, RuntimeDefault seccomp) the KFP backend applies itself; the KFP platform
+    # spec cannot carry readOnlyRootFilesystem (README, "Security").
+    kubernetes.set_security_context(
+        task, run_as_user=RUN_AS_USER, run_as_group=RUN_AS_USER, run_as_non_root=True
+    )
 
 
 def _use_storage_secret(task: dsl.PipelineTask, secret: PipelineParameterChannel) -> None:
+    # Admitted to PostgreSQL by the NetworkPolicy; the admission policy allows the label only on
+    # pods of the pipeline's ServiceAccount.
+    kubernetes.add_pod_label(task, *POSTGRES_CLIENT_LABEL)
     kubernetes.use_secret_as_env(
         task, secret_name=secret, secret_key_to_env={STORAGE_ENV: STORAGE_ENV}
     )
@@ -141,6 +154,7 @@ def _use_mlflow(task: dsl.PipelineTask, secret: PipelineParameterChannel) -> Non
     """MLflow's location and credentials as env vars. Both are optional: the location may come
     as the run parameter ``mlflow_tracking_uri`` instead, and a server without authentication
     needs no Secret."""
+    kubernetes.add_pod_label(task, *MLFLOW_CLIENT_LABEL)
     kubernetes.use_config_map_as_env(
         task,
         config_map_name=MLFLOW_CONFIG_MAP,
@@ -179,7 +193,7 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
         trial_budget: int = 40,
         storage_secret: str = STORAGE_SECRET,
         mlflow_tracking_uri: str = "",
-        mlflow_secret: str = "ctrflow-mlflow-auth",
+        mlflow_secret: str = MLFLOW_AUTH_SECRET,
         promotion_margin: float = 0.0,
         mirror_production_stage: bool = False,
         seed: int = 0,
