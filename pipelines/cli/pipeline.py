@@ -106,7 +106,9 @@ def _given_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _flag_of(name: str) -> str:
-    return next((p.flag for p in PARAMS if p.name == name), "--data" if name == "data_uri" else name)
+    return next(
+        (p.flag for p in PARAMS if p.name == name), "--data" if name == "data_uri" else name
+    )
 
 
 def refuse_credentials(params: dict[str, Any]) -> None:
@@ -301,12 +303,19 @@ def _target(args: argparse.Namespace) -> Any:
 
 
 def _add_upload(parser: argparse.ArgumentParser) -> None:
+    from ctrflow.components.names import SA_PIPELINE
+
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="KFP experiment name")
     parser.add_argument("--image", default=None, help="project image (default: this version's)")
     parser.add_argument(
         "--version-name", default=None, help="pipeline version name (default: ctrflow version)"
     )
-    parser.add_argument("--service-account", default=None, help="Kubernetes ServiceAccount")
+    parser.add_argument(
+        "--service-account",
+        default=SA_PIPELINE,
+        help="ServiceAccount of the run's pods (default: %(default)s, the one the admission "
+        "policy lets reach PostgreSQL and MLflow)",
+    )
     parser.add_argument("--data", required=False, default=None, help="raw log URI (data_uri)")
     _add_params(parser, cluster=True)
 

@@ -7,4 +7,4 @@ psql -v ON_ERROR_STOP=1 --no-psqlrc --no-password --username "$POSTGRES_USER" \
   -v optuna_password="$CTRFLOW_OPTUNA_DB_PASSWORD" \
   -v mlflow_password="$CTRFLOW_MLFLOW_DB_PASSWORD" \
   -v dashboard_password="$CTRFLOW_DASHBOARD_DB_PASSWORD" \
-  -f /docker-entrypoint-initdb.d/ctrflow-roles.psql
+  -f "${CTRFLOW_INITDB_DIR:-/docker-entrypoint-initdb.d}/ctrflow-roles.psql"
