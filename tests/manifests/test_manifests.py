@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 import ctrflow
-from ctrflow.components.names import STORAGE_SECRET
+from ctrflow.components import names
+from ctrflow.components.names import SA_LAUNCHER, STORAGE_SECRET
 from ctrflow.components.names import STORAGE_URL_ENV as STORAGE_SECRET_KEY
 from ctrflow.pipelines._image import DEFAULT_REGISTRY, default_image
 from ctrflow.pipelines.k8s.job import WorkerJobSpec, build_worker_job
@@ -42,6 +43,17 @@ SECRET_VALUE = re.compile(
     r"|^AKIA[0-9A-Z]{16}$"  # an AWS access key id
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----",
     re.I,
+)
+
+SERVICE_ACCOUNTS = (
+    names.SA_POSTGRES,
+    names.SA_MLFLOW,
+    names.SA_MLFLOW_BOOTSTRAP,
+    names.SA_DASHBOARD,
+    names.SA_HPO_WORKER,
+    names.SA_LAUNCHER,
+    names.SA_PIPELINE,
+    names.SA_SERVING,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -113,7 +125,7 @@ def test_overlay_renders_every_component(overlay: str, rendered: dict[str, str])
         ("Service", "ctrflow-mlflow"),
         ("Deployment", "ctrflow-optuna-dashboard"),
         ("Service", "ctrflow-optuna-dashboard"),
-        ("ServiceAccount", "ctrflow"),
+        *(("ServiceAccount", sa) for sa in SERVICE_ACCOUNTS),
         ("Role", "ctrflow-launcher"),
         ("RoleBinding", "ctrflow-launcher"),
         ("NetworkPolicy", "ctrflow-postgres"),
@@ -122,16 +134,21 @@ def test_overlay_renders_every_component(overlay: str, rendered: dict[str, str])
         ("Job", "ctrflow-hpo-worker"),
         ("Secret", "ctrflow-postgres"),
         ("Secret", STORAGE_SECRET),
+        ("Secret", "ctrflow-mlflow-admin"),
+        ("Secret", "ctrflow-mlflow-auth"),
+        ("Secret", "ctrflow-mlflow-reader"),
+        ("Job", "ctrflow-mlflow-bootstrap"),
+        ("Job", "ctrflow-optuna-schema"),
     ]:
         assert expected in names, f"{expected} missing from overlays/{overlay}"
     namespace = {d["metadata"].get("namespace") for d in docs}
     assert len(namespace) == 1 and None not in namespace
     binding = _get(docs, "RoleBinding", "ctrflow-launcher")
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "ctrflow", "namespace": namespace.pop()}
+        {"kind": "ServiceAccount", "name": SA_LAUNCHER, "namespace": namespace.pop()}
     ]
     storage = _get(docs, "Secret", STORAGE_SECRET)
-    assert set(storage["data"]) == {STORAGE_SECRET_KEY, "MLFLOW_BACKEND_STORE_URI"}
+    assert set(storage["data"]) == {STORAGE_SECRET_KEY}
     postgres = _get(docs, "StatefulSet", "ctrflow-postgres")["spec"]["template"]["spec"]
     assert postgres["containers"][0]["readinessProbe"]["exec"]["command"][-1].startswith(
         "pg_isready"
@@ -152,7 +169,7 @@ def test_dev_keeps_artifacts_on_a_pvc_and_prod_in_an_object_store(rendered: dict
         maps = [
             d
             for d in docs
-            if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("ctrflow-mlflow")
+            if d["kind"] == "ConfigMap" and "MLFLOW_ARTIFACTS_DESTINATION" in d.get("data", {})
         ]
         assert len(maps) == 1
         return str(maps[0]["data"]["MLFLOW_ARTIFACTS_DESTINATION"])
@@ -429,7 +446,7 @@ def test_no_secret_data_is_committed() -> None:
                 assert _git("check-ignore", "-q", str(rel)).returncode == 0, f"{rel} not ignored"
                 example = file.with_name(file.name + ".example")
                 assert example in tracked, f"{rel}: no committed {example.name} documents it"
-    assert generators >= 4  # two Secrets in each overlay
+    assert generators >= 10  # five Secrets in each overlay
 
 
 def test_generated_secret_keys_are_the_documented_ones(rendered: dict[str, str]) -> None:
@@ -450,34 +467,86 @@ def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_network_policies_admit_exactly_ctrflow_pods(
-    overlay: str, rendered: dict[str, str]
-) -> None:
-    docs = _docs(rendered[overlay])
+def _workload_pods(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Pod templates by workload, and the Job `ctrflow hpo launch` creates."""
     pods = {
-        f"{d['kind']}/{d['metadata']['name']}": _pod_template(d)["metadata"]["labels"]
+        f"{d['kind']}/{d['metadata']['name']}": _pod_template(d)
         for d in docs
         if d["kind"] in WORKLOADS
     }
     launched = build_worker_job(
         WorkerJobSpec(study="s", workers=1, image=default_image(), launch_id="abc")
     )
-    pods["launched worker"] = launched["spec"]["template"]["metadata"]["labels"]
-    for name in ("ctrflow-postgres", "ctrflow-mlflow"):
+    pods["launched worker"] = launched["spec"]["template"]
+    return pods
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_admit_exactly_the_allowed_service_accounts(
+    overlay: str, rendered: dict[str, str]
+) -> None:
+    """PostgreSQL and MLflow admit the pods carrying their client label, and the pods that carry
+    it are exactly those of the ServiceAccounts allowed that access (what the admission policy
+    `ctrflow-client-labels` enforces on every other pod: test_admission.py)."""
+    docs = _docs(rendered[overlay])
+    pods = _workload_pods(docs)
+    allowed = {"ctrflow-postgres": names.POSTGRES_CLIENTS, "ctrflow-mlflow": names.MLFLOW_CLIENTS}
+    for name, service_accounts in allowed.items():
         policy = _get(docs, "NetworkPolicy", name)["spec"]
-        assert policy["policyTypes"] == ["Ingress"]
-        protected = [p for p, labels in pods.items() if _matches(policy["podSelector"], labels)]
-        assert len(protected) == 1, f"{name} selects {protected}"
+        assert policy["policyTypes"] == ["Ingress", "Egress"]
+        protected = [
+            p for p, t in pods.items() if _matches(policy["podSelector"], t["metadata"]["labels"])
+        ]
+        assert protected == [
+            f"{'StatefulSet' if name.endswith('postgres') else 'Deployment'}/{name}"
+        ]
         (rule,) = policy["ingress"]
+        assert all(set(peer) == {"podSelector"} for peer in rule["from"])  # same namespace only
         admitted = {
             p
-            for p, labels in pods.items()
-            if any(_matches(peer["podSelector"], labels) for peer in rule["from"])
+            for p, t in pods.items()
+            if any(_matches(peer["podSelector"], t["metadata"]["labels"]) for peer in rule["from"])
         }
-        assert admitted == set(pods), f"{name} does not admit {set(pods) - admitted}"
-        assert all(set(peer) == {"podSelector"} for peer in rule["from"])  # same namespace only
-        assert not _matches(rule["from"][0]["podSelector"], {"app": "someone-else"})
+        expected = {
+            p for p, t in pods.items() if t["spec"].get("serviceAccountName") in service_accounts
+        }
+        assert admitted == expected and admitted, f"{name}: admits {admitted}, expected {expected}"
+        # The old, settable-by-anyone label admits nothing any more.
+        assert not any(
+            _matches(peer["podSelector"], {"app.kubernetes.io/part-of": "ctrflow"})
+            for peer in rule["from"]
+        )
+    dashboard = _get(docs, "NetworkPolicy", "ctrflow-optuna-dashboard")["spec"]
+    assert dashboard["ingress"] == []  # port-forward only
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_ctrflow_pod_has_egress_limited_to_what_it_needs(
+    overlay: str, rendered: dict[str, str]
+) -> None:
+    docs = _docs(rendered[overlay])
+    policies = [d["spec"] for d in docs if d["kind"] == "NetworkPolicy"]
+    pods = _workload_pods(docs)
+    for where, template in pods.items():
+        labels = template["metadata"]["labels"]
+        egress = [
+            p
+            for p in policies
+            if "Egress" in p["policyTypes"] and _matches(p["podSelector"], labels)
+        ]
+        assert egress, f"{where}: no egress policy selects it (all egress open)"
+        rules = [r for p in egress for r in p.get("egress", [])]
+        for rule in rules:  # every rule is narrowed by a peer or a port
+            assert rule.get("to") or rule.get("ports"), f"{where}: an egress rule allows everything"
+        targets = {
+            peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+            for r in rules
+            for peer in r.get("to", [])
+        }
+        assert ("ctrflow-postgres" in targets) == (names.POSTGRES_CLIENT_LABEL[0] in labels), where
+        assert ("ctrflow-mlflow" in targets) == (names.MLFLOW_CLIENT_LABEL[0] in labels), where
+    postgres = _get(docs, "NetworkPolicy", "ctrflow-postgres")["spec"]
+    assert postgres["egress"] == []  # and DNS, from ctrflow-egress-dns-only
 
 
 # -- the programs the manifests run, run here as configured --------------------------------------
