@@ -154,8 +154,10 @@ def test_ctrflow_image_is_pinned_to_the_package_version(
         if doc["kind"] in WORKLOADS:
             spec = _pod_template(doc)["spec"]
             images |= {c["image"] for c in spec["containers"] + spec.get("initContainers", [])}
-    ours = {i for i in images if "/ctrflow:" in i}
+    # prod pins by tag and digest (tag@sha256:...): the tag is still the package version.
+    ours = {i.split("@")[0] for i in images if "/ctrflow:" in i}
     assert ours == {default_image(registry=DEFAULT_REGISTRY)}
+    assert all("@sha256:" in i for i in images) == (overlay == "prod")
     assert ours == {f"ghcr.io/ctrflow/ctrflow:{ctrflow.__version__}"}
     assert any(i.startswith("postgres:") for i in images)
 
