@@ -105,6 +105,18 @@ RESOURCES = {
 # (create_study leaves a ready study as it is, workers rejoin the study and its exact budget).
 RETRY: dict[str, Any] = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0}
 WORKER_TIMEOUT_SECONDS = 12 * 3600
+# Where a step writes: /tmp and the image user's home (images/Dockerfile) for the step's code, and
+# the local paths under which KFP's launcher stages artifacts (/gcs, /minio, /s3 by the artifact
+# store's scheme). Each is an
+# emptyDir, so a step also runs with a read-only root filesystem, which the KFP platform spec
+# cannot request: the MutatingAdmissionPolicy in manifests/cluster/pipeline-steps sets it.
+WRITABLE_DIRS = {
+    "tmp": "/tmp",
+    "home": "/home/ctrflow",
+    "kfp-gcs": "/gcs",
+    "kfp-minio": "/minio",
+    "kfp-s3": "/s3",
+}
 
 
 def _components(image: str) -> dict[str, PythonComponent]:
@@ -133,12 +145,14 @@ def _configure(
     if retry and retries:
         task.set_retry(**RETRY)
     kubernetes.add_pod_label(task, *POD_LABEL)
-    # The image's user, never root. The rest of the container policy (no privilege escalation,
-    # no capabilities, RuntimeDefault seccomp) the KFP backend applies itself; the KFP platform
-    # spec cannot carry readOnlyRootFilesystem (README, "Security").
+    # The image's user, never root. The KFP platform spec carries no more of a securityContext:
+    # the rest (read-only root, no privilege escalation, no capabilities, RuntimeDefault seccomp)
+    # comes from manifests/cluster/pipeline-steps (README, "Security").
     kubernetes.set_security_context(
         task, run_as_user=RUN_AS_USER, run_as_group=RUN_AS_USER, run_as_non_root=True
     )
+    for volume, path in WRITABLE_DIRS.items():
+        kubernetes.empty_dir_mount(task, volume_name=volume, mount_path=path)
 
 
 def _use_storage_secret(task: dsl.PipelineTask, secret: PipelineParameterChannel) -> None:

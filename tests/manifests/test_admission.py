@@ -230,3 +230,66 @@ def test_the_launcher_can_run_only_worker_pods(policies: list[dict[str, Any]]) -
         # The launcher of another namespace is matched against its own namespace's name.
         other = f"system:serviceaccount:other-ns:{names.SA_LAUNCHER}"
         assert admit(policy, _with(job, change), other) == []
+
+
+# -- KFP step pods: MutatingAdmissionPolicy (Kubernetes 1.36+) ----------------------------------
+@pytest.fixture(scope="module")
+def step_policy() -> list[dict[str, Any]]:
+    proc = subprocess.run(
+        [tool("kubectl"), "kustomize", str(ROOT / "manifests" / "cluster" / "pipeline-steps")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return docs(proc.stdout)
+
+
+@pytest.mark.parametrize("version", ("1.36", kubernetes_validate.utils.latest_version()))
+def test_step_policy_validates_strictly(
+    step_policy: list[dict[str, Any]], version: str, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "steps.yaml"
+    path.write_text(yaml.safe_dump_all(step_policy))
+    proc = subprocess.run(
+        [tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_step_policy_matches_ctrflow_step_pods_only_and_sets_the_container_policy(
+    step_policy: list[dict[str, Any]],
+) -> None:
+    """The match condition is evaluated here on the labels the compiled spec gives each step
+    (plus the label KFP's backend adds); the mutation (a typed ApplyConfiguration) only the API
+    server can evaluate, so its content is checked as data."""
+    policy = get(step_policy, "MutatingAdmissionPolicy", "ctrflow-pipeline-step-security")
+    get(step_policy, "MutatingAdmissionPolicyBinding", "ctrflow-pipeline-step-security")
+    (condition,) = policy["spec"]["matchConditions"]
+
+    def matches(labels: dict[str, str]) -> bool:
+        obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": labels}}
+        return bool(cel.evaluate(condition["expression"], {"object": obj}))
+
+    spec = list(yaml.safe_load_all((ROOT / "pipelines" / "ctr_pipeline.yaml").read_text()))[1]
+    executors = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    kfp_label = {"pipelines.kubeflow.org/v2_component": "true"}
+    for executor in executors.values():
+        labels = executor["podMetadata"]["labels"]
+        assert matches({**labels, **kfp_label})
+        assert not matches(labels)  # not a KFP step pod (e.g. an HPO Job of ours)
+    assert not matches(kfp_label)  # another team's pipeline
+    assert not matches({})
+    expression = policy["spec"]["mutations"][0]["applyConfiguration"]["expression"]
+    flat = " ".join(expression.split())
+    for needed in (
+        'name: "main"',
+        "readOnlyRootFilesystem: true",
+        "allowPrivilegeEscalation: false",
+        'drop: ["ALL"]',
+        'seccompProfile{type: "RuntimeDefault"}',
+    ):
+        assert needed in flat

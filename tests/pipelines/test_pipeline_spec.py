@@ -292,3 +292,7 @@ def test_every_step_runs_as_the_images_non_root_user(
         context = config.security_context
         assert context.run_as_non_root is True, step
         assert context.run_as_user == context.run_as_group == RUN_AS_USER != 0, step
+        # Writable emptyDirs wherever a step or KFP's launcher writes, so the read-only root
+        # that manifests/cluster/pipeline-steps sets at admission leaves the step working.
+        mounts = {m.mount_path for m in config.empty_dir_mounts}
+        assert mounts == {"/tmp", "/home/ctrflow", "/gcs", "/minio", "/s3"}, step
