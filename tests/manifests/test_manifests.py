@@ -22,7 +22,7 @@ import yaml
 
 import ctrflow
 from ctrflow.components import names
-from ctrflow.components.names import SA_LAUNCHER, STORAGE_SECRET
+from ctrflow.components.names import SA_LAUNCHER, SA_PIPELINE, STORAGE_SECRET
 from ctrflow.components.names import STORAGE_URL_ENV as STORAGE_SECRET_KEY
 from ctrflow.pipelines._image import DEFAULT_REGISTRY, default_image
 from ctrflow.pipelines.k8s.job import WorkerJobSpec, build_worker_job
@@ -52,7 +52,7 @@ SERVICE_ACCOUNTS = (
     names.SA_DASHBOARD,
     names.SA_HPO_WORKER,
     names.SA_LAUNCHER,
-    names.SA_PIPELINE,
+    SA_PIPELINE,
     names.SA_SERVING,
 )
 
@@ -90,8 +90,19 @@ def test_overlay_renders_every_component(overlay: str, rendered: dict[str, str])
     namespace = {d["metadata"].get("namespace") for d in docs}
     assert len(namespace) == 1 and None not in namespace
     binding = _get(docs, "RoleBinding", "ctrflow-launcher")
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": SA_LAUNCHER, "namespace": namespace.pop()}
+    ns = namespace.pop()
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SA_LAUNCHER, "namespace": ns}]
+    pipeline = _get(docs, "RoleBinding", SA_PIPELINE)
+    assert pipeline["subjects"] == [
+        {"kind": "ServiceAccount", "name": SA_PIPELINE, "namespace": ns}
+    ]
+    # The run's pods only report their outputs to Argo: no Secrets, no pods, no Jobs.
+    assert _get(docs, "Role", SA_PIPELINE)["rules"] == [
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["workflowtaskresults"],
+            "verbs": ["create", "patch"],
+        }
     ]
     storage = _get(docs, "Secret", STORAGE_SECRET)
     assert set(storage["data"]) == {STORAGE_SECRET_KEY}
