@@ -37,7 +37,8 @@ POSTGRES_CLIENT_LABEL: Final = ("ctrflow.io/postgres-client", "true")
 MLFLOW_CLIENT_LABEL: Final = ("ctrflow.io/mlflow-client", "true")
 
 # ---- ServiceAccounts: one per component (manifests/base/serviceaccounts.yaml) -------------------
-SA_HPO_WORKER: Final = "ctrflow-hpo-worker"  # `ctrflow hpo create|worker` Jobs
+SA_HPO_WORKER: Final = "ctrflow-hpo-worker"  # `ctrflow hpo worker` Jobs, Optuna's schema Job
+SA_HPO_CREATE: Final = "ctrflow-hpo-create"  # `ctrflow hpo create` Job: also reads the registry
 SA_LAUNCHER: Final = "ctrflow-launcher"  # `ctrflow hpo launch` run in a pod: may create Jobs
 SA_PIPELINE: Final = "ctrflow-pipeline"  # KFP runs (`ctrflow submit|schedule`)
 SA_MLFLOW: Final = "ctrflow-mlflow"  # the tracking server: the only writer of the bucket
@@ -45,8 +46,8 @@ SA_MLFLOW_BOOTSTRAP: Final = "ctrflow-mlflow-bootstrap"  # creates MLflow's user
 SA_DASHBOARD: Final = "ctrflow-optuna-dashboard"
 SA_SERVING: Final = "ctrflow-serving"  # a model server reading the registry (read-only user)
 SA_POSTGRES: Final = "ctrflow-postgres"
-POSTGRES_CLIENTS: Final = (SA_HPO_WORKER, SA_PIPELINE, SA_MLFLOW, SA_DASHBOARD)
-MLFLOW_CLIENTS: Final = (SA_PIPELINE, SA_MLFLOW_BOOTSTRAP, SA_SERVING)
+POSTGRES_CLIENTS: Final = (SA_HPO_WORKER, SA_HPO_CREATE, SA_PIPELINE, SA_MLFLOW, SA_DASHBOARD)
+MLFLOW_CLIENTS: Final = (SA_HPO_CREATE, SA_PIPELINE, SA_MLFLOW_BOOTSTRAP, SA_SERVING)
 
 # ---- MLflow users (basic-auth app): Secret keys the bootstrap reads ------------------------------
 MLFLOW_ADMIN_SECRET: Final = "ctrflow-mlflow-admin"  # MLFLOW_AUTH_ADMIN_USERNAME/PASSWORD

@@ -51,6 +51,7 @@ SERVICE_ACCOUNTS = (
     names.SA_MLFLOW_BOOTSTRAP,
     names.SA_DASHBOARD,
     names.SA_HPO_WORKER,
+    names.SA_HPO_CREATE,
     names.SA_LAUNCHER,
     SA_PIPELINE,
     names.SA_SERVING,
