@@ -33,9 +33,32 @@ STORAGE_OUTAGE_LIMIT_ENV: Final = "CTRFLOW_STORAGE_OUTAGE_LIMIT"
 WHEEL_ENV: Final = "CTRFLOW_WHEEL"
 
 # ---- pods -------------------------------------------------------------------------------------
-# The manifests' NetworkPolicies admit only pods with this label to PostgreSQL and MLflow.
+# Every ctrflow pod carries this label (it names the application; it admits nothing by itself).
 POD_LABEL: Final = ("app.kubernetes.io/part-of", "ctrflow")
 RUN_AS_USER: Final = 10001  # the image's numeric user (images/Dockerfile)
+# The labels the NetworkPolicies admit to PostgreSQL and to MLflow. Anyone who can create pods
+# can set a label, so the ValidatingAdmissionPolicy `ctrflow-client-labels` (manifests/base/
+# admission.yaml) lets a pod carry one only when it runs as a ServiceAccount listed below.
+POSTGRES_CLIENT_LABEL: Final = ("ctrflow.io/postgres-client", "true")
+MLFLOW_CLIENT_LABEL: Final = ("ctrflow.io/mlflow-client", "true")
+
+# ---- ServiceAccounts: one per component (manifests/base/serviceaccounts.yaml) -------------------
+SA_HPO_WORKER: Final = "ctrflow-hpo-worker"  # `ctrflow hpo worker` Jobs, Optuna's schema Job
+SA_HPO_CREATE: Final = "ctrflow-hpo-create"  # `ctrflow hpo create` Job: also reads the registry
+SA_LAUNCHER: Final = "ctrflow-launcher"  # `ctrflow hpo launch` run in a pod: may create Jobs
+SA_PIPELINE: Final = "ctrflow-pipeline"  # KFP runs (`ctrflow submit|schedule`)
+SA_MLFLOW: Final = "ctrflow-mlflow"  # the tracking server: the only writer of the bucket
+SA_MLFLOW_BOOTSTRAP: Final = "ctrflow-mlflow-bootstrap"  # creates MLflow's users
+SA_DASHBOARD: Final = "ctrflow-optuna-dashboard"
+SA_SERVING: Final = "ctrflow-serving"  # a model server reading the registry (read-only user)
+SA_POSTGRES: Final = "ctrflow-postgres"
+POSTGRES_CLIENTS: Final = (SA_HPO_WORKER, SA_HPO_CREATE, SA_PIPELINE, SA_MLFLOW, SA_DASHBOARD)
+MLFLOW_CLIENTS: Final = (SA_HPO_CREATE, SA_PIPELINE, SA_MLFLOW_BOOTSTRAP, SA_SERVING)
+
+# ---- MLflow users (basic-auth app): Secret keys the bootstrap reads ------------------------------
+MLFLOW_ADMIN_SECRET: Final = "ctrflow-mlflow-admin"  # MLFLOW_AUTH_ADMIN_USERNAME/PASSWORD
+MLFLOW_AUTH_SECRET: Final = "ctrflow-mlflow-auth"  # the registering user (pipeline steps)
+MLFLOW_READER_SECRET: Final = "ctrflow-mlflow-reader"  # read-only: serving, people in the UI
 
 # ---- HPO fan-out -------------------------------------------------------------------------------
 # Each worker holds one PostgreSQL connection (+1 overflow for a moment): 50 workers stay inside

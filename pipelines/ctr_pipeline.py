@@ -44,9 +44,13 @@ from ctrflow.components.kfp_components import (
 )
 from ctrflow.components.names import (
     MAX_WORKERS,
+    MLFLOW_AUTH_SECRET,
+    MLFLOW_CLIENT_LABEL,
     MLFLOW_CONFIG_MAP,
     MLFLOW_SECRET_KEYS,
     POD_LABEL,
+    POSTGRES_CLIENT_LABEL,
+    RUN_AS_USER,
     STORAGE_SECRET,
 )
 from ctrflow.components.names import MLFLOW_TRACKING_URI_ENV as TRACKING_ENV
@@ -101,6 +105,18 @@ RESOURCES = {
 # (create_study leaves a ready study as it is, workers rejoin the study and its exact budget).
 RETRY: dict[str, Any] = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0}
 WORKER_TIMEOUT_SECONDS = 12 * 3600
+# Where a step writes: /tmp and the image user's home (images/Dockerfile) for the step's code, and
+# the local paths under which KFP's launcher stages artifacts (/gcs, /minio, /s3 by the artifact
+# store's scheme). Each is an
+# emptyDir, so a step also runs with a read-only root filesystem, which the KFP platform spec
+# cannot request: the MutatingAdmissionPolicy in manifests/cluster/pipeline-steps sets it.
+WRITABLE_DIRS = {
+    "tmp": "/tmp",
+    "home": "/home/ctrflow",
+    "kfp-gcs": "/gcs",
+    "kfp-minio": "/minio",
+    "kfp-s3": "/s3",
+}
 
 
 def _components(image: str) -> dict[str, PythonComponent]:
@@ -129,9 +145,20 @@ def _configure(
     if retry and retries:
         task.set_retry(**RETRY)
     kubernetes.add_pod_label(task, *POD_LABEL)
+    # The image's user, never root. The KFP platform spec carries no more of a securityContext:
+    # the rest (read-only root, no privilege escalation, no capabilities, RuntimeDefault seccomp)
+    # comes from manifests/cluster/pipeline-steps (README, "Security").
+    kubernetes.set_security_context(
+        task, run_as_user=RUN_AS_USER, run_as_group=RUN_AS_USER, run_as_non_root=True
+    )
+    for volume, path in WRITABLE_DIRS.items():
+        kubernetes.empty_dir_mount(task, volume_name=volume, mount_path=path)
 
 
 def _use_storage_secret(task: dsl.PipelineTask, secret: PipelineParameterChannel) -> None:
+    # Admitted to PostgreSQL by the NetworkPolicy; the admission policy allows the label only on
+    # pods of the pipeline's ServiceAccount.
+    kubernetes.add_pod_label(task, *POSTGRES_CLIENT_LABEL)
     kubernetes.use_secret_as_env(
         task, secret_name=secret, secret_key_to_env={STORAGE_ENV: STORAGE_ENV}
     )
@@ -141,6 +168,7 @@ def _use_mlflow(task: dsl.PipelineTask, secret: PipelineParameterChannel) -> Non
     """MLflow's location and credentials as env vars. Both are optional: the location may come
     as the run parameter ``mlflow_tracking_uri`` instead, and a server without authentication
     needs no Secret."""
+    kubernetes.add_pod_label(task, *MLFLOW_CLIENT_LABEL)
     kubernetes.use_config_map_as_env(
         task,
         config_map_name=MLFLOW_CONFIG_MAP,
@@ -179,7 +207,7 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
         trial_budget: int = 40,
         storage_secret: str = STORAGE_SECRET,
         mlflow_tracking_uri: str = "",
-        mlflow_secret: str = "ctrflow-mlflow-auth",
+        mlflow_secret: str = MLFLOW_AUTH_SECRET,
         promotion_margin: float = 0.0,
         mirror_production_stage: bool = False,
         seed: int = 0,

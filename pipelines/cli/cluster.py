@@ -47,6 +47,25 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     add_connection_arguments(check)
     check.set_defaults(func=run_check)
+    users = commands.add_parser(
+        "mlflow-users",
+        help="create MLflow's registering and read-only users (the bootstrap Job runs this)",
+        description="Signs in to MLFLOW_TRACKING_URI as the admin (MLFLOW_TRACKING_USERNAME/"
+        "PASSWORD) and creates, or sets the password of, the users named by "
+        "CTRFLOW_MLFLOW_REGISTER_USERNAME/PASSWORD and CTRFLOW_MLFLOW_READER_USERNAME/PASSWORD. "
+        "Credentials come only from the environment.",
+    )
+    users.set_defaults(func=run_mlflow_users)
+    render = commands.add_parser(
+        "render",
+        help="render an overlay (kubectl kustomize); --require-digests refuses unpinned images",
+        description="Print the overlay's manifests for `kubectl apply -f -`. With "
+        "--require-digests, exit 1 naming every container whose image is not pinned by a real "
+        "digest (a tag alone, or the committed all-zero placeholder).",
+    )
+    render.add_argument("overlay", help="a kustomization directory, e.g. manifests/overlays/prod")
+    render.add_argument("--require-digests", action="store_true")
+    render.set_defaults(func=run_render)
 
 
 def _review(api: client.AuthorizationV1Api, namespace: str, need: Permission) -> Finding:
@@ -99,6 +118,34 @@ def check_cluster(cluster: Cluster) -> list[Finding]:
     findings = [_review(authz, cluster.namespace, need) for need in REQUIRED_PERMISSIONS]
     findings += [_secret(core, cluster.namespace, n, k) for n, k in REQUIRED_SECRETS.items()]
     return findings
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from ctrflow.pipelines.k8s.render import RenderError, render
+
+    try:
+        sys.stdout.write(render(args.overlay, require_digests=args.require_digests))
+    except (RenderError, OSError) as exc:
+        print(f"ctrflow cluster render: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_mlflow_users(args: argparse.Namespace) -> int:
+    import os
+
+    from ctrflow.pipelines.k8s.mlflow_users import MlflowUsersError, ensure_users, users_from_env
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        if not uri:
+            raise MlflowUsersError("MLFLOW_TRACKING_URI is not set")
+        for line in ensure_users(uri, users_from_env()):
+            print(line)
+    except (MlflowUsersError, OSError) as exc:
+        print(f"ctrflow cluster mlflow-users: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:

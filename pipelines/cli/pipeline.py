@@ -105,9 +105,39 @@ def _given_params(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _flag_of(name: str) -> str:
+    return next(
+        (p.flag for p in PARAMS if p.name == name), "--data" if name == "data_uri" else name
+    )
+
+
+def refuse_credentials(params: dict[str, Any]) -> None:
+    """Run parameters are stored in KFP's database and shown in its UI: a URI carrying
+    user-info (``user:password@``, or a token as the user) would leak it. Credentials belong in
+    Secrets the steps read as env vars."""
+    from urllib.parse import urlsplit
+
+    for name, value in params.items():
+        if not isinstance(value, str) or "@" not in value:
+            continue
+        try:
+            userinfo = urlsplit(value).netloc.rpartition("@")[0]
+        except ValueError as exc:
+            raise ValueError(f"{_flag_of(name)}: not a valid URI ({exc})") from None
+        if userinfo:
+            raise ValueError(
+                f"{_flag_of(name)}: the URI carries credentials ({userinfo.split(':')[0]}:***@): "
+                "run parameters are stored and shown by KFP. Put them in a Secret instead: "
+                "MLflow's in the Secret --mlflow-secret names (MLFLOW_TRACKING_USERNAME/"
+                "PASSWORD), Optuna's storage URL in the one --storage-secret names"
+            )
+
+
 def _check_params(params: dict[str, Any]) -> None:
     """Fail here, in a second, for what the pipeline would reject minutes later."""
     from ctrflow.components.names import MAX_WORKERS, MODEL_TYPES
+
+    refuse_credentials(params)
 
     if "model_type" in params and params["model_type"] not in MODEL_TYPES:
         raise ValueError(
@@ -249,28 +279,43 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
         "--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline"
     )
     group.add_argument("--namespace", default=None, help="profile namespace (multi-user Kubeflow)")
+    # Kept only to refuse it by name: a token in argv shows in `ps` and in shell history.
+    group.add_argument("--token", default=None, help=argparse.SUPPRESS)
     group.add_argument(
-        "--token", default=None, help=f"bearer token (default: ${TOKEN_ENV}; prefer the env var)"
+        "--token-file",
+        default=None,
+        help=f"read the bearer token from this file (default: ${TOKEN_ENV})",
     )
-    group.add_argument("--token-file", default=None, help="read the bearer token from this file")
 
 
 def _target(args: argparse.Namespace) -> Any:
     from ctrflow.pipelines.runs.remote import KfpTarget
 
-    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if args.token is not None:
+        raise ValueError(
+            f"--token is refused: a token on the command line shows in `ps` and shell history; "
+            f"set ${TOKEN_ENV} or pass --token-file FILE"
+        )
+    token = os.environ.get(TOKEN_ENV) or None
     if args.token_file:
         token = pathlib.Path(args.token_file).read_text(encoding="utf-8").strip()
     return KfpTarget(host=args.host, namespace=args.namespace, token=token)
 
 
 def _add_upload(parser: argparse.ArgumentParser) -> None:
+    from ctrflow.components.names import SA_PIPELINE
+
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="KFP experiment name")
     parser.add_argument("--image", default=None, help="project image (default: this version's)")
     parser.add_argument(
         "--version-name", default=None, help="pipeline version name (default: ctrflow version)"
     )
-    parser.add_argument("--service-account", default=None, help="Kubernetes ServiceAccount")
+    parser.add_argument(
+        "--service-account",
+        default=SA_PIPELINE,
+        help="ServiceAccount of the run's pods (default: %(default)s, the one the admission "
+        "policy lets reach PostgreSQL and MLflow)",
+    )
     parser.add_argument("--data", required=False, default=None, help="raw log URI (data_uri)")
     _add_params(parser, cluster=True)
 
@@ -290,9 +335,9 @@ def _upload(args: argparse.Namespace, target: Any, workdir: str) -> Any:
 def _run_params(args: argparse.Namespace) -> dict[str, Any]:
     if not args.data:
         raise ValueError("--data is required: the URI of the raw logs the cluster reads")
-    params = _given_params(args)
+    params = {"data_uri": args.data, **_given_params(args)}
     _check_params(params)
-    return {"data_uri": args.data, **params}
+    return params
 
 
 def _remote(action: Callable[[argparse.Namespace], int], command: str) -> Callable[..., int]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctrflow.components.names import POD_LABEL, RUN_AS_USER
+from ctrflow.components.names import POD_LABEL, POSTGRES_CLIENT_LABEL, RUN_AS_USER, SA_HPO_WORKER
 from ctrflow.pipelines.k8s.requirements import STORAGE_SECRET, STORAGE_SECRET_KEY
 
 __all__ = [
@@ -47,7 +47,8 @@ class WorkerJobSpec:
     backoff_limit: int = 2
     timeout: int | None = None  # seconds: the Job's activeDeadlineSeconds
     ttl: int = 3600  # seconds a finished Job is kept (ttlSecondsAfterFinished)
-    service_account: str | None = None
+    # The workers' identity: the admission policy ctrflow-launcher-jobs admits no other.
+    service_account: str | None = SA_HPO_WORKER
     data_pvc: str | None = None  # mounted read-only at /data
     worker_args: Sequence[str] = field(default_factory=tuple)
 
@@ -122,7 +123,8 @@ def build_worker_job(spec: WorkerJobSpec) -> dict[str, Any]:
     labels = {
         "app.kubernetes.io/name": "ctrflow-hpo",
         "app.kubernetes.io/component": "hpo-worker",
-        POD_LABEL[0]: POD_LABEL[1],  # admitted by the NetworkPolicies
+        POD_LABEL[0]: POD_LABEL[1],
+        POSTGRES_CLIENT_LABEL[0]: POSTGRES_CLIENT_LABEL[1],  # admitted to PostgreSQL
         "app.kubernetes.io/managed-by": "ctrflow-hpo-launch",
         LAUNCH_ID_LABEL: spec.launch_id,
     }

@@ -21,6 +21,7 @@ import urllib3.exceptions
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from ctrflow.components.names import SA_HPO_WORKER
 from ctrflow.pipelines._image import default_image
 from ctrflow.pipelines.k8s.client import (
     Cluster,
@@ -85,7 +86,12 @@ def register_launch(hpo_subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--ttl", type=int, default=3600, help="seconds a finished Job is kept (default: 3600)"
     )
-    parser.add_argument("--service-account", help="ServiceAccount of the worker pods")
+    parser.add_argument(
+        "--service-account",
+        default=SA_HPO_WORKER,
+        help="ServiceAccount of the worker pods (default: %(default)s, the only one the "
+        "admission policy lets the launcher's ServiceAccount use)",
+    )
     parser.add_argument("--data-pvc", help="PersistentVolumeClaim mounted read-only at /data")
     parser.add_argument(
         "--log-lines", type=int, default=20, help="log lines shown for a failed pod (default: 20)"

@@ -98,7 +98,11 @@ def _api_errors(host: str, doing: str) -> Iterator[None]:
             detail = json.loads(body).get("message") or body
         except (ValueError, AttributeError):
             detail = body
-        hint = " (check --token / --namespace)" if exc.status in (401, 403) else ""
+        hint = (
+            " (check the token: $CTRFLOW_KFP_TOKEN or --token-file; and --namespace)"
+            if exc.status in (401, 403)
+            else ""
+        )
         raise KfpError(
             f"KFP API at {host}: {doing} failed: HTTP {exc.status} {exc.reason}{hint}"
             + (f": {detail[:500]}" if detail else "")

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import pathlib
 import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,17 +21,21 @@ import pytest
 import yaml
 
 import ctrflow
-from ctrflow.components.names import STORAGE_SECRET
+from ctrflow.components import names
+from ctrflow.components.names import SA_LAUNCHER, SA_PIPELINE, STORAGE_SECRET
 from ctrflow.components.names import STORAGE_URL_ENV as STORAGE_SECRET_KEY
 from ctrflow.pipelines._image import DEFAULT_REGISTRY, default_image
 from ctrflow.pipelines.k8s.job import WorkerJobSpec, build_worker_job
+from tests.manifests.render import WORKLOADS
+from tests.manifests.render import docs as _docs
+from tests.manifests.render import get as _get
+from tests.manifests.render import kubelet_expand as _kubelet_expand
+from tests.manifests.render import pod_template as _pod_template
+from tests.manifests.render import tool as _tool
 from tests.testkit.paths import REPO_ROOT as ROOT
-from tests.testkit.servers import free_port
 
-BIN = pathlib.Path(sys.executable).parent
 OVERLAYS = ("dev", "prod")
 SCHEMA_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
-WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "ReplicaSet"}
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_KEY|CREDENTIAL", re.I)
 SECRET_VALUE = re.compile(
     r"://[^/\s:@]+:[^/\s@]+@"  # a URL with user:password
@@ -44,61 +45,19 @@ SECRET_VALUE = re.compile(
     re.I,
 )
 
+SERVICE_ACCOUNTS = (
+    names.SA_POSTGRES,
+    names.SA_MLFLOW,
+    names.SA_MLFLOW_BOOTSTRAP,
+    names.SA_DASHBOARD,
+    names.SA_HPO_WORKER,
+    names.SA_HPO_CREATE,
+    names.SA_LAUNCHER,
+    SA_PIPELINE,
+    names.SA_SERVING,
+)
+
 pytestmark = pytest.mark.timeout(300)
-
-
-def _tool(name: str) -> str:
-    """A tool from this virtualenv (pinned in constraints.txt) or else from PATH."""
-    found = shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    if found is None:
-        pytest.fail(f"{name} not found in {BIN} or on PATH (.ci/run installs it)")
-    return found
-
-
-def _real_secrets(directory: str, names: list[str]) -> list[str]:
-    return [n for n in names if pathlib.Path(directory).name == "secrets" and n.endswith(".env")]
-
-
-@pytest.fixture(scope="module")
-def manifests_copy(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    work = tmp_path_factory.mktemp("render") / "manifests"
-    shutil.copytree(ROOT / "manifests", work, ignore=_real_secrets)
-    for example in work.glob("overlays/*/secrets/*.env.example"):
-        example.with_suffix("").write_text(example.read_text())
-    return work
-
-
-@pytest.fixture(scope="module")
-def rendered(manifests_copy: pathlib.Path) -> dict[str, str]:
-    out = {}
-    for overlay in OVERLAYS:
-        proc = subprocess.run(
-            [_tool("kubectl"), "kustomize", str(manifests_copy / "overlays" / overlay)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert proc.returncode == 0, f"kubectl kustomize overlays/{overlay}: {proc.stderr}"
-        out[overlay] = proc.stdout
-    return out
-
-
-def _docs(text: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(text) if d]
-
-
-def _get(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
-    return matches[0]
-
-
-def _pod_template(doc: dict[str, Any]) -> dict[str, Any]:
-    if doc["kind"] == "Pod":
-        return doc
-    if doc["kind"] == "CronJob":
-        return dict(doc["spec"]["jobTemplate"]["spec"]["template"])
-    return dict(doc["spec"]["template"])
 
 
 # -- rendering and content ------------------------------------------------------------------
@@ -113,7 +72,7 @@ def test_overlay_renders_every_component(overlay: str, rendered: dict[str, str])
         ("Service", "ctrflow-mlflow"),
         ("Deployment", "ctrflow-optuna-dashboard"),
         ("Service", "ctrflow-optuna-dashboard"),
-        ("ServiceAccount", "ctrflow"),
+        *(("ServiceAccount", sa) for sa in SERVICE_ACCOUNTS),
         ("Role", "ctrflow-launcher"),
         ("RoleBinding", "ctrflow-launcher"),
         ("NetworkPolicy", "ctrflow-postgres"),
@@ -122,16 +81,32 @@ def test_overlay_renders_every_component(overlay: str, rendered: dict[str, str])
         ("Job", "ctrflow-hpo-worker"),
         ("Secret", "ctrflow-postgres"),
         ("Secret", STORAGE_SECRET),
+        ("Secret", "ctrflow-mlflow-admin"),
+        ("Secret", "ctrflow-mlflow-auth"),
+        ("Secret", "ctrflow-mlflow-reader"),
+        ("Job", "ctrflow-mlflow-bootstrap"),
+        ("Job", "ctrflow-optuna-schema"),
     ]:
         assert expected in names, f"{expected} missing from overlays/{overlay}"
     namespace = {d["metadata"].get("namespace") for d in docs}
     assert len(namespace) == 1 and None not in namespace
     binding = _get(docs, "RoleBinding", "ctrflow-launcher")
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "ctrflow", "namespace": namespace.pop()}
+    ns = namespace.pop()
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SA_LAUNCHER, "namespace": ns}]
+    pipeline = _get(docs, "RoleBinding", SA_PIPELINE)
+    assert pipeline["subjects"] == [
+        {"kind": "ServiceAccount", "name": SA_PIPELINE, "namespace": ns}
+    ]
+    # The run's pods only report their outputs to Argo: no Secrets, no pods, no Jobs.
+    assert _get(docs, "Role", SA_PIPELINE)["rules"] == [
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["workflowtaskresults"],
+            "verbs": ["create", "patch"],
+        }
     ]
     storage = _get(docs, "Secret", STORAGE_SECRET)
-    assert set(storage["data"]) == {STORAGE_SECRET_KEY, "MLFLOW_BACKEND_STORE_URI"}
+    assert set(storage["data"]) == {STORAGE_SECRET_KEY}
     postgres = _get(docs, "StatefulSet", "ctrflow-postgres")["spec"]["template"]["spec"]
     assert postgres["containers"][0]["readinessProbe"]["exec"]["command"][-1].startswith(
         "pg_isready"
@@ -152,7 +127,7 @@ def test_dev_keeps_artifacts_on_a_pvc_and_prod_in_an_object_store(rendered: dict
         maps = [
             d
             for d in docs
-            if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("ctrflow-mlflow")
+            if d["kind"] == "ConfigMap" and "MLFLOW_ARTIFACTS_DESTINATION" in d.get("data", {})
         ]
         assert len(maps) == 1
         return str(maps[0]["data"]["MLFLOW_ARTIFACTS_DESTINATION"])
@@ -191,8 +166,10 @@ def test_ctrflow_image_is_pinned_to_the_package_version(
         if doc["kind"] in WORKLOADS:
             spec = _pod_template(doc)["spec"]
             images |= {c["image"] for c in spec["containers"] + spec.get("initContainers", [])}
-    ours = {i for i in images if "/ctrflow:" in i}
+    # prod pins by tag and digest (tag@sha256:...): the tag is still the package version.
+    ours = {i.split("@")[0] for i in images if "/ctrflow:" in i}
     assert ours == {default_image(registry=DEFAULT_REGISTRY)}
+    assert all("@sha256:" in i for i in images) == (overlay == "prod")
     assert ours == {f"ghcr.io/ctrflow/ctrflow:{ctrflow.__version__}"}
     assert any(i.startswith("postgres:") for i in images)
 
@@ -429,7 +406,7 @@ def test_no_secret_data_is_committed() -> None:
                 assert _git("check-ignore", "-q", str(rel)).returncode == 0, f"{rel} not ignored"
                 example = file.with_name(file.name + ".example")
                 assert example in tracked, f"{rel}: no committed {example.name} documents it"
-    assert generators >= 4  # two Secrets in each overlay
+    assert generators >= 10  # five Secrets in each overlay
 
 
 def test_generated_secret_keys_are_the_documented_ones(rendered: dict[str, str]) -> None:
@@ -450,215 +427,89 @@ def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_network_policies_admit_exactly_ctrflow_pods(
-    overlay: str, rendered: dict[str, str]
-) -> None:
-    docs = _docs(rendered[overlay])
+def _workload_pods(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Pod templates by workload, and the Job `ctrflow hpo launch` creates."""
     pods = {
-        f"{d['kind']}/{d['metadata']['name']}": _pod_template(d)["metadata"]["labels"]
+        f"{d['kind']}/{d['metadata']['name']}": _pod_template(d)
         for d in docs
         if d["kind"] in WORKLOADS
     }
     launched = build_worker_job(
         WorkerJobSpec(study="s", workers=1, image=default_image(), launch_id="abc")
     )
-    pods["launched worker"] = launched["spec"]["template"]["metadata"]["labels"]
-    for name in ("ctrflow-postgres", "ctrflow-mlflow"):
+    pods["launched worker"] = launched["spec"]["template"]
+    return pods
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_admit_exactly_the_allowed_service_accounts(
+    overlay: str, rendered: dict[str, str]
+) -> None:
+    """PostgreSQL and MLflow admit the pods carrying their client label, and the pods that carry
+    it are exactly those of the ServiceAccounts allowed that access (what the admission policy
+    `ctrflow-client-labels` enforces on every other pod: test_admission.py)."""
+    docs = _docs(rendered[overlay])
+    pods = _workload_pods(docs)
+    allowed = {"ctrflow-postgres": names.POSTGRES_CLIENTS, "ctrflow-mlflow": names.MLFLOW_CLIENTS}
+    for name, service_accounts in allowed.items():
         policy = _get(docs, "NetworkPolicy", name)["spec"]
-        assert policy["policyTypes"] == ["Ingress"]
-        protected = [p for p, labels in pods.items() if _matches(policy["podSelector"], labels)]
-        assert len(protected) == 1, f"{name} selects {protected}"
+        assert policy["policyTypes"] == ["Ingress", "Egress"]
+        protected = [
+            p for p, t in pods.items() if _matches(policy["podSelector"], t["metadata"]["labels"])
+        ]
+        assert protected == [
+            f"{'StatefulSet' if name.endswith('postgres') else 'Deployment'}/{name}"
+        ]
         (rule,) = policy["ingress"]
+        assert all(set(peer) == {"podSelector"} for peer in rule["from"])  # same namespace only
         admitted = {
             p
-            for p, labels in pods.items()
-            if any(_matches(peer["podSelector"], labels) for peer in rule["from"])
+            for p, t in pods.items()
+            if any(_matches(peer["podSelector"], t["metadata"]["labels"]) for peer in rule["from"])
         }
-        assert admitted == set(pods), f"{name} does not admit {set(pods) - admitted}"
-        assert all(set(peer) == {"podSelector"} for peer in rule["from"])  # same namespace only
-        assert not _matches(rule["from"][0]["podSelector"], {"app": "someone-else"})
+        expected = {
+            p for p, t in pods.items() if t["spec"].get("serviceAccountName") in service_accounts
+        }
+        assert admitted == expected and admitted, f"{name}: admits {admitted}, expected {expected}"
+        # The old, settable-by-anyone label admits nothing any more.
+        assert not any(
+            _matches(peer["podSelector"], {"app.kubernetes.io/part-of": "ctrflow"})
+            for peer in rule["from"]
+        )
+    dashboard = _get(docs, "NetworkPolicy", "ctrflow-optuna-dashboard")["spec"]
+    assert dashboard["ingress"] == []  # port-forward only
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_ctrflow_pod_has_egress_limited_to_what_it_needs(
+    overlay: str, rendered: dict[str, str]
+) -> None:
+    docs = _docs(rendered[overlay])
+    policies = [d["spec"] for d in docs if d["kind"] == "NetworkPolicy"]
+    pods = _workload_pods(docs)
+    for where, template in pods.items():
+        labels = template["metadata"]["labels"]
+        egress = [
+            p
+            for p in policies
+            if "Egress" in p["policyTypes"] and _matches(p["podSelector"], labels)
+        ]
+        assert egress, f"{where}: no egress policy selects it (all egress open)"
+        rules = [r for p in egress for r in p.get("egress", [])]
+        for rule in rules:  # every rule is narrowed by a peer or a port
+            assert rule.get("to") or rule.get("ports"), f"{where}: an egress rule allows everything"
+        targets = {
+            peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+            for r in rules
+            for peer in r.get("to", [])
+        }
+        assert ("ctrflow-postgres" in targets) == (names.POSTGRES_CLIENT_LABEL[0] in labels), where
+        assert ("ctrflow-mlflow" in targets) == (names.MLFLOW_CLIENT_LABEL[0] in labels), where
+    postgres = _get(docs, "NetworkPolicy", "ctrflow-postgres")["spec"]
+    assert postgres["egress"] == []  # and DNS, from ctrflow-egress-dns-only
 
 
 # -- the programs the manifests run, run here as configured --------------------------------------
-def _kubelet_expand(text: str, env: dict[str, str]) -> str:
-    """The kubelet's $(VAR) expansion of command/args (`$$` is a literal `$`)."""
-    return re.sub(
-        r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
-        lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)),
-        text,
-    )
-
-
-def _container_env(
-    container: dict[str, Any], docs: list[dict[str, Any]], secrets: dict[tuple[str, str], str]
-) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for entry in container.get("env", []):
-        if "value" in entry:
-            env[entry["name"]] = _kubelet_expand(entry["value"], env)
-        elif "secretKeyRef" in entry["valueFrom"]:
-            ref = entry["valueFrom"]["secretKeyRef"]
-            env[entry["name"]] = secrets[(ref["name"], ref["key"])]
-        else:
-            ref = entry["valueFrom"]["configMapKeyRef"]
-            env[entry["name"]] = str(_get(docs, "ConfigMap", ref["name"])["data"][ref["key"]])
-    return env
-
-
-def _wait_ok(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"exited with {proc.returncode} before answering {url}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout} s")
-
-
-def _fresh_database(postgres_url: str, name: str) -> str:
-    import psycopg
-    import sqlalchemy
-
-    url = sqlalchemy.make_url(postgres_url)
-    with psycopg.connect(
-        host=url.host,
-        port=url.port,
-        user=url.username,
-        password=url.password,
-        dbname=url.database,
-        autocommit=True,
-    ) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return url.set(database=name).render_as_string(hide_password=False)
-
-
-def _http_status(url: str, host: str) -> int:
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(url, headers={"Host": host})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-
-
-@pytest.mark.slow
-@pytest.mark.integration
-def test_mlflow_and_dashboard_start_as_the_manifests_configure_them(
-    rendered: dict[str, str], postgres_url: str, tmp_path: pathlib.Path
-) -> None:
-    """The dev overlay's MLflow init container, MLflow server and optuna-dashboard, run with the
-    manifests' own command, args and environment (Secrets filled from a real PostgreSQL; ports
-    and the artifact directory remapped to this machine): the schema migrates, the probes' paths
-    answer, the Service name passes MLflow's Host check and an artifact lands in the store."""
-    docs = _docs(rendered["dev"])
-    secrets = {
-        ("ctrflow-storage", "MLFLOW_BACKEND_STORE_URI"): _fresh_database(postgres_url, "mf_test"),
-        ("ctrflow-storage", "CTRFLOW_STORAGE_URL"): _fresh_database(postgres_url, "od_test"),
-    }
-    home = tmp_path / "home"
-    home.mkdir()
-    mlflow_pod = _get(docs, "Deployment", "ctrflow-mlflow")["spec"]["template"]["spec"]
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        (init,) = mlflow_pod["initContainers"]
-        env = _container_env(init, docs, secrets)
-        command = [_kubelet_expand(a, env) for a in init["command"] + init.get("args", [])]
-        done = subprocess.run(
-            [str(BIN / command[0]), *command[1:]],
-            env={**os.environ, **env, "HOME": str(home)},
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-
-        (server,) = mlflow_pod["containers"]
-        env = _container_env(server, docs, secrets)
-        assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "/mlflow/artifacts"
-        env["MLFLOW_ARTIFACTS_DESTINATION"] = str(tmp_path / "artifacts")
-        port = free_port()
-        args = [_kubelet_expand(a, env) for a in server["command"] + server.get("args", [])]
-        args[args.index("--port") + 1] = str(port)
-        args[args.index("--host") + 1] = "127.0.0.1"
-        log = (tmp_path / "mlflow.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [str(BIN / args[0]), *args[1:]],
-                stdout=log,
-                stderr=log,
-                env={**os.environ, **env, "HOME": str(home)},
-                cwd=tmp_path,
-            )
-        )
-        base = f"http://127.0.0.1:{port}"
-        _wait_ok(base + server["readinessProbe"]["httpGet"]["path"], procs[-1])
-        search = base + "/api/2.0/mlflow/experiments/search?max_results=1"
-        assert _http_status(search, f"ctrflow-mlflow:{port}") == 200
-        assert _http_status(search, "ctrflow-mlflow.team-ns.svc.cluster.local:5000") == 200
-        assert _http_status(search, "attacker.example") == 403
-        import mlflow
-
-        client = mlflow.MlflowClient(tracking_uri=base)
-        run = client.create_run(client.create_experiment("manifest-check"))
-        client.log_text(run.info.run_id, "hello", "note.txt")
-        assert list((tmp_path / "artifacts").rglob("note.txt"))
-
-        dashboard_pod = _get(docs, "Deployment", "ctrflow-optuna-dashboard")["spec"]["template"][
-            "spec"
-        ]
-        (init,) = dashboard_pod["initContainers"]  # creates Optuna's tables: the dashboard won't
-        env = _container_env(init, docs, secrets)
-        command = [_kubelet_expand(a, env) for a in init["command"] + init.get("args", [])]
-        done = subprocess.run(
-            [str(BIN / command[0]), *command[1:]],
-            env={**os.environ, **env, "HOME": str(home)},
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        (dashboard,) = dashboard_pod["containers"]
-        env = _container_env(dashboard, docs, secrets)
-        args = [_kubelet_expand(a, env) for a in dashboard["command"] + dashboard["args"]]
-        assert secrets[("ctrflow-storage", "CTRFLOW_STORAGE_URL")] in args
-        port = free_port()
-        args[args.index("--port") + 1] = str(port)
-        args[args.index("--host") + 1] = "127.0.0.1"
-        log = (tmp_path / "dashboard.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [str(BIN / args[0]), *args[1:]],
-                stdout=log,
-                stderr=log,
-                env={**os.environ, **env, "HOME": str(home)},
-                cwd=tmp_path,
-            )
-        )
-        base = f"http://127.0.0.1:{port}"
-        _wait_ok(base + dashboard["readinessProbe"]["httpGet"]["path"], procs[-1])
-        _wait_ok(base + dashboard["livenessProbe"]["httpGet"]["path"], procs[-1])
-    finally:
-        for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 @functools.cache
 def _ctrflow_parser() -> argparse.ArgumentParser:
     from ctrflow.pipelines import cli

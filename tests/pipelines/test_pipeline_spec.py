@@ -235,7 +235,14 @@ def test_secrets_and_labels(platform: dict[str, k8s_pb2.KubernetesExecutorConfig
     needs_mlflow = {"create-study", "register"}
     assert set(platform) == set(STEPS)
     for step, config in platform.items():
-        assert dict(config.pod_metadata.labels) == {"app.kubernetes.io/part-of": "ctrflow"}
+        # Each step carries the client label of the servers it talks to, and no other: the
+        # NetworkPolicies admit by these labels (and admission ties them to the ServiceAccount).
+        expected = {"app.kubernetes.io/part-of": "ctrflow"}
+        if step in needs_storage:
+            expected["ctrflow.io/postgres-client"] = "true"
+        if step in needs_mlflow:
+            expected["ctrflow.io/mlflow-client"] = "true"
+        assert dict(config.pod_metadata.labels) == expected, step
         storage = [
             s for s in config.secret_as_env if s.key_to_env[0].env_var == "CTRFLOW_STORAGE_URL"
         ]
@@ -272,3 +279,20 @@ def test_build_pipeline_uses_the_given_image() -> None:
         for e in executors.values()
     }
     assert images == {"registry.example/ctrflow:test"}
+
+
+def test_every_step_runs_as_the_images_non_root_user(
+    platform: dict[str, k8s_pb2.KubernetesExecutorConfig],
+) -> None:
+    """kfp-kubernetes 2.17 carries runAsUser/runAsGroup/runAsNonRoot per task (not
+    readOnlyRootFilesystem: README, "Security", says what enforces the rest)."""
+    from ctrflow.components.names import RUN_AS_USER
+
+    for step, config in platform.items():
+        context = config.security_context
+        assert context.run_as_non_root is True, step
+        assert context.run_as_user == context.run_as_group == RUN_AS_USER != 0, step
+        # Writable emptyDirs wherever a step or KFP's launcher writes, so the read-only root
+        # that manifests/cluster/pipeline-steps sets at admission leaves the step working.
+        mounts = {m.mount_path for m in config.empty_dir_mounts}
+        assert mounts == {"/tmp", "/home/ctrflow", "/gcs", "/minio", "/s3"}, step

@@ -26,6 +26,7 @@ __all__ = [
     "ServerError",
     "free_port",
     "mlflow_server",
+    "pg_tool",
     "postgres_control",
     "postgres_server",
 ]
@@ -49,6 +50,11 @@ def _pg_bin(name: str) -> str:
     if installed:
         return str(installed[0])
     raise ServerError(f"{name} not found: install the postgresql package (.ci/run does)")
+
+
+def pg_tool(name: str) -> str:
+    """A PostgreSQL client or server program (psql, pg_ctl...), also where it is not on PATH."""
+    return _pg_bin(name)
 
 
 def _demote_to_postgres(base: pathlib.Path) -> Callable[[], None] | None:

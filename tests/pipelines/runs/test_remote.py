@@ -247,9 +247,13 @@ SUBMIT = (
     "30",
     "--promotion-margin",
     "0.001",
-    "--token",
-    TOKEN,
 )
+
+
+@pytest.fixture(autouse=True)
+def _token_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token reaches the CLI the one way it accepts besides a file: the environment."""
+    monkeypatch.setenv("CTRFLOW_KFP_TOKEN", TOKEN)
 
 
 def test_submit_uploads_the_pipeline_then_reuses_it(
@@ -404,7 +408,7 @@ def test_schedule_list_disable_delete(
     kfp_api: tuple[FakeKfp, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake, url = kfp_api
-    auth = ("--host", url, "--token", TOKEN)
+    auth = ("--host", url)
     code, out, _ = _cli(
         capsys, "schedule", "--cron", "30 2 * * *", *SUBMIT, "--host", url, "--json"
     )
@@ -451,7 +455,7 @@ def test_token_from_environment_and_rejected_token(
     monkeypatch.setenv("CTRFLOW_KFP_TOKEN", "wrong-token-5678")
     code, out, err = _cli(capsys, *args)
     assert code == cli_exit("EXIT_API")
-    assert f"KFP API at {url}" in err and "HTTP 401" in err and "check --token" in err
+    assert f"KFP API at {url}" in err and "HTTP 401" in err and "check the token" in err
     assert "wrong-token-5678" not in out + err
 
 
@@ -459,7 +463,7 @@ def test_submit_needs_data_and_valid_parameters(
     kfp_api: tuple[FakeKfp, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake, url = kfp_api
-    code, _, err = _cli(capsys, "submit", "--host", url, "--token", TOKEN)
+    code, _, err = _cli(capsys, "submit", "--host", url)
     assert code == cli_exit("EXIT_BAD_INPUT")
     assert "--data is required" in err
     code, _, err = _cli(capsys, "submit", "--host", url, *SUBMIT, "--model-type", "lightgbm")
@@ -477,3 +481,70 @@ def test_unreachable_host_names_it(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _cli(capsys, "submit", "--host", url, *SUBMIT)
     assert code == cli_exit("EXIT_API")
     assert f"KFP API at {url}" in err
+
+
+def test_token_on_the_command_line_is_refused_and_a_token_file_works(
+    kfp_api: tuple[FakeKfp, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    """A token in argv shows in `ps` and shell history: the CLI takes it from the environment
+    or a file only."""
+    fake, url = kfp_api
+    code, out, err = _cli(capsys, "submit", "--host", url, *SUBMIT, "--token", TOKEN)
+    assert code == cli_exit("EXIT_BAD_INPUT")
+    assert "--token is refused" in err and "CTRFLOW_KFP_TOKEN" in err and "--token-file" in err
+    assert TOKEN not in out + err
+    assert fake.requests == []
+
+    monkeypatch.delenv("CTRFLOW_KFP_TOKEN")
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    assert _cli(capsys, "submit", "--host", url, *SUBMIT, "--token-file", str(token_file))[0] == 0
+    assert fake.requests and all(r.authorization == f"Bearer {TOKEN}" for r in fake.requests)
+
+
+@pytest.mark.parametrize(
+    ("flag", "uri", "user"),
+    [
+        ("--mlflow-uri", "http://admin:s3cret@mlflow.example:5000", "admin"),
+        ("--mlflow-uri", "https://tok3n@mlflow.example", "tok3n"),
+        ("--data", "s3://AKIAEXAMPLE:s3cret@logs/week-48/*.parquet", "AKIAEXAMPLE"),
+        ("--feature-spec", "https://u:s3cret@specs.example/criteo.json", "u"),
+    ],
+)
+def test_uris_with_credentials_are_refused_before_any_request(
+    kfp_api: tuple[FakeKfp, str],
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    uri: str,
+    user: str,
+) -> None:
+    """Run parameters are stored and shown by KFP: a URI with user-info never becomes one."""
+    fake, url = kfp_api
+    args = [a for a in SUBMIT]
+    if flag == "--data":
+        args[args.index("--data") + 1] = uri
+    else:
+        args += [flag, uri]
+    for command in (["submit"], ["schedule", "--cron", "0 3 * * 1"]):
+        code, out, err = _cli(capsys, *command, "--host", url, *args)
+        assert code == cli_exit("EXIT_BAD_INPUT"), err
+        assert f"{flag}: the URI carries credentials ({user}:***@)" in err
+        assert "Secret" in err and "s3cret" not in out + err
+    assert fake.requests == []
+
+
+def test_uris_without_credentials_pass(
+    kfp_api: tuple[FakeKfp, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, url = kfp_api
+    code, _, err = _cli(
+        capsys, "submit", "--host", url, *SUBMIT, "--mlflow-uri", "http://ctrflow-mlflow:5000",
+        "--feature-spec", "gs://specs/v2@2026.json",
+    )  # fmt: skip
+    assert code == 0, err
+    params = fake.called("POST", f"{API}/runs")[0].body["runtime_config"]["parameters"]
+    assert params["mlflow_tracking_uri"] == "http://ctrflow-mlflow:5000"
+    assert params["feature_spec_uri"] == "gs://specs/v2@2026.json"
