@@ -25,6 +25,8 @@ MLFLOW_CONFIG_MAP: Final = "ctrflow-config"  # holds MLFLOW_TRACKING_URI for pip
 # The HPO worker's Optuna fast path (components/hpo/_fast_path.py): 0/off/false/no turns it off,
 # 1/on/true/yes or unset leaves it on where the installed Optuna matches what it was written for.
 OPTUNA_FAST_PATH_ENV: Final = "CTRFLOW_OPTUNA_FAST_PATH"
+# The KFP API endpoint when `ctrflow submit|schedule|status` get no --host (as kfp.Client reads).
+KFP_ENDPOINT_ENV: Final = "KF_PIPELINES_ENDPOINT"
 
 # ---- pods -------------------------------------------------------------------------------------
 # The manifests' NetworkPolicies admit only pods with this label to PostgreSQL and MLflow.

@@ -154,6 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "name": query["name"],
                 "description": query.get("description", ""),
                 "pipeline_spec": next(spec),
+                "created_at": f"2026-11-{len(fake.versions[pipeline_id]) + 1:02d}T00:00:00Z",
             }
             fake.versions[pipeline_id].append(version)
             return 200, version
@@ -355,7 +356,7 @@ def test_schedule_creates_a_pinned_recurring_run(
 ) -> None:
     fake, url = kfp_api
     code, out, err = _cli(
-        capsys, "schedule", "--host", url, "--cron", "0 3 * * 1", "--name", "weekly ctr",
+        capsys, "schedule", "apply", "--host", url, "--cron", "0 3 * * 1", "--name", "weekly ctr",
         *SUBMIT, "--json",
     )  # fmt: skip
     assert code == 0, err
@@ -392,9 +393,11 @@ def test_invalid_cron_is_rejected_before_any_request(
     kfp_api: tuple[FakeKfp, str], capsys: pytest.CaptureFixture[str], cron: str, message: str
 ) -> None:
     fake, url = kfp_api
-    code, out, err = _cli(capsys, "schedule", "--host", url, "--cron", cron, *SUBMIT)
+    code, out, err = _cli(
+        capsys, "schedule", "apply", "--name", "w", "--host", url, "--cron", cron, *SUBMIT
+    )
     assert code == cli_exit("EXIT_BAD_INPUT")
-    assert err.startswith("ctrflow schedule: ")
+    assert err.startswith("ctrflow schedule apply: ")
     assert message in err
     assert fake.requests == []
     assert out == ""
@@ -406,8 +409,9 @@ def test_schedule_list_disable_delete(
     fake, url = kfp_api
     auth = ("--host", url, "--token", TOKEN)
     code, out, _ = _cli(
-        capsys, "schedule", "--cron", "30 2 * * *", *SUBMIT, "--host", url, "--json"
-    )
+        capsys, "schedule", "apply", "--name", "nightly", "--cron", "30 2 * * *", *SUBMIT,
+        "--host", url, "--json",
+    )  # fmt: skip
     assert code == 0
     job_id = json.loads(out)["recurring_run_id"]
 
@@ -417,6 +421,9 @@ def test_schedule_list_disable_delete(
     assert [(s["recurring_run_id"], s["cron"], s["mode"]) for s in listed] == [
         (job_id, "0 30 2 * * *", "ENABLE")
     ]
+    assert listed[0]["pipeline_version_name"] == ctrflow.__version__
+    assert listed[0]["latest_version"] is True
+    assert listed[0]["next_run_utc"].endswith("T02:30:00Z")
 
     code, out, _ = _cli(capsys, "schedule", "disable", job_id, *auth)
     assert code == 0
@@ -431,7 +438,7 @@ def test_schedule_list_disable_delete(
 
     code, _, err = _cli(capsys, "schedule", "delete", *auth)
     assert code == cli_exit("EXIT_BAD_INPUT")
-    assert "needs the recurring run id" in err
+    assert err.startswith("ctrflow schedule delete: ") and "required: ID" in err
     code, _, err = _cli(capsys, "schedule", "delete", "recurring-9999", *auth)
     assert code == cli_exit("EXIT_API")
     assert "HTTP 404" in err and "recurring run recurring-9999 not found" in err
@@ -461,7 +468,9 @@ def test_submit_needs_data_and_valid_parameters(
     fake, url = kfp_api
     code, _, err = _cli(capsys, "submit", "--host", url, "--token", TOKEN)
     assert code == cli_exit("EXIT_BAD_INPUT")
-    assert "--data is required" in err
+    assert err.strip() == (
+        "ctrflow submit: the following arguments are required: --data (see `ctrflow submit --help`)"
+    )
     code, _, err = _cli(capsys, "submit", "--host", url, *SUBMIT, "--model-type", "lightgbm")
     assert code == cli_exit("EXIT_BAD_INPUT")
     assert "--model-type 'lightgbm'" in err and "ffm" in err
@@ -477,3 +486,22 @@ def test_unreachable_host_names_it(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _cli(capsys, "submit", "--host", url, *SUBMIT)
     assert code == cli_exit("EXIT_API")
     assert f"KFP API at {url}" in err
+
+
+def test_endpoint_from_kf_pipelines_endpoint_when_no_host(
+    kfp_api: tuple[FakeKfp, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, url = kfp_api
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+    code, _, err = _cli(capsys, "submit", *SUBMIT)
+    assert code == cli_exit("EXIT_BAD_INPUT")
+    assert err.strip() == (
+        "ctrflow submit: no KFP endpoint: pass --host URL or set $KF_PIPELINES_ENDPOINT"
+    )
+    assert fake.requests == []
+    monkeypatch.setenv("KF_PIPELINES_ENDPOINT", url)
+    code, _, err = _cli(capsys, "submit", *SUBMIT)
+    assert code == 0, err
+    assert len(fake.runs) == 1
