@@ -55,6 +55,10 @@ class FakeKfp:
     experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     recurring: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (method, path) -> HTTP status the stand-in answers instead, to test failures mid-way.
+    fail: dict[tuple[str, str], int] = field(default_factory=dict)
+    # run id -> states GET /runs/{id} reports in turn (the last one repeats), as a run progresses.
+    run_progress: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -123,7 +127,12 @@ class _Handler(BaseHTTPRequestHandler):
             if fake.token is not None and auth != f"Bearer {fake.token}":
                 self._reply(401, {"error": "unauthorized", "code": 16, "message": "bad token"})
                 return
-            route = self._route(method, url.path.removeprefix(API), query, body)
+            failure = fake.fail.get((method, url.path))
+            route = (
+                (failure, {"message": "injected failure", "code": 13})
+                if failure
+                else self._route(method, url.path.removeprefix(API), query, body)
+            )
         status, payload = route
         self._reply(status, payload)
 
@@ -177,6 +186,13 @@ class _Handler(BaseHTTPRequestHandler):
             run = {**body, "run_id": fake.new_id("run"), "state": "PENDING"}
             fake.runs[run["run_id"]] = run
             return 200, run
+        if parts[0] == "runs" and len(parts) == 2 and method == "GET":
+            if parts[1] not in fake.runs:
+                return 404, {"message": f"run {parts[1]} not found"}
+            progress = fake.run_progress.get(parts[1])
+            if progress:
+                fake.runs[parts[1]].update(progress.pop(0) if len(progress) > 1 else progress[0])
+            return 200, fake.runs[parts[1]]
         if path == "/recurringruns" and method == "POST":
             job = {**body, "recurring_run_id": fake.new_id("recurring")}
             fake.recurring[job["recurring_run_id"]] = job
