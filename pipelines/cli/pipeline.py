@@ -377,9 +377,12 @@ def _remote(action: Callable[[argparse.Namespace], int], command: str) -> Callab
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from ctrflow.pipelines.cli import status as run_status
     from ctrflow.pipelines.runs.remote import start_run
 
     params = _run_params(args)
+    if args.wait:
+        run_status.check_poll(args.poll)
     target = _target(args)
     with tempfile.TemporaryDirectory(prefix="ctrflow-submit-") as tmp:
         ref = _upload(args, target, tmp)
@@ -401,13 +404,19 @@ def _submit(args: argparse.Namespace) -> int:
         "run_id": run_id,
         "run_name": run_name,
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
+    if not args.json:
         state = "uploaded" if ref.created_version else "reused"
         print(f"pipeline version {ref.version_name} ({ref.version_id}) {state}")
-        print(f"started run {run_id} ({run_name}) in experiment {args.experiment}")
-    return 0
+        print(f"started run {run_id} ({run_name}) in experiment {args.experiment}", flush=True)
+    if not args.wait:
+        if args.json:
+            print(json.dumps(result, indent=2))
+        return 0
+    outcome = run_status.follow(target, run_id, args.poll)
+    if args.json:  # one JSON document: the submission and the outcome
+        print(json.dumps({**result, "outcome": outcome.to_dict()}, indent=2))
+        return run_status.exit_code(outcome)
+    return run_status.report(outcome, as_json=False)
 
 
 # -- registration ------------------------------------------------------------------------------
@@ -470,4 +479,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _add_upload(submit)
     submit.add_argument("--run-name", default=None, help="default: ctrflow MODEL DATE TIME UTC")
     submit.add_argument("--json", action="store_true", help="print the result as JSON")
+    from ctrflow.pipelines.cli.status import add_wait_options
+
+    add_wait_options(submit, "follow the run until it ends (for CI)")
     submit.set_defaults(func=_remote(_submit, "submit"))

@@ -59,6 +59,7 @@ class FakeKfp:
     fail: dict[tuple[str, str], int] = field(default_factory=dict)
     # run id -> states GET /runs/{id} reports in turn (the last one repeats), as a run progresses.
     run_progress: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    progress_of_new_runs: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -185,6 +186,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return 400, {"message": "pipeline_id and pipeline_version_id are required"}
             run = {**body, "run_id": fake.new_id("run"), "state": "PENDING"}
             fake.runs[run["run_id"]] = run
+            if fake.progress_of_new_runs:
+                fake.run_progress[run["run_id"]] = list(fake.progress_of_new_runs)
             return 200, run
         if parts[0] == "runs" and len(parts) == 2 and method == "GET":
             if parts[1] not in fake.runs:
