@@ -61,6 +61,6 @@ def check_local_data(uri: str) -> None:
         return
     if glob.has_magic(uri):
         if not glob.glob(uri, recursive=True):  # noqa: PTH207 (absolute patterns too)
-            raise UsageError(f"--data {uri!r}: no file matches")
+            raise UsageError(f"--data {uri}: no file matches")
     elif not pathlib.Path(uri).exists():
-        raise UsageError(f"--data {uri!r}: no such file or directory")
+        raise UsageError(f"--data {uri}: no such file or directory")

@@ -31,7 +31,7 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         shown = getattr(action, _SHOWN, None)
-        if shown is not None:
+        if shown is not None and "default:" not in text:
             value = shown() if callable(shown) else shown
             value = "none" if value in ("", None) else value
             return f"{text} (default: {value})".replace("%", "%%")

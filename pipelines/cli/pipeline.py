@@ -48,6 +48,8 @@ class _Param:
     def metavar(self) -> str:
         if self.flag.endswith(("-uri", "-spec")):
             return "URI"
+        if self.flag.endswith("-date"):
+            return "DATE"
         return "N" if self.kind is int else "X" if self.kind is float else "NAME"
 
 
@@ -66,6 +68,13 @@ PARAMS = (
     _Param("--seed", "seed", int, "seed of the data split, the study and the final model"),
     _Param("--feature-spec", "feature_spec_uri", str, "feature spec JSON (empty: Criteo's)"),
     _Param("--space-tag", "search_space_tag", str, "manual tag appended to the space version"),
+    _Param(
+        "--data-date",
+        "data_date",
+        str,
+        "fill a --data template from this day (YYYY-MM-DD); none: the run's scheduled time "
+        "(`run`: today, UTC)",
+    ),
     _Param(
         "--mirror-production-stage",
         "mirror_production_stage",
@@ -147,9 +156,28 @@ def _given_params(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _check_data_template(params: dict[str, Any]) -> None:
+    """A --data template is filled by the pipeline's data-window step; fill it here once too, so
+    a bad template or date stops before any upload or step."""
+    from ctrflow.pipelines.runs.data_window import is_template, one_uri, parse_date
+
+    uri = str(params.get("data_uri") or "")
+    date_text = str(params.get("data_date") or "")
+    date = parse_date(date_text) if date_text else datetime.datetime.now(datetime.UTC).date()
+    if is_template(uri):
+        one_uri(uri, date)
+    elif date_text:
+        raise ValueError(
+            f"--data-date {date_text}: --data {uri!r} has no {{date}} template to fill"
+        )
+
+
 def _check_params(params: dict[str, Any]) -> None:
     """Fail here, in a second, for what the pipeline would reject minutes later."""
     from ctrflow.components.names import MAX_WORKERS, MODEL_TYPES
+
+    if "data_uri" in params:
+        _check_data_template(params)
 
     if "model_type" in params and params["model_type"] not in MODEL_TYPES:
         raise ValueError(
@@ -236,6 +264,17 @@ def summary_text(result: Any, model_name: str, model_type: str = "ffm") -> str:
     return "\n".join(lines)
 
 
+def _local_data(data: str | None, date_text: str | None) -> str | None:
+    """`run` fills a --data template here, from --data-date or today (UTC): kfp.local has no
+    schedule time, and the local runner checks and mounts the data path before any step."""
+    from ctrflow.pipelines.runs.data_window import is_template, one_uri, parse_date
+
+    if data is None or not is_template(data):
+        return data
+    day = parse_date(date_text) if date_text else datetime.datetime.now(datetime.UTC).date()
+    return one_uri(data, day).uris[0]
+
+
 def _check_run_options(args: argparse.Namespace) -> None:
     """Everything `run` can check before its first step (data preparation takes minutes)."""
     from ctrflow.pipelines.cli._checks import check_local_data, check_mlflow_uri, check_storage_url
@@ -263,8 +302,12 @@ def _run(args: argparse.Namespace) -> int:
     for name, value in LOCAL_DEFAULTS.items():
         params.setdefault(name, value)
     try:
-        _check_params(params)
+        _check_params({**params, "data_uri": args.data or ""})
+        template = args.data
+        args.data = _local_data(args.data, params.pop("data_date", None))
         _check_run_options(args)
+        if args.data != template:
+            print(f"data {template} -> {args.data}", file=sys.stderr)
         check_runner(args.runner, args.storage, args.mlflow_uri)
         result = run_local(
             LocalRunConfig(
@@ -354,9 +397,9 @@ def _upload(args: argparse.Namespace, target: Any, workdir: str) -> Any:
 def _run_params(args: argparse.Namespace) -> dict[str, Any]:
     if not args.data:
         raise ValueError("--data is required: the URI of the raw logs the cluster reads")
-    params = _given_params(args)
+    params = {"data_uri": args.data, **_given_params(args)}
     _check_params(params)
-    return {"data_uri": args.data, **params}
+    return params
 
 
 def _remote(action: Callable[[argparse.Namespace], int], command: str) -> Callable[..., int]:

@@ -30,6 +30,11 @@ def _apply(args: argparse.Namespace) -> int:
         raise UsageError("--name must not be empty")
     kfp_cron = to_kfp_cron(args.cron)  # bad input stops here, before any request
     params = _run_params(args)
+    if "data_date" in params:
+        raise UsageError(
+            "--data-date would make every scheduled run read the same day; leave it out: each "
+            "run fills the --data template from its own schedule time"
+        )
     target = _target(args)
     with tempfile.TemporaryDirectory(prefix="ctrflow-schedule-") as tmp:
         ref = upload_pipeline(args, target, tmp)

@@ -116,7 +116,8 @@ def test_help_shows_clean_metavars_and_the_defaults_that_apply() -> None:
     flat = " ".join(submit.split())
     for flag, name in (("--workers N", "n_workers"), ("--budget N", "trial_budget")):
         assert re.search(rf"{flag} .*?\(default: {compiled[name]}\)", flat), (flag, flat)
-    assert "--data URI raw logs" in flat and "[--data" not in flat  # shown as required
+    assert "--data URI raw logs" in flat and "[--data " not in flat  # shown as required
+    assert "ctrflow-config) (default" not in flat  # one default per option
     assert "(default: $KF_PIPELINES_ENDPOINT)" in flat
     # run: its smaller local defaults.
     flat = " ".join(run.split())
