@@ -50,6 +50,12 @@ def test_verbose_is_accepted_after_the_subcommand(tmp_path: pathlib.Path) -> Non
     proc = ctrflow("run", "-v", "--workers", "0", "--workdir", work)
     assert usage_error(proc, "run") == "--workers must be between 1 and 50"
     assert not work.exists()
+    from ctrflow.pipelines.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["run", "-v"]).verbose is True  # streams the steps' output
+    assert parser.parse_args(["-v", "run"]).verbose is True
+    assert parser.parse_args(["run"]).verbose is False
 
 
 @pytest.mark.parametrize(
