@@ -31,6 +31,8 @@ STORAGE_OUTAGE_LIMIT_ENV: Final = "CTRFLOW_STORAGE_OUTAGE_LIMIT"
 # The ctrflow wheel a logged model carries, so stock `mlflow models serve` installs it from the
 # model (the image sets it to the wheel it was built from).
 WHEEL_ENV: Final = "CTRFLOW_WHEEL"
+# The KFP API endpoint when `ctrflow submit|schedule|status` get no --host (as kfp.Client reads).
+KFP_ENDPOINT_ENV: Final = "KF_PIPELINES_ENDPOINT"
 
 # ---- pods -------------------------------------------------------------------------------------
 # Every ctrflow pod carries this label (it names the application; it admits nothing by itself).

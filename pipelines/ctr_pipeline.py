@@ -1,8 +1,8 @@
 """The weekly ctrflow pipeline (KFP v2).
 
-    plan-hpo ─▶ prepare-data ─▶ create-study ─▶ hpo-worker x n_workers ─▶ finalize-study
-                                                 (ParallelFor)                 │
-                   register ◀── evaluate ◀── train-final ◀─────────────────────┘
+    plan-hpo ─▶ data-window ─▶ prepare-data ─▶ create-study ─▶ hpo-worker x n_workers
+                                                                 (ParallelFor)       │
+                 register ◀── evaluate ◀── train-final ◀── finalize-study ◀──────────┘
 
 Every step is a lightweight Python component over a step function of ``ctrflow.components``,
 running on the project image (chosen at compile time; ``install_kfp_package=False``: the image
@@ -56,6 +56,7 @@ from ctrflow.components.names import (
 from ctrflow.components.names import MLFLOW_TRACKING_URI_ENV as TRACKING_ENV
 from ctrflow.components.names import STORAGE_URL_ENV as STORAGE_ENV
 from ctrflow.pipelines._component_factory import step_component
+from ctrflow.pipelines._data_window_step import data_window_component
 from ctrflow.pipelines._image import default_image
 from ctrflow.pipelines._pipeline_steps import plan_hpo_component
 
@@ -93,6 +94,7 @@ class Resources:
 # prepare_data streams, so its memory does not grow with the input.
 RESOURCES = {
     "plan-hpo": Resources("100m", "500m", "128Mi", "256Mi"),
+    "data-window": Resources("100m", "500m", "128Mi", "256Mi"),
     "prepare-data": Resources("2", "4", "4Gi", "8Gi"),
     "create-study": Resources("250m", "1", "512Mi", "1Gi"),
     "hpo-worker": Resources(str(WORKER_THREADS), str(WORKER_THREADS), "2Gi", "4Gi"),
@@ -122,6 +124,7 @@ WRITABLE_DIRS = {
 def _components(image: str) -> dict[str, PythonComponent]:
     funcs: dict[str, Callable[..., Any]] = {
         "plan-hpo": plan_hpo_component,
+        "data-window": data_window_component,
         "prepare-data": prepare_data_component,
         "create-study": create_study_component,
         "hpo-worker": hpo_worker_component,
@@ -186,8 +189,10 @@ def _use_mlflow(task: dsl.PipelineTask, secret: PipelineParameterChannel) -> Non
 def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphComponent:
     """The pipeline with every step on ``image`` (default: the project image of this version).
 
-    ``retries=False`` leaves out the retry policies: for local runs, where a failing step is
-    bad input or a bug, not a lost pod or a database fail-over, and retrying only delays the error.
+    ``retries=False`` is the variant for local runs (kfp.local): no retry policies, since a
+    failing step there is bad input or a bug, not a lost pod or a database fail-over, and retrying
+    only delays the error; and no schedule-time placeholder, which kfp.local 2.17 cannot resolve
+    (an IndexError in its placeholder code): `ctrflow run` fills a --data template itself.
     """
     steps = _components(image or default_image())
 
@@ -213,6 +218,7 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
         seed: int = 0,
         feature_spec_uri: str = "",
         search_space_tag: str = "",
+        data_date: str = "",
     ) -> PipelineOutputs:
         plan = steps["plan-hpo"](
             n_workers=n_workers,
@@ -222,8 +228,16 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
         )
         configure(plan, "plan-hpo", cache=False, retry=False)
 
-        prep = steps["prepare-data"](data_uri=data_uri, spec_uri=feature_spec_uri, seed=seed).after(
-            plan
+        # The run's data from its date: a templated data_uri filled from the schedule time.
+        window = steps["data-window"](
+            data_uri=data_uri,
+            data_date=data_date,
+            schedule_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER if retries else "",
+        ).after(plan)
+        configure(window, "data-window", cache=False, retry=False)
+
+        prep = steps["prepare-data"](
+            data_uri=window.outputs["data_uri"], spec_uri=feature_spec_uri, seed=seed
         )
         configure(prep, "prepare-data", cache=False, retry=False)
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 EXIT_BAD_INPUT = 1
+DEFAULT_MODEL_PATH = "model.ffm"  # `ffm train` without -o: in the current directory
 #: What bad input raises: ValueError (FFMFormatError, FFMDatasetError, FFMModelFileError),
 #: OSError (missing or unreadable files), FloatingPointError (FFMDivergenceError), MemoryError
 #: (sizes no machine holds).
@@ -52,6 +53,10 @@ def _predict_file(model, data, path: str):  # type: ignore[no-untyped-def]
 def _train(args: argparse.Namespace) -> int:
     import ffm_ext
 
+    output = args.output or DEFAULT_MODEL_PATH
+    if args.output is None and pathlib.Path(output).exists():
+        # Without -o, never overwrite a model the user may want: only ask before training.
+        raise ValueError(f"{output} exists: pass -o PATH to overwrite it or to write elsewhere")
     validate = not args.no_validate
     train = _load(args.train, validate)
     valid = _load(args.valid, validate) if args.valid else None
@@ -79,9 +84,8 @@ def _train(args: argparse.Namespace) -> int:
 
         p = _predict_file(model, test, args.test)
         print(f"test logloss {model.logloss(test):.5f}  AUC {roc_auc_score(test.labels, p):.5f}")
-    if args.output:
-        model.save(args.output)
-        print(f"model written to {args.output}")
+    model.save(output)
+    print(f"model written to {output}" + ("" if args.output else " (default path; -o to choose)"))
     return 0
 
 
@@ -145,7 +149,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     train.add_argument("--no-norm", action="store_true", help="no instance-wise normalisation")
     train.add_argument("--threads", type=int, default=1, help="-1 = every available CPU")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("-o", "--output", help="write the model here")
+    train.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help=f"write the model here (default: ./{DEFAULT_MODEL_PATH}, never overwritten)",
+    )
     _add_no_validate(train)
     train.set_defaults(func=_one_line_errors("train", _train))
 

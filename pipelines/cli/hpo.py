@@ -103,8 +103,13 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    import optuna
+
     from ctrflow.components.hpo.hpo_worker import run_worker
 
+    # The worker logs one line per trial itself (or draws a bar); Optuna's own INFO line for the
+    # same trial would double it.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     progress = None if args.progress == "auto" else args.progress == "on"
     fast_path = None if args.optuna_fast_path is None else args.optuna_fast_path == "on"
     result = run_worker(

@@ -1,18 +1,18 @@
-"""`ctrflow compile | run | submit | schedule`: the pipeline as users drive it every week.
+"""`ctrflow compile | run | submit`: the pipeline as users drive it every week.
 
 - compile: write the KFP pipeline spec (YAML) for an image;
 - run: the whole pipeline on this machine (kfp.local), with embedded defaults;
 - submit: upload the pipeline to Kubeflow (one version per ctrflow version) and start a run;
-- schedule: a recurring run from a usual 5-field cron expression; list, disable, delete.
 
-Errors print one line naming what is wrong and exit 1 (bad input), 3 (KFP API unreachable or
-refusing) or 4 (the local pipeline failed).
+Errors print one line naming what is wrong and exit 2 (bad input, found before anything runs
+or changes), 3 (KFP API unreachable or refusing) or 4 (the pipeline failed).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import pathlib
@@ -22,7 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-EXIT_BAD_INPUT = 1
+from ctrflow.components.names import KFP_ENDPOINT_ENV
+from ctrflow.pipelines.cli._parsing import EXIT_USAGE, UsageError, shown_default
+
+EXIT_BAD_INPUT = EXIT_USAGE  # every bad input of these commands is on the command line
 EXIT_API = 3
 EXIT_PIPELINE_FAILED = 4
 TOKEN_ENV = "CTRFLOW_KFP_TOKEN"
@@ -30,6 +33,7 @@ DEFAULT_WORKDIR = "ctrflow-work"
 DEFAULT_EXPERIMENT = "ctrflow"
 LOCAL_WORKERS = 2
 LOCAL_BUDGET = 16
+LOCAL_DEFAULTS = {"n_workers": LOCAL_WORKERS, "trial_budget": LOCAL_BUDGET, "model_name": "ctr-ffm"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,14 @@ class _Param:
     kind: Callable[[str], Any] | None  # None: a boolean switch
     help: str
     cluster_only: bool = False
+
+    @property
+    def metavar(self) -> str:
+        if self.flag.endswith(("-uri", "-spec")):
+            return "URI"
+        if self.flag.endswith("-date"):
+            return "DATE"
+        return "N" if self.kind is int else "X" if self.kind is float else "NAME"
 
 
 # Run parameters settable from the command line (others keep the compiled defaults).
@@ -54,8 +66,15 @@ PARAMS = (
         "challenger must beat the champion's test logloss by this much",
     ),
     _Param("--seed", "seed", int, "seed of the data split, the study and the final model"),
-    _Param("--feature-spec", "feature_spec_uri", str, "feature spec JSON (default: Criteo)"),
+    _Param("--feature-spec", "feature_spec_uri", str, "feature spec JSON (empty: Criteo's)"),
     _Param("--space-tag", "search_space_tag", str, "manual tag appended to the space version"),
+    _Param(
+        "--data-date",
+        "data_date",
+        str,
+        "fill a --data template from this day (YYYY-MM-DD); none: the run's scheduled time "
+        "(`run`: today, UTC)",
+    ),
     _Param(
         "--mirror-production-stage",
         "mirror_production_stage",
@@ -86,15 +105,47 @@ PARAMS = (
 )
 
 
-def _add_params(parser: argparse.ArgumentParser, *, cluster: bool) -> None:
-    group = parser.add_argument_group("pipeline parameters (default: the compiled defaults)")
+def _add_params(
+    parser: argparse.ArgumentParser, *, cluster: bool, local_defaults: dict[str, Any] | None = None
+) -> None:
+    """The run parameters as options. Their default stays None (so an option not given keeps
+    the compiled default, and is not sent); help shows the value that applies: the compiled
+    default, or for `run` the smaller local one."""
+    group = parser.add_argument_group("pipeline parameters")
     for p in PARAMS:
         if p.cluster_only and not cluster:
             continue
         if p.kind is None:
-            group.add_argument(p.flag, dest=f"param_{p.name}", action="store_true", default=None)
+            action = group.add_argument(
+                p.flag, dest=f"param_{p.name}", action="store_true", default=None, help=p.help
+            )
         else:
-            group.add_argument(p.flag, dest=f"param_{p.name}", type=p.kind, help=p.help)
+            action = group.add_argument(
+                p.flag, dest=f"param_{p.name}", type=p.kind, metavar=p.metavar, help=p.help
+            )
+        local = (local_defaults or {}).get(p.name)
+        shown_default(action, local if local is not None else _compiled_default(p.name))
+
+
+@functools.cache
+def compiled_defaults() -> dict[str, Any]:
+    """The run parameters' defaults as compiled into the committed spec (read for help only)."""
+    import yaml
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "ctr_pipeline.yaml"
+    with path.open(encoding="utf-8") as f:
+        spec = next(yaml.safe_load_all(f))
+    out: dict[str, Any] = {}
+    for name, p in spec["root"]["inputDefinitions"]["parameters"].items():
+        value = p.get("defaultValue")
+        out[name] = (
+            int(value) if p["parameterType"] == "NUMBER_INTEGER" and value is not None else value
+        )
+    return out
+
+
+def _compiled_default(name: str) -> Callable[[], Any]:
+    return lambda: compiled_defaults().get(name)
 
 
 def _given_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -133,11 +184,29 @@ def refuse_credentials(params: dict[str, Any]) -> None:
             )
 
 
+def _check_data_template(params: dict[str, Any]) -> None:
+    """A --data template is filled by the pipeline's data-window step; fill it here once too, so
+    a bad template or date stops before any upload or step."""
+    from ctrflow.pipelines.runs.data_window import is_template, one_uri, parse_date
+
+    uri = str(params.get("data_uri") or "")
+    date_text = str(params.get("data_date") or "")
+    date = parse_date(date_text) if date_text else datetime.datetime.now(datetime.UTC).date()
+    if is_template(uri):
+        one_uri(uri, date)
+    elif date_text:
+        raise ValueError(
+            f"--data-date {date_text}: --data {uri!r} has no {{date}} template to fill"
+        )
+
+
 def _check_params(params: dict[str, Any]) -> None:
     """Fail here, in a second, for what the pipeline would reject minutes later."""
     from ctrflow.components.names import MAX_WORKERS, MODEL_TYPES
 
     refuse_credentials(params)
+    if "data_uri" in params:
+        _check_data_template(params)
 
     if "model_type" in params and params["model_type"] not in MODEL_TYPES:
         raise ValueError(
@@ -224,6 +293,33 @@ def summary_text(result: Any, model_name: str, model_type: str = "ffm") -> str:
     return "\n".join(lines)
 
 
+def _local_data(data: str | None, date_text: str | None) -> str | None:
+    """`run` fills a --data template here, from --data-date or today (UTC): kfp.local has no
+    schedule time, and the local runner checks and mounts the data path before any step."""
+    from ctrflow.pipelines.runs.data_window import is_template, one_uri, parse_date
+
+    if data is None or not is_template(data):
+        return data
+    day = parse_date(date_text) if date_text else datetime.datetime.now(datetime.UTC).date()
+    return one_uri(data, day).uris[0]
+
+
+def _check_run_options(args: argparse.Namespace) -> None:
+    """Everything `run` can check before its first step (data preparation takes minutes)."""
+    from ctrflow.pipelines.cli._checks import check_local_data, check_mlflow_uri, check_storage_url
+
+    if args.rows < 1000:
+        raise ValueError(f"--rows must be at least 1000, got {args.rows}")
+    if args.days < 1:
+        raise ValueError(f"--days must be at least 1, got {args.days}")
+    if args.storage is not None:
+        check_storage_url(args.storage)
+    if args.mlflow_uri is not None:
+        check_mlflow_uri(args.mlflow_uri)
+    if args.data is not None:
+        check_local_data(args.data)
+
+
 def _run(args: argparse.Namespace) -> int:
     from ctrflow.pipelines.runs.containers import ContainerRunError
     from ctrflow.pipelines.runs.local import LocalRunConfig, LocalRunError, check_runner, run_local
@@ -232,13 +328,15 @@ def _run(args: argparse.Namespace) -> int:
     # Small enough for a few minutes on 2 cores, and large enough that a second run can
     # warm-start from this one (Warm Starting CMA-ES wants >= 10 completed source trials, and
     # the median pruner stops a few of the 16).
-    params.setdefault("n_workers", LOCAL_WORKERS)
-    params.setdefault("trial_budget", LOCAL_BUDGET)
-    params.setdefault("model_name", "ctr-ffm")
+    for name, value in LOCAL_DEFAULTS.items():
+        params.setdefault(name, value)
     try:
-        _check_params(params)
-        if args.rows < 1000:
-            raise ValueError(f"--rows must be at least 1000, got {args.rows}")
+        _check_params({**params, "data_uri": args.data or ""})
+        template = args.data
+        args.data = _local_data(args.data, params.pop("data_date", None))
+        _check_run_options(args)
+        if args.data != template:
+            print(f"data {template} -> {args.data}", file=sys.stderr)
         check_runner(args.runner, args.storage, args.mlflow_uri)
         result = run_local(
             LocalRunConfig(
@@ -276,7 +374,10 @@ def _run(args: argparse.Namespace) -> int:
 def _add_target(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Kubeflow Pipelines API")
     group.add_argument(
-        "--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline"
+        "--host",
+        default=None,
+        help=f"KFP API endpoint, e.g. https://kubeflow.example.com/pipeline (default: "
+        f"${KFP_ENDPOINT_ENV})",
     )
     group.add_argument("--namespace", default=None, help="profile namespace (multi-user Kubeflow)")
     # Kept only to refuse it by name: a token in argv shows in `ps` and in shell history.
@@ -299,7 +400,10 @@ def _target(args: argparse.Namespace) -> Any:
     token = os.environ.get(TOKEN_ENV) or None
     if args.token_file:
         token = pathlib.Path(args.token_file).read_text(encoding="utf-8").strip()
-    return KfpTarget(host=args.host, namespace=args.namespace, token=token)
+    host = args.host or os.environ.get(KFP_ENDPOINT_ENV)
+    if not host:
+        raise UsageError(f"no KFP endpoint: pass --host URL or set ${KFP_ENDPOINT_ENV}")
+    return KfpTarget(host=host, namespace=args.namespace, token=token)
 
 
 def _add_upload(parser: argparse.ArgumentParser) -> None:
@@ -316,7 +420,9 @@ def _add_upload(parser: argparse.ArgumentParser) -> None:
         help="ServiceAccount of the run's pods (default: %(default)s, the one the admission "
         "policy lets reach PostgreSQL and MLflow)",
     )
-    parser.add_argument("--data", required=False, default=None, help="raw log URI (data_uri)")
+    parser.add_argument(
+        "--data", required=True, metavar="URI", help="raw logs the cluster reads (data_uri)"
+    )
     _add_params(parser, cluster=True)
 
 
@@ -358,9 +464,12 @@ def _remote(action: Callable[[argparse.Namespace], int], command: str) -> Callab
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from ctrflow.pipelines.cli import status as run_status
     from ctrflow.pipelines.runs.remote import start_run
 
     params = _run_params(args)
+    if args.wait:
+        run_status.check_poll(args.poll)
     target = _target(args)
     with tempfile.TemporaryDirectory(prefix="ctrflow-submit-") as tmp:
         ref = _upload(args, target, tmp)
@@ -382,78 +491,19 @@ def _submit(args: argparse.Namespace) -> int:
         "run_id": run_id,
         "run_name": run_name,
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
+    if not args.json:
         state = "uploaded" if ref.created_version else "reused"
         print(f"pipeline version {ref.version_name} ({ref.version_id}) {state}")
-        print(f"started run {run_id} ({run_name}) in experiment {args.experiment}")
-    return 0
-
-
-def _schedule(args: argparse.Namespace) -> int:
-    from ctrflow.pipelines.runs.cron import to_kfp_cron
-    from ctrflow.pipelines.runs.remote import (
-        create_schedule,
-        delete_schedule,
-        disable_schedule,
-        list_schedules,
-    )
-
-    action = args.action
-    if action in ("disable", "delete"):
-        if not args.id:
-            raise ValueError(f"`ctrflow schedule {action}` needs the recurring run id")
-        target = _target(args)
-        (disable_schedule if action == "disable" else delete_schedule)(target, args.id)
-        print(f"{action}d recurring run {args.id}")
-        return 0
-    if args.id:
-        raise ValueError(f"unexpected argument {args.id!r} for `ctrflow schedule {action}`")
-    if action == "list":
-        schedules = list_schedules(_target(args), args.experiment_filter)
+        print(f"started run {run_id} ({run_name}) in experiment {args.experiment}", flush=True)
+    if not args.wait:
         if args.json:
-            print(json.dumps([s.__dict__ for s in schedules], indent=2))
-        else:
-            for s in schedules:
-                print(f"{s.recurring_run_id}  {s.mode:8s}  {s.cron:20s}  {s.name}")
-            if not schedules:
-                print("no recurring runs")
+            print(json.dumps(result, indent=2))
         return 0
-    # create
-    if not args.cron:
-        raise ValueError('--cron is required, e.g. --cron "0 3 * * 1" (Mondays 03:00)')
-    kfp_cron = to_kfp_cron(args.cron)  # invalid expressions stop here, before any upload
-    params = _run_params(args)
-    target = _target(args)
-    with tempfile.TemporaryDirectory(prefix="ctrflow-schedule-") as tmp:
-        ref = _upload(args, target, tmp)
-    name = args.name or f"ctrflow {params.get('model_name', 'ctr-ffm')}"
-    job_id = create_schedule(
-        target,
-        ref,
-        experiment=args.experiment,
-        name=name,
-        kfp_cron=kfp_cron,
-        params=params,
-        service_account=args.service_account,
-    )
-    result = {
-        "recurring_run_id": job_id,
-        "name": name,
-        "cron": kfp_cron,
-        "pipeline_id": ref.pipeline_id,
-        "version_id": ref.version_id,
-        "version_name": ref.version_name,
-    }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(
-            f"recurring run {job_id} ({name}): cron {kfp_cron!r} (KFP's 6 fields), pipeline "
-            f"version {ref.version_name} ({ref.version_id}), one run at a time, no catch-up"
-        )
-    return 0
+    outcome = run_status.follow(target, run_id, args.poll)
+    if args.json:  # one JSON document: the submission and the outcome
+        print(json.dumps({**result, "outcome": outcome.to_dict()}, indent=2))
+        return run_status.exit_code(outcome)
+    return run_status.report(outcome, as_json=False)
 
 
 # -- registration ------------------------------------------------------------------------------
@@ -504,7 +554,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     run.set_defaults(func=_run)
-    _add_params(run, cluster=False)
+    _add_params(run, cluster=False, local_defaults=LOCAL_DEFAULTS)
 
     submit = subparsers.add_parser(
         "submit",
@@ -514,33 +564,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     _add_target(submit)
     _add_upload(submit)
-    submit.add_argument("--run-name", default=None)
-    submit.add_argument("--json", action="store_true")
-    submit.set_defaults(func=_remote(_submit, "submit"))
+    submit.add_argument("--run-name", default=None, help="default: ctrflow MODEL DATE TIME UTC")
+    submit.add_argument("--json", action="store_true", help="print the result as JSON")
+    from ctrflow.pipelines.cli.status import add_wait_options
 
-    schedule = subparsers.add_parser(
-        "schedule",
-        help="recurring runs on Kubeflow: create (default), list, disable ID, delete ID",
-        description='Create a recurring run from a usual 5-field cron, e.g. --cron "0 3 * * 1" '
-        "(Mondays 03:00); it is converted to KFP's 6-field form, runs one at a time and never "
-        "backfills missed runs. `schedule list|disable ID|delete ID` manage them.",
-    )
-    schedule.add_argument(
-        "action",
-        nargs="?",
-        default="create",
-        choices=("create", "list", "disable", "delete"),
-    )
-    schedule.add_argument("id", nargs="?", default=None, help="recurring run id (disable/delete)")
-    _add_target(schedule)
-    _add_upload(schedule)
-    schedule.add_argument("--cron", default=None, help='5-field cron, e.g. "0 3 * * 1"')
-    schedule.add_argument("--name", default=None, help="recurring run name")
-    schedule.add_argument(
-        "--filter-experiment",
-        dest="experiment_filter",
-        default=None,
-        help="list: only this experiment's recurring runs",
-    )
-    schedule.add_argument("--json", action="store_true")
-    schedule.set_defaults(func=_remote(_schedule, "schedule"))
+    add_wait_options(submit, "follow the run until it ends (for CI)")
+    submit.set_defaults(func=_remote(_submit, "submit"))

@@ -10,10 +10,11 @@ robfig/cron accepts, and prepends "0" for the seconds. The @-descriptors robfig 
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass
 
-__all__ = ["CronError", "to_kfp_cron"]
+__all__ = ["CronError", "next_run", "to_kfp_cron"]
 
 
 class CronError(ValueError):
@@ -107,3 +108,68 @@ def to_kfp_cron(expression: str) -> str:
         for part in token.split(","):
             _check_range(part, field, text)
     return "0 " + text
+
+
+# -- the next run time ---------------------------------------------------------------------------
+# robfig/cron (KFP's scheduler) evaluates the expression in the scheduler's time zone, UTC on a
+# stock Kubeflow install; these helpers compute in UTC. croniter is not a dependency, and this is
+# the small part of it ctrflow needs: field sets, and a day-by-day search.
+
+_SECONDS = _Field("second", 0, 59)
+_DESCRIPTOR_FIELDS = {
+    "@yearly": "0 0 0 1 1 *",
+    "@annually": "0 0 0 1 1 *",
+    "@monthly": "0 0 0 1 * *",
+    "@weekly": "0 0 0 * * 0",
+    "@daily": "0 0 0 * * *",
+    "@midnight": "0 0 0 * * *",
+    "@hourly": "0 0 * * * *",
+}
+_SEARCH_DAYS = 366 * 8  # a 29 February that only a leap year divisible by 400 has is out of range
+
+
+def _expand(token: str, field: _Field, expression: str) -> frozenset[int]:
+    values: set[int] = set()
+    for part in token.split(","):
+        _check_range(part, field, expression)
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if span in ("*", "?"):
+            first, last = field.low, field.high
+        else:
+            start, dash, end = span.partition("-")
+            first = _value(start, field, expression)
+            last = _value(end, field, expression) if dash else (field.high if step_text else first)
+        values.update(range(first, last + 1, step))
+    return frozenset(values)
+
+
+def next_run(kfp_cron: str, after: datetime.datetime) -> datetime.datetime | None:
+    """The first time strictly after ``after`` (UTC) that the 6-field KFP cron fires, or None
+    if it never does within eight years (e.g. 30 February)."""
+    text = " ".join(kfp_cron.split()).lower()
+    text = _DESCRIPTOR_FIELDS.get(text, text)
+    tokens = text.split(" ")
+    if len(tokens) != 6:
+        raise CronError(f"KFP cron {kfp_cron!r} has {len(tokens)} fields; expected 6")
+    fields = (_SECONDS, *_FIELDS)
+    seconds, minutes, hours, days, months, weekdays = (
+        _expand(token, field, text) for token, field in zip(tokens, fields, strict=True)
+    )
+    # Vixie/robfig rule: when both day fields are restricted, either one matching is enough.
+    either_day = not tokens[3].startswith(("*", "?")) and not tokens[5].startswith(("*", "?"))
+    start = after.astimezone(datetime.UTC).replace(microsecond=0) + datetime.timedelta(seconds=1)
+    day = start.date()
+    for _ in range(_SEARCH_DAYS):
+        dom, dow = day.day in days, (day.isoweekday() % 7) in weekdays
+        if day.month in months and ((dom or dow) if either_day else (dom and dow)):
+            for hour in sorted(hours):
+                for minute in sorted(minutes):
+                    for second in sorted(seconds):
+                        moment = datetime.datetime.combine(
+                            day, datetime.time(hour, minute, second), datetime.UTC
+                        )
+                        if moment >= start:
+                            return moment
+        day += datetime.timedelta(days=1)
+    return None

@@ -261,6 +261,7 @@ class ScheduleInfo:
     cron: str
     mode: str
     pipeline_version_id: str
+    pipeline_id: str = ""
 
 
 def list_schedules(target: KfpTarget, experiment: str | None = None) -> list[ScheduleInfo]:
@@ -297,6 +298,7 @@ def list_schedules(target: KfpTarget, experiment: str | None = None) -> list[Sch
                             or job.pipeline_version_id
                             or ""
                         ),
+                        pipeline_id=str((version.pipeline_id if version else None) or ""),
                     )
                 )
             token = response.next_page_token or ""

@@ -20,6 +20,7 @@ from tests.testkit.paths import REPO_ROOT as ROOT
 COMMITTED = ROOT / "pipelines" / "ctr_pipeline.yaml"
 STEPS = (
     "plan-hpo",
+    "data-window",
     "prepare-data",
     "create-study",
     "hpo-worker",
@@ -113,6 +114,7 @@ def test_spec_parses_into_pipeline_spec_proto(spec: pipeline_spec_pb2.PipelineSp
         "seed",
         "feature_spec_uri",
         "search_space_tag",
+        "data_date",
     }
     assert not params["data_uri"].is_optional  # the one parameter without a default
     assert params["storage_secret"].default_value.string_value == "ctrflow-storage"
@@ -188,9 +190,30 @@ def test_run_id_placeholder_is_always_a_whole_value() -> None:
     assert text.count("{{$.pipeline_job_uuid}}") == whole
 
 
+def test_data_window_feeds_prepare_data(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    """prepare-data reads the URI data-window filled from the run's date (issue #16)."""
+    tasks = _all_tasks(spec)
+    data = tasks["prepare-data"].inputs.parameters["data_uri"].task_output_parameter
+    assert (data.producer_task, data.output_parameter_key) == ("data-window", "data_uri")
+    window = tasks["data-window"].inputs.parameters
+    assert window["data_uri"].component_input_parameter == "data_uri"
+    assert window["data_date"].component_input_parameter == "data_date"
+    # KFP's backend replaces the placeholder only as an argument's entire value.
+    schedule = window["schedule_time"].runtime_value.constant.string_value
+    assert schedule == "{{$.pipeline_job_schedule_time_utc}}"
+    assert spec.root.input_definitions.parameters["data_date"].default_value.string_value == ""
+
+
 def test_caching_and_retries(spec: pipeline_spec_pb2.PipelineSpec) -> None:
     tasks = _all_tasks(spec)
-    uncached = {"plan-hpo", "prepare-data", "create-study", "hpo-worker", "finalize-study"}
+    uncached = {
+        "plan-hpo",
+        "data-window",
+        "prepare-data",
+        "create-study",
+        "hpo-worker",
+        "finalize-study",
+    }
     for name in uncached | {"register"}:
         assert not tasks[name].caching_options.enable_cache, name
     retried = {"create-study", "hpo-worker", "finalize-study", "register"}
@@ -199,7 +222,7 @@ def test_caching_and_retries(spec: pipeline_spec_pb2.PipelineSpec) -> None:
         assert (retries > 0) == (name in retried), name
 
 
-def test_local_variant_differs_only_in_retries(tmp_path: pathlib.Path) -> None:
+def test_local_variant_differs_only_in_retries_and_schedule_time(tmp_path: pathlib.Path) -> None:
     path = compile_pipeline(tmp_path / "local.yaml", retries=False)
     local = _docs(path)[0]
     committed = _docs(COMMITTED)[0]
@@ -208,9 +231,12 @@ def test_local_variant_differs_only_in_retries(tmp_path: pathlib.Path) -> None:
         for component in [doc["root"], *(c for c in doc["components"].values())]:
             for task in (component.get("dag") or {}).get("tasks", {}).values():
                 task.pop("retryPolicy", None)
+                if task["taskInfo"]["name"] == "data-window":  # kfp.local cannot resolve it
+                    task["inputs"]["parameters"].pop("schedule_time")
         return doc
 
     assert "retryPolicy" not in str(local)
+    assert "pipeline_job_schedule_time_utc" not in str(local)
     assert strip(local) == strip(committed)
 
 

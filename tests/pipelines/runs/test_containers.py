@@ -28,7 +28,7 @@ def test_container_runner_refuses_file_stores_before_any_work(
     tmp_path: pathlib.Path, extra: list[str], words: str
 ) -> None:
     proc = run_ctrflow("run", "--runner", "container", "--workdir", str(tmp_path), *extra)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # a usage error (#16)
     assert words in proc.stderr
     assert not any(tmp_path.iterdir()), "nothing is generated or prepared before the check"
 

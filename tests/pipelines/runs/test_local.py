@@ -191,6 +191,6 @@ def test_bad_parameters_fail_before_anything_runs(
     ):
         code = cli.main(["run", "--workdir", str(workdir), *args])
         err = capsys.readouterr().err
-        assert code == 1, args
+        assert code == 2, args  # a usage error (#16)
         assert message in err, err
     assert not (workdir / "runs").exists()  # no pipeline started

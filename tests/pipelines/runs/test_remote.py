@@ -55,6 +55,11 @@ class FakeKfp:
     experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     recurring: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (method, path) -> HTTP status the stand-in answers instead, to test failures mid-way.
+    fail: dict[tuple[str, str], int] = field(default_factory=dict)
+    # run id -> states GET /runs/{id} reports in turn (the last one repeats), as a run progresses.
+    run_progress: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    progress_of_new_runs: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -123,7 +128,12 @@ class _Handler(BaseHTTPRequestHandler):
             if fake.token is not None and auth != f"Bearer {fake.token}":
                 self._reply(401, {"error": "unauthorized", "code": 16, "message": "bad token"})
                 return
-            route = self._route(method, url.path.removeprefix(API), query, body)
+            failure = fake.fail.get((method, url.path))
+            route = (
+                (failure, {"message": "injected failure", "code": 13})
+                if failure
+                else self._route(method, url.path.removeprefix(API), query, body)
+            )
         status, payload = route
         self._reply(status, payload)
 
@@ -154,6 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "name": query["name"],
                 "description": query.get("description", ""),
                 "pipeline_spec": next(spec),
+                "created_at": f"2026-11-{len(fake.versions[pipeline_id]) + 1:02d}T00:00:00Z",
             }
             fake.versions[pipeline_id].append(version)
             return 200, version
@@ -175,7 +186,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return 400, {"message": "pipeline_id and pipeline_version_id are required"}
             run = {**body, "run_id": fake.new_id("run"), "state": "PENDING"}
             fake.runs[run["run_id"]] = run
+            if fake.progress_of_new_runs:
+                fake.run_progress[run["run_id"]] = list(fake.progress_of_new_runs)
             return 200, run
+        if parts[0] == "runs" and len(parts) == 2 and method == "GET":
+            if parts[1] not in fake.runs:
+                return 404, {"message": f"run {parts[1]} not found"}
+            progress = fake.run_progress.get(parts[1])
+            if progress:
+                fake.runs[parts[1]].update(progress.pop(0) if len(progress) > 1 else progress[0])
+            return 200, fake.runs[parts[1]]
         if path == "/recurringruns" and method == "POST":
             job = {**body, "recurring_run_id": fake.new_id("recurring")}
             fake.recurring[job["recurring_run_id"]] = job
@@ -359,7 +379,7 @@ def test_schedule_creates_a_pinned_recurring_run(
 ) -> None:
     fake, url = kfp_api
     code, out, err = _cli(
-        capsys, "schedule", "--host", url, "--cron", "0 3 * * 1", "--name", "weekly ctr",
+        capsys, "schedule", "apply", "--host", url, "--cron", "0 3 * * 1", "--name", "weekly ctr",
         *SUBMIT, "--json",
     )  # fmt: skip
     assert code == 0, err
@@ -396,9 +416,11 @@ def test_invalid_cron_is_rejected_before_any_request(
     kfp_api: tuple[FakeKfp, str], capsys: pytest.CaptureFixture[str], cron: str, message: str
 ) -> None:
     fake, url = kfp_api
-    code, out, err = _cli(capsys, "schedule", "--host", url, "--cron", cron, *SUBMIT)
+    code, out, err = _cli(
+        capsys, "schedule", "apply", "--name", "w", "--host", url, "--cron", cron, *SUBMIT
+    )
     assert code == cli_exit("EXIT_BAD_INPUT")
-    assert err.startswith("ctrflow schedule: ")
+    assert err.startswith("ctrflow schedule apply: ")
     assert message in err
     assert fake.requests == []
     assert out == ""
@@ -410,8 +432,9 @@ def test_schedule_list_disable_delete(
     fake, url = kfp_api
     auth = ("--host", url)
     code, out, _ = _cli(
-        capsys, "schedule", "--cron", "30 2 * * *", *SUBMIT, "--host", url, "--json"
-    )
+        capsys, "schedule", "apply", "--name", "nightly", "--cron", "30 2 * * *", *SUBMIT,
+        "--host", url, "--json",
+    )  # fmt: skip
     assert code == 0
     job_id = json.loads(out)["recurring_run_id"]
 
@@ -421,6 +444,9 @@ def test_schedule_list_disable_delete(
     assert [(s["recurring_run_id"], s["cron"], s["mode"]) for s in listed] == [
         (job_id, "0 30 2 * * *", "ENABLE")
     ]
+    assert listed[0]["pipeline_version_name"] == ctrflow.__version__
+    assert listed[0]["latest_version"] is True
+    assert listed[0]["next_run_utc"].endswith("T02:30:00Z")
 
     code, out, _ = _cli(capsys, "schedule", "disable", job_id, *auth)
     assert code == 0
@@ -435,7 +461,7 @@ def test_schedule_list_disable_delete(
 
     code, _, err = _cli(capsys, "schedule", "delete", *auth)
     assert code == cli_exit("EXIT_BAD_INPUT")
-    assert "needs the recurring run id" in err
+    assert err.startswith("ctrflow schedule delete: ") and "required: ID" in err
     code, _, err = _cli(capsys, "schedule", "delete", "recurring-9999", *auth)
     assert code == cli_exit("EXIT_API")
     assert "HTTP 404" in err and "recurring run recurring-9999 not found" in err
@@ -465,7 +491,9 @@ def test_submit_needs_data_and_valid_parameters(
     fake, url = kfp_api
     code, _, err = _cli(capsys, "submit", "--host", url)
     assert code == cli_exit("EXIT_BAD_INPUT")
-    assert "--data is required" in err
+    assert err.strip() == (
+        "ctrflow submit: the following arguments are required: --data (see `ctrflow submit --help`)"
+    )
     code, _, err = _cli(capsys, "submit", "--host", url, *SUBMIT, "--model-type", "lightgbm")
     assert code == cli_exit("EXIT_BAD_INPUT")
     assert "--model-type 'lightgbm'" in err and "ffm" in err
@@ -548,3 +576,22 @@ def test_uris_without_credentials_pass(
     params = fake.called("POST", f"{API}/runs")[0].body["runtime_config"]["parameters"]
     assert params["mlflow_tracking_uri"] == "http://ctrflow-mlflow:5000"
     assert params["feature_spec_uri"] == "gs://specs/v2@2026.json"
+
+
+def test_endpoint_from_kf_pipelines_endpoint_when_no_host(
+    kfp_api: tuple[FakeKfp, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, url = kfp_api
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+    code, _, err = _cli(capsys, "submit", *SUBMIT)
+    assert code == cli_exit("EXIT_BAD_INPUT")
+    assert err.strip() == (
+        "ctrflow submit: no KFP endpoint: pass --host URL or set $KF_PIPELINES_ENDPOINT"
+    )
+    assert fake.requests == []
+    monkeypatch.setenv("KF_PIPELINES_ENDPOINT", url)
+    code, _, err = _cli(capsys, "submit", *SUBMIT)
+    assert code == 0, err
+    assert len(fake.runs) == 1
