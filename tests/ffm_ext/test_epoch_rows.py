@@ -43,8 +43,10 @@ def test_a_shuffled_epoch_trains_the_rows_in_the_permutations_order() -> None:
     np.testing.assert_allclose(model.weights, expected, rtol=2e-4, atol=2e-6)
 
 
+# The peak is the process's VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over
+# exec, so a child of a large pytest process would report the parent's peak as its own.
 _PEAK = """
-import json, resource
+import json
 import numpy as np
 import ffm_ext
 rows, width = {rows}, 8
@@ -60,12 +62,15 @@ data = ffm_ext.Dataset(
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
-before_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+before_peak = hwm()
 before = rss()
 ffm_ext.FFM(k=4, epochs=2, seed=1).fit(data)
 print(json.dumps({{"data": sum(a.nbytes for a in (data.indptr, data.fields, data.features,
     data.values, data.labels)), "before": before, "before_peak": before_peak,
-    "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "after": rss()}}))
+    "peak": hwm(), "after": rss()}}))
 """
 
 
