@@ -142,12 +142,15 @@ def _parse_csv_chunk(
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         return pa.table({}), np.empty(0, np.int64), [], n_lines, str(exc)
     keep = np.ones(n_lines, dtype=np.bool_)
-    keep[[number for number, _ in invalid if number >= 0]] = False
+    keep[[number for number, _ in invalid if 0 <= number < n_lines]] = False
     lines = np.flatnonzero(keep).astype(np.int64)
-    if len(lines) != table.num_rows:
+    # Arrow also breaks lines at a lone \r and inside quotes, so its row numbers can run past
+    # the chunk's \n-counted lines: then no row can be matched to its line.
+    beyond = any(number >= n_lines for number, _ in invalid)
+    if beyond or len(lines) != table.num_rows:
         error = (
-            f"{table.num_rows} rows parsed from {n_lines} lines; "
-            "line breaks inside quoted values are not supported"
+            f"{table.num_rows + len(invalid)} rows parsed from {n_lines} lines; "
+            "line breaks inside quoted values and lone carriage returns are not supported"
         )
         return table, lines, invalid, n_lines, error
     if undecodable:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow.fs as pafs
 
 from ctrflow.components.data import _split
 from ctrflow.components.data._chunk_cache import ChunkCache
@@ -254,6 +255,22 @@ def _default_threads() -> int:
         return max(1, min(os.cpu_count() or 1, 4))
 
 
+def _refuse_overwriting_inputs(files: list[InputFile], outputs: list[Path]) -> None:
+    """Outputs replace what is at their paths: an input there (or inside a replaced directory)
+    would be deleted by its own preparation."""
+    local = [
+        Path(f.path).resolve() for f in files if isinstance(f.filesystem, pafs.LocalFileSystem)
+    ]
+    for output in outputs:
+        target = output.resolve()
+        for source in local:
+            if source == target or target in source.parents:
+                raise ValueError(
+                    f"output {output} would replace the input {source}: "
+                    f"write the prepared data elsewhere"
+                )
+
+
 def prepare_data(
     *,
     input_uri: str,
@@ -324,6 +341,8 @@ def prepare_data(
     test_raw = Path(test_raw_path) if test_raw_path else out / TEST_RAW_FILE
     finals = {name: Path((split_dirs or {}).get(name, out / name)) for name in SPLITS}
     finals |= {"test_raw": test_raw, "spec": out / "feature_spec.json", "stats": out / "stats.json"}
+    # An existing output directory stays (only its outputs are replaced); any other path goes.
+    _refuse_overwriting_inputs(files, [*([] if out.is_dir() else [out]), *finals.values()])
     staged = StagedOutputs()
     # A new output directory appears whole; into an existing one, each output is moved alone.
     root = None if out.is_dir() else staged.stage(out)

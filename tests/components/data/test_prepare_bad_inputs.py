@@ -222,6 +222,16 @@ def test_the_time_window_is_configurable(log_csv: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "o2").exists()
 
 
+def lone_carriage_returns(log: Path, folder: Path) -> Path:
+    """Lines whose cells hold lone \r: Arrow breaks rows there, so its row numbers run past the
+    chunk's lines (this was an IndexError reported as a bug in ctrflow)."""
+    lines = log.read_bytes().split(b"\n")
+    lines[5:40] = [b"\r".join([b"x,y"] * 3) for _ in lines[5:40]]
+    path = folder / "carriage.csv"
+    path.write_bytes(b"\n".join(lines))
+    return path
+
+
 # ---- cases that stop: a clear error, nothing written --------------------------------------------
 
 REFUSED: dict[str, tuple[Callable[[Path, Path], Path], type[Exception], str]] = {
@@ -250,6 +260,12 @@ REFUSED: dict[str, tuple[Callable[[Path, Path], Path], type[Exception], str]] = 
         gzip_in_directory,
         ValueError,
         r"parts/b\.csv\.gz: line [1-9]\d+: cannot read the file from here on",
+    ),
+    "lone carriage returns": (
+        lone_carriage_returns,
+        ValueError,
+        r"carriage\.csv: lines 2-\d+: \d+ rows parsed from \d+ lines; line breaks inside quoted "
+        r"values and lone carriage returns are not supported",
     ),
     "UTF-16": (
         utf16,
@@ -281,6 +297,26 @@ def test_bad_input_is_refused_and_leaves_nothing(
     assert [p.name for p in existing.iterdir()] == ["stats.json"]
     assert (existing / "stats.json").read_text() == "{}"
     assert list(tmp_path.glob("artifacts/**/*")) == []
+
+
+def test_an_output_that_would_replace_an_input_is_refused(log_csv: Path, tmp_path: Path) -> None:
+    """`prepare log.csv log.csv` once replaced the user's log by the prepared directory."""
+    log = tmp_path / "log.csv"
+    log.write_bytes(log_csv.read_bytes())
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "part.csv").write_bytes(log_csv.read_bytes())
+    with pytest.raises(ValueError, match=r"output .*log\.csv would replace the input .*: write "):
+        prepare_data(input_uri=str(log), output_dir=str(log), threads=1)
+    with pytest.raises(ValueError, match=r"would replace the input"):
+        prepare_data(input_uri=str(folder), output_dir=str(tmp_path / "o"),
+                     split_dirs={"train": str(folder)}, threads=1)  # fmt: skip
+    assert log.read_bytes() == log_csv.read_bytes()
+    assert sorted(p.name for p in folder.iterdir()) == ["part.csv"]
+    # Into the input's own existing directory: allowed, the input stays.
+    prepare_data(input_uri=str(folder / "part.csv"), output_dir=str(folder), threads=1)
+    assert (folder / "part.csv").read_bytes() == log_csv.read_bytes()
+    assert (folder / "train").is_dir()
 
 
 def test_a_rerun_replaces_the_outputs_whole(log_csv: Path, tmp_path: Path) -> None:
