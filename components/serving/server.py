@@ -27,6 +27,7 @@ import pathlib
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
@@ -180,11 +181,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", "-m", required=True, help="MLflow model URI or directory")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", "-p", type=int, default=8080)
+    parser.add_argument("--port", "-p", type=_ranged(0, 65535), default=8080)
     parser.add_argument(
-        "--workers", "-w", type=int, default=1, help="processes (default 1; one per core)"
+        "--workers",
+        "-w",
+        type=_ranged(1, 1024),
+        default=1,
+        help="processes (default 1; one per core)",
     )
     return parser
+
+
+def _ranged(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high], else a usage error naming the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high}")
+        return value
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a clear line, not a trace: the URI or the files are wrong
         print(f"cannot load the model {args.model}: {exc}", file=sys.stderr)
         return 2
-    server = make_server(predictor, args.host, args.port)
+    try:
+        server = make_server(predictor, args.host, args.port)
+    except OSError as exc:  # the port is taken, the address is not this host's...
+        print(f"ctrflow-serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     host, port = server.server_address[:2]
     _log.info("serving %s on http://%s:%s with %d worker(s)", args.model, host, port, args.workers)
     if args.workers <= 1:

@@ -5,12 +5,14 @@ The same reasons reach MLflow's server through the pyfunc (a 400 from `mlflow mo
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import sys
 from typing import Any
 
 import pytest
 
-from tests.serving.conftest import SavedModel
+from tests.serving.conftest import SavedModel, lean_command
 from tests.testkit.http import post_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -90,3 +92,28 @@ def test_mlflow_serving_reports_a_bad_value_naming_the_row_and_column(
     assert status == 400
     # MLflow wraps the reason in its own text, with a dump of the frame.
     assert "Error: row 1, column I5: a list is not a number" in json.loads(text)["message"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--port", "99999"], "argument --port/-p: 99999 is not in 0..65535"),
+        (["--workers", "0"], "argument --workers/-w: 0 is not in 1..1024"),
+        (["--port", "taken"], "cannot listen on 127.0.0.1:"),
+    ],
+)
+def test_server_options_that_cannot_work_are_one_line(
+    saved_model: SavedModel, flags: list[str], message: str
+) -> None:
+    """A port out of range or already taken, no workers: one line and exit 2, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        flags = [str(taken.getsockname()[1]) if f == "taken" else f for f in flags]
+        command = lean_command(saved_model.path, 0)
+        done = subprocess.run(
+            [*command[: command.index("--port")], *flags], capture_output=True, text=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
