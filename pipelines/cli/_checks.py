@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import glob
 import pathlib
+import urllib.error
 import urllib.parse
+import urllib.request
 
 from ctrflow.pipelines.cli._parsing import UsageError
 
@@ -46,13 +48,33 @@ def check_storage_url(url: str) -> None:
         ) from None
 
 
-def check_mlflow_uri(uri: str) -> None:
-    scheme = urllib.parse.urlsplit(uri).scheme.partition("+")[0]
+def check_mlflow_uri(uri: str, *, probe_seconds: float = 10.0) -> None:
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.partition("+")[0]
     if scheme not in MLFLOW_SCHEMES:
         raise UsageError(
             f"--mlflow-uri {uri.rpartition('@')[2]!r}: scheme {scheme or 'none'!r} is not a "
             f"tracking store; use one of {', '.join(MLFLOW_SCHEMES)}"
         )
+    if scheme not in ("http", "https"):
+        return
+    # Every step would log the URI, password included: MLflow reads credentials from the env.
+    if "@" in parts.netloc:
+        raise UsageError(
+            f"--mlflow-uri {parts.scheme}://***@{parts.netloc.rpartition('@')[2]}: credentials "
+            f"in the URI would be logged by every step; set MLFLOW_TRACKING_USERNAME and "
+            f"MLFLOW_TRACKING_PASSWORD instead"
+        )
+    # An unreachable server would otherwise cost minutes of MLflow's retries in each step.
+    health = urllib.parse.urljoin(uri.rstrip("/") + "/", "health")
+    try:
+        with urllib.request.urlopen(health, timeout=probe_seconds):
+            pass
+    except urllib.error.HTTPError:
+        pass  # the server answered (an auth proxy may refuse /health): reachable
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UsageError(f"--mlflow-uri {uri}: no tracking server answers ({reason})") from None
 
 
 def check_local_data(uri: str) -> None:

@@ -11,6 +11,7 @@ import inspect
 import os
 import pathlib
 import re
+import socket
 import subprocess
 import sys
 
@@ -104,6 +105,18 @@ def test_run_checks_data_and_mlflow_uri_before_any_step(tmp_path: pathlib.Path) 
     )
     assert "scheme 'ftp' is not a tracking store" in usage_error(
         ctrflow("run", "--mlflow-uri", "ftp://x/y", "--workdir", work), "run"
+    )
+    # Every step would log a password in the URI; MLflow takes it from the environment.
+    message = usage_error(
+        ctrflow("run", "--mlflow-uri", "http://u:s3cret@127.0.0.1:5000", "--workdir", work), "run"
+    )
+    assert "MLFLOW_TRACKING_PASSWORD" in message and "s3cret" not in message
+    # Nothing listens: found now, not after minutes of MLflow's retries in each step.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert "no tracking server answers" in usage_error(
+        ctrflow("run", "--mlflow-uri", f"http://127.0.0.1:{port}", "--workdir", work), "run"
     )
     assert not work.exists()
 
