@@ -556,7 +556,7 @@ def test_uris_with_credentials_are_refused_before_any_request(
         args[args.index("--data") + 1] = uri
     else:
         args += [flag, uri]
-    for command in (["submit"], ["schedule", "--cron", "0 3 * * 1"]):
+    for command in (["submit"], ["schedule", "apply", "--name", "weekly", "--cron", "0 3 * * 1"]):
         code, out, err = _cli(capsys, *command, "--host", url, *args)
         assert code == cli_exit("EXIT_BAD_INPUT"), err
         assert f"{flag}: the URI carries credentials ({user}:***@)" in err
