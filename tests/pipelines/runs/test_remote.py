@@ -7,6 +7,13 @@ Kubernetes cluster, Argo and MySQL), so the real `kfp.Client` talks to a small H
 request. The tests check what reaches the server: pipeline and version upload, run creation
 with its parameters, and the recurring run's 6-field cron, pinned version, max_concurrency and
 no_catchup.
+
+The stand-in refuses what the real server refuses (a recorded contract, ported from the KFP API
+server's source; test_kfp_standin.py proves each refusal): every body is decoded strictly into
+its kfp_server_api model (tests/testkit/kfp_models.py), an uploaded spec must parse as a
+PipelineSpec protobuf, and a run's or recurring run's parameters must match the spec's root
+inputs (tests/testkit/kfp_rules.py). So every request these tests make is one a real server
+would take.
 """
 
 from __future__ import annotations
