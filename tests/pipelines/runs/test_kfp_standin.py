@@ -188,6 +188,8 @@ RECURRING_REFUSALS = [
     ("trigger.cron_schedule.cronn", "x", 400, 'unknown field "cronn"'),
     ("trigger.periodic_schedule", {"interval_second": "1h"}, 400,
      "invalid value for int64 field interval_second"),
+    ("trigger", {"periodic_schedule": {"interval_second": "0"}}, 400,
+     "Found invalid period schedule interval 0"),
     ("runtime_config.parameters.budget", 30, 400,
      "parameter(s) provided are not required by pipeline: budget"),
     ("display_name", "", 500, "Recurring run's name cannot be empty"),

@@ -239,6 +239,13 @@ class FakeKfp:
                 "supported format(https://godoc.org/github.com/robfig/cron). Error: "
                 + cron_error(cron),
             )
+        interval = (trigger.get("periodic_schedule") or {}).get("interval_second")
+        if interval is not None and int(interval) < 1:
+            raise Refusal(
+                INVALID,
+                f"{doing} due to conversion error: Invalid input error: Found invalid period "
+                f"schedule interval {int(interval)}. Set at interval to least 1 second",
+            )
         self._check_experiment(body, doing)
         spec = self._spec_of(body, doing)
         error = runtime_parameter_error(spec, body.get("runtime_config"))
