@@ -95,7 +95,9 @@ def _api_errors(host: str, doing: str) -> Iterator[None]:
     except kfp_server_api.ApiException as exc:
         body = (exc.body or "").strip() if isinstance(exc.body, str) else ""
         try:
-            detail = json.loads(body).get("message") or body
+            # A google.rpc.Status ("message"), or the upload endpoint's error ("error_message").
+            answer = json.loads(body)
+            detail = answer.get("message") or answer.get("error_message") or body
         except (ValueError, AttributeError):
             detail = body
         hint = (

@@ -8,6 +8,15 @@ of newline-delimited events, Status bodies on errors), records every request, au
 rules of an RBAC Role when given one, and moves the pods of a created Job through a scripted
 scenario, one step per watch request.
 
+Every POST body (a Job, a SelfSubjectAccessReview) is checked as the API server's admission
+does, against the official OpenAPI schemas: kubernetes-validate's strict schemas of Kubernetes
+1.30 and of the newest version it bundles, the check the launch tests apply to the Job. A body
+that fails is answered 422 Invalid with a Status naming the field, like the real server; one
+whose apiVersion or kind does not match the endpoint, or that is not a JSON object, 400
+BadRequest. Stricter than a real server on one point, on purpose: the real one drops an unknown
+field with a warning (fieldValidation=Warn, the default for API clients), which would be a
+silently wrong object; here it is refused.
+
 Loaded by path from the test modules (pytest runs with --import-mode=importlib).
 """
 
@@ -26,7 +35,36 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import kubernetes_validate
+
 TS = "2026-11-29T10:00:00Z"
+SCHEMA_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
+
+
+def openapi_error(manifest: dict[str, Any]) -> tuple[str, str]:
+    """(field, message) of the first violation of the strict OpenAPI schemas of every version
+    in SCHEMA_VERSIONS, or ("", "") when `manifest` passes them all."""
+    for version in SCHEMA_VERSIONS:
+        try:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            field = "".join(
+                f"[{step}]" if isinstance(step, int) else f".{step}" for step in exc.absolute_path
+            ).lstrip(".")
+            return field or "<root>", f"{exc.message} (Kubernetes {version} schema)"
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            return "kind", exc.message
+    return "", ""
+
+
+# POST endpoints the stand-in serves: (path parts that identify it) -> (apiVersion, kind).
+_POST_KINDS = {
+    ("apis", "batch", "v1", "jobs"): ("batch/v1", "Job"),
+    ("apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"): (
+        "authorization.k8s.io/v1",
+        "SelfSubjectAccessReview",
+    ),
+}
 
 
 @dataclass
@@ -155,7 +193,10 @@ class FakeKubernetes:
         query = dict(urllib.parse.parse_qsl(parsed.query))
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw  # not JSON: a POST refuses it (400), as the server's decoder does
         with self._lock:
             self.requests.append(
                 Recorded(
@@ -186,7 +227,9 @@ class FakeKubernetes:
             parts[:2] == ["apis", "authorization.k8s.io"]
             and parts[-1] == "selfsubjectaccessreviews"
         ):
-            attrs = body["spec"]["resourceAttributes"]
+            if not self._admitted(handler, parts, body):
+                return
+            attrs = body["spec"].get("resourceAttributes") or {}
             ok = self.allowed(
                 attrs.get("verb", ""),
                 attrs.get("group", ""),
@@ -213,7 +256,8 @@ class FakeKubernetes:
                 self._status(handler, 403, "Forbidden", f"cannot {verb} jobs.batch")
                 return
             if method == "POST":
-                self._json(handler, 201, self._create_job(body))
+                if self._admitted(handler, parts[:3] + parts[5:6], body):
+                    self._json(handler, 201, self._create_job(body))
             elif name not in self.jobs:
                 self._status(handler, 404, "NotFound", f'jobs.batch "{name}" not found')
             elif method == "DELETE":
@@ -246,6 +290,54 @@ class FakeKubernetes:
                 self._status(handler, 404, "NotFound", f'secrets "{parts[5]}" not found')
             return
         self._status(handler, 404, "NotFound", f"fake API has no route for {'/'.join(parts)}")
+
+    # -- admission ------------------------------------------------------------------------
+    def _admitted(self, handler: BaseHTTPRequestHandler, parts: list[str], body: Any) -> bool:
+        """Check a POST body as the API server decodes and validates it; answer the refusal
+        and return False when it fails."""
+        api_version, kind = _POST_KINDS[(parts[0], parts[1], parts[2], parts[-1])]
+        if not isinstance(body, dict):
+            self._status(handler, 400, "BadRequest", f"the body of the request is not a {kind}")
+            return False
+        # The server fills in apiVersion and kind from the endpoint when the body leaves them out.
+        body.setdefault("apiVersion", api_version)
+        body.setdefault("kind", kind)
+        for key, expected in (("apiVersion", api_version), ("kind", kind)):
+            if body[key] != expected:
+                what = "API version" if key == "apiVersion" else "kind"
+                self._status(
+                    handler,
+                    400,
+                    "BadRequest",
+                    f"the {what} in the data ({body[key]}) does not match the expected "
+                    f"{what} ({expected})",
+                )
+                return False
+        field, message = openapi_error(body)
+        if not field:
+            return True
+        group = api_version.rpartition("/")[0]
+        name = (body.get("metadata") or {}).get("name") or ""
+        self._json(
+            handler,
+            422,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": f'{kind}.{group} "{name}" is invalid: {field}: {message}',
+                "reason": "Invalid",
+                "details": {
+                    "name": name,
+                    "group": group,
+                    "kind": kind,
+                    "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}],
+                },
+                "code": 422,
+            },
+        )
+        return False
 
     # -- responses ------------------------------------------------------------------------
     @staticmethod

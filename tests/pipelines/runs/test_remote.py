@@ -7,6 +7,13 @@ Kubernetes cluster, Argo and MySQL), so the real `kfp.Client` talks to a small H
 request. The tests check what reaches the server: pipeline and version upload, run creation
 with its parameters, and the recurring run's 6-field cron, pinned version, max_concurrency and
 no_catchup.
+
+The stand-in refuses what the real server refuses (a recorded contract, ported from the KFP API
+server's source; test_kfp_standin.py proves each refusal): every body is decoded strictly into
+its kfp_server_api model (tests/testkit/kfp_models.py), an uploaded spec must parse as a
+PipelineSpec protobuf, and a run's or recurring run's parameters must match the spec's root
+inputs (tests/testkit/kfp_rules.py). So every request these tests make is one a real server
+would take.
 """
 
 from __future__ import annotations
@@ -25,10 +32,20 @@ from typing import Any
 
 import pytest
 import yaml
+from google.protobuf import json_format
 
 import ctrflow
 from ctrflow.pipelines import cli
 from ctrflow.pipelines._image import default_image
+from tests.testkit.kfp_models import ModelError, parse_model
+from tests.testkit.kfp_rules import (
+    INTERNAL,
+    INVALID,
+    Refusal,
+    cron_error,
+    parse_pipeline_file,
+    runtime_parameter_error,
+)
 
 API = "/apis/v2beta1"
 TOKEN = "kfp-test-token-1234"
@@ -60,6 +77,7 @@ class FakeKfp:
     # run id -> states GET /runs/{id} reports in turn (the last one repeats), as a run progresses.
     run_progress: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     progress_of_new_runs: list[dict[str, Any]] = field(default_factory=list)
+    specs: dict[str, Any] = field(default_factory=dict)  # version id -> parsed PipelineSpec
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -70,6 +88,183 @@ class FakeKfp:
 
     def called(self, method: str, path: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and r.path == path]
+
+    # -- creation, with the checks of the real server (tests/testkit/kfp_rules.py) ---------
+    def create_pipeline(self, body: Any) -> dict[str, Any]:
+        parse_model(body, "V2beta1Pipeline")
+        if not (body.get("name") or body.get("display_name")):
+            raise Refusal(
+                INVALID,
+                "Failed to create a pipeline due to server error: Invalid input error: "
+                "name is required",
+            )
+        pipeline = {**body, "pipeline_id": self.new_id("pipeline")}
+        pipeline.setdefault("name", pipeline.get("display_name"))
+        pipeline.setdefault("display_name", pipeline["name"])
+        self.pipelines[pipeline["pipeline_id"]] = pipeline
+        self.versions[pipeline["pipeline_id"]] = []
+        return pipeline
+
+    def upload_version(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """POST /pipelines/upload_version: errors as the upload handler writes them (an
+        apiv1beta1.Error body, not a google.rpc.Status)."""
+
+        def refused(status: int, message: str, details: str = "") -> tuple[int, Any]:
+            return status, {"error_message": message, "error_details": details or message}
+
+        failed = "Failed to create a pipeline version"
+        files = (body or {}).get("files", {}) if isinstance(body, dict) else {}
+        if "uploadfile" not in files:
+            return refused(400, failed, "http: no such file")
+        pipeline_id = query.get("pipelineid", "")
+        if pipeline_id not in self.pipelines:  # the server answers 400 for an unknown id, too
+            return refused(400, failed, f"pipeline {pipeline_id!r} not found")
+        filename = body["filenames"]["uploadfile"] or ""
+        name = query.get("name") or query.get("display_name") or filename
+        if any(v["name"] == name for v in self.versions[pipeline_id]):
+            return refused(409, failed, f"pipeline version {name!r} already exists")
+        try:
+            spec = parse_pipeline_file(filename, files["uploadfile"])
+        except Refusal as exc:
+            return refused(exc.status, exc.message, exc.details)
+        version = {
+            "pipeline_id": pipeline_id,
+            "pipeline_version_id": self.new_id("version"),
+            "display_name": query.get("display_name") or name,
+            "name": name,
+            "description": query.get("description", ""),
+            "pipeline_spec": json_format.MessageToDict(spec),
+            "created_at": f"2026-11-{len(self.versions[pipeline_id]) + 1:02d}T00:00:00Z",
+        }
+        self.specs[version["pipeline_version_id"]] = spec
+        self.versions[pipeline_id].append(version)
+        return 200, version
+
+    def create_experiment(self, body: Any) -> dict[str, Any]:
+        parse_model(body, "V2beta1Experiment")
+        if not body.get("display_name"):
+            raise Refusal(
+                INTERNAL,
+                "[ExperimentServer]: Failed to create a experiment due to conversion error: "
+                "InternalServerError: Failed to convert API experiment to model experiment: "
+                "Invalid input error: Experiment must have a non-empty name",
+            )
+        experiment = {**body, "experiment_id": self.new_id("experiment")}
+        self.experiments[experiment["experiment_id"]] = experiment
+        return experiment
+
+    def _spec_of(self, body: dict[str, Any], doing: str) -> Any:
+        """The PipelineSpec a run or recurring run refers to (ResourceManager
+        .fetchPipelineVersionFromPipelineSpec): the version, else the pipeline's latest
+        version, else an inline spec."""
+        ref = body.get("pipeline_version_reference") or {}
+        version_id, pipeline_id = ref.get("pipeline_version_id"), ref.get("pipeline_id")
+        if version_id:
+            owners = [p for p, vs in self.versions.items() for v in vs
+                      if v["pipeline_version_id"] == version_id]  # fmt: skip
+            owner = owners[0] if owners else None
+            if owner is None:
+                raise Refusal(INTERNAL, f"{doing}: pipeline version {version_id} not found")
+            if pipeline_id and pipeline_id != owner:
+                raise Refusal(
+                    INTERNAL,
+                    f"{doing}: Invalid input error: Pipeline version {version_id} belongs to "
+                    f"pipeline {owner} (not {pipeline_id})",
+                )
+            return self.specs[version_id]
+        if pipeline_id:
+            if not self.versions.get(pipeline_id):
+                raise Refusal(INTERNAL, f"{doing}: pipeline {pipeline_id} has no version")
+            return self.specs[self.versions[pipeline_id][-1]["pipeline_version_id"]]
+        if body.get("pipeline_spec"):
+            return parse_pipeline_file(".json", json.dumps(body["pipeline_spec"]).encode())
+        raise Refusal(
+            INTERNAL, f"{doing}: Failed to fetch a template with an empty pipeline spec manifest"
+        )
+
+    def _check_experiment(self, body: dict[str, Any], doing: str) -> None:
+        experiment_id = body.get("experiment_id")
+        if experiment_id and experiment_id not in self.experiments:
+            raise Refusal(404, f"{doing}: Experiment {experiment_id} not found")
+
+    def create_run(self, body: Any) -> dict[str, Any]:
+        parse_model(body, "V2beta1Run")
+        doing = "Failed to create a new run"
+        if body.get("plugins_output") is not None:
+            raise Refusal(409, "plugins_output must not be set by the client")
+        if not body.get("display_name"):
+            raise Refusal(
+                INTERNAL,
+                f"{doing}: InternalServerError: Failed to convert a API run detail to its "
+                "internal representation: Invalid input error: Run name cannot be empty",
+            )
+        self._check_experiment(body, doing)
+        spec = self._spec_of(body, doing)
+        error = runtime_parameter_error(spec, body.get("runtime_config"))
+        if error:
+            raise Refusal(
+                INVALID,
+                f"{doing}: Failed to generate the ExecutionSpec: invalid pipeline job inputs: "
+                f"Invalid input error: {error}",
+            )
+        run = {**body, "run_id": self.new_id("run"), "state": "PENDING"}
+        self.runs[run["run_id"]] = run
+        if self.progress_of_new_runs:
+            self.run_progress[run["run_id"]] = list(self.progress_of_new_runs)
+        return run
+
+    def create_recurring_run(self, body: Any) -> dict[str, Any]:
+        parse_model(body, "V2beta1RecurringRun")
+        doing = "Failed to create a recurring run"
+        if not body.get("display_name"):
+            raise Refusal(
+                INTERNAL,
+                f"{doing} due to conversion error: InternalServerError: Failed to convert a "
+                "API recurring run to its internal representation: Invalid input error: "
+                "Recurring run's name cannot be empty",
+            )
+        concurrency = int(body.get("max_concurrency") or 0)
+        if not 1 <= concurrency <= 10:
+            raise Refusal(
+                INVALID,
+                f"{doing} due to conversion error: Invalid input error: Max concurrency of a "
+                f"recurring run must be at least 1 and at most 10. Received {concurrency}",
+            )
+        trigger = body.get("trigger") or {}
+        cron = (trigger.get("cron_schedule") or {}).get("cron")
+        if cron is not None and cron_error(cron):
+            raise Refusal(
+                INVALID,
+                f"{doing} due to conversion error: Invalid input error: Schedule cron is not a "
+                "supported format(https://godoc.org/github.com/robfig/cron). Error: "
+                + cron_error(cron),
+            )
+        interval = (trigger.get("periodic_schedule") or {}).get("interval_second")
+        if interval is not None and int(interval) < 1:
+            raise Refusal(
+                INVALID,
+                f"{doing} due to conversion error: Invalid input error: Found invalid period "
+                f"schedule interval {int(interval)}. Set at interval to least 1 second",
+            )
+        self._check_experiment(body, doing)
+        spec = self._spec_of(body, doing)
+        error = runtime_parameter_error(spec, body.get("runtime_config"))
+        if error:
+            raise Refusal(
+                INVALID,
+                f"{doing}: Failed to create a recurring run during scheduled workflow "
+                f"creation: invalid pipeline job inputs: Invalid input error: {error}",
+            )
+        job = {**body, "recurring_run_id": self.new_id("recurring")}
+        self.recurring[job["recurring_run_id"]] = job
+        return job
+
+
+class _Unreadable:
+    """A body that is not JSON: the server's decoder refuses it before any handler runs."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
 def _matches(item: dict[str, Any], query: dict[str, str]) -> bool:
@@ -83,6 +278,17 @@ def _matches(item: dict[str, Any], query: dict[str, str]) -> bool:
             if item.get(predicate["key"]) != value:
                 return False
     return True
+
+
+# gRPC status codes of the HTTP statuses the stand-in answers (grpc-gateway's mapping).
+_GRPC_CODES = {400: 3, 401: 16, 404: 5, 409: 10, 500: 13}
+
+
+def _status_body(status: int, message: str) -> dict[str, Any]:
+    """grpc-gateway's error body: a google.rpc.Status."""
+    code = _GRPC_CODES.get(status, 2)
+    detail = {"@type": "type.googleapis.com/google.rpc.Status", "code": code, "message": message}
+    return {"code": code, "message": message, "details": [detail]}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -99,9 +305,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, status: int, message: str) -> None:
-        self._reply(status, {"error": message, "code": 3, "message": message})
-
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -110,12 +313,20 @@ class _Handler(BaseHTTPRequestHandler):
             message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
                 f"Content-Type: {kind}\r\n\r\n".encode() + raw
             )
-            files = {
-                part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
-                for part in message.iter_parts()
+            parts = list(message.iter_parts())
+            key = "content-disposition"
+            return {
+                "files": {
+                    p.get_param("name", header=key): p.get_payload(decode=True) for p in parts
+                },
+                "filenames": {p.get_param("name", header=key): p.get_filename() for p in parts},
             }
-            return {"files": files}
-        return json.loads(raw) if raw else None
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            return _Unreadable(f"proto: syntax error: {exc}")
 
     def _handle(self, method: str) -> None:
         fake = self.server.fake
@@ -129,77 +340,52 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(401, {"error": "unauthorized", "code": 16, "message": "bad token"})
                 return
             failure = fake.fail.get((method, url.path))
-            route = (
-                (failure, {"message": "injected failure", "code": 13})
-                if failure
-                else self._route(method, url.path.removeprefix(API), query, body)
-            )
-        status, payload = route
+            if failure:
+                status, payload = failure, {"message": "injected failure", "code": 13}
+            else:
+                try:
+                    status, payload = self._route(method, url.path.removeprefix(API), query, body)
+                except ModelError as exc:
+                    status, payload = 400, _status_body(400, str(exc))
+                except Refusal as exc:
+                    status, payload = exc.status, _status_body(exc.status, exc.message)
         self._reply(status, payload)
 
     def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         fake = self.server.fake
         parts = path.strip("/").split("/")
+        if isinstance(body, _Unreadable):
+            return 400, _status_body(400, body.message)
         if method == "GET" and path == "/healthz":
             return 200, {"multi_user": fake.multi_user}
         if path == "/pipelines" and method == "GET":
             found = [p for p in fake.pipelines.values() if _matches(p, query)]
             return 200, {"pipelines": found, "total_size": len(found)}
         if path == "/pipelines" and method == "POST":
-            if not body.get("display_name"):
-                return 400, {"message": "pipeline display_name is required"}
-            pipeline = {**body, "pipeline_id": fake.new_id("pipeline")}
-            fake.pipelines[pipeline["pipeline_id"]] = pipeline
-            fake.versions[pipeline["pipeline_id"]] = []
-            return 200, pipeline
+            return 200, fake.create_pipeline(body)
         if path == "/pipelines/upload_version" and method == "POST":
-            pipeline_id = query.get("pipelineid", "")
-            if pipeline_id not in fake.pipelines:
-                return 404, {"message": f"pipeline {pipeline_id} not found"}
-            spec = yaml.safe_load_all(body["files"]["uploadfile"])
-            version = {
-                "pipeline_id": pipeline_id,
-                "pipeline_version_id": fake.new_id("version"),
-                "display_name": query["name"],
-                "name": query["name"],
-                "description": query.get("description", ""),
-                "pipeline_spec": next(spec),
-                "created_at": f"2026-11-{len(fake.versions[pipeline_id]) + 1:02d}T00:00:00Z",
-            }
-            fake.versions[pipeline_id].append(version)
-            return 200, version
+            return fake.upload_version(query, body)
         if len(parts) == 3 and parts[0] == "pipelines" and parts[2] == "versions":
             if parts[1] not in fake.versions:
-                return 404, {"message": f"pipeline {parts[1]} not found"}
+                return 404, _status_body(404, f"pipeline {parts[1]} not found")
             found = [v for v in fake.versions[parts[1]] if _matches(v, query)]
             return 200, {"pipeline_versions": found, "total_size": len(found)}
         if path == "/experiments" and method == "GET":
             found = [e for e in fake.experiments.values() if _matches(e, query)]
             return 200, {"experiments": found, "total_size": len(found)}
         if path == "/experiments" and method == "POST":
-            experiment = {**body, "experiment_id": fake.new_id("experiment")}
-            fake.experiments[experiment["experiment_id"]] = experiment
-            return 200, experiment
+            return 200, fake.create_experiment(body)
         if path == "/runs" and method == "POST":
-            ref = body.get("pipeline_version_reference") or {}
-            if not (ref.get("pipeline_id") and ref.get("pipeline_version_id")):
-                return 400, {"message": "pipeline_id and pipeline_version_id are required"}
-            run = {**body, "run_id": fake.new_id("run"), "state": "PENDING"}
-            fake.runs[run["run_id"]] = run
-            if fake.progress_of_new_runs:
-                fake.run_progress[run["run_id"]] = list(fake.progress_of_new_runs)
-            return 200, run
+            return 200, fake.create_run(body)
         if parts[0] == "runs" and len(parts) == 2 and method == "GET":
             if parts[1] not in fake.runs:
-                return 404, {"message": f"run {parts[1]} not found"}
+                return 404, _status_body(404, f"run {parts[1]} not found")
             progress = fake.run_progress.get(parts[1])
             if progress:
                 fake.runs[parts[1]].update(progress.pop(0) if len(progress) > 1 else progress[0])
             return 200, fake.runs[parts[1]]
         if path == "/recurringruns" and method == "POST":
-            job = {**body, "recurring_run_id": fake.new_id("recurring")}
-            fake.recurring[job["recurring_run_id"]] = job
-            return 200, job
+            return 200, fake.create_recurring_run(body)
         if path == "/recurringruns" and method == "GET":
             found = [j for j in fake.recurring.values() if _matches(j, query)]
             # The one camelCase field of the v2beta1 list responses (proto json_name).
@@ -207,14 +393,14 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[0] == "recurringruns" and len(parts) == 2:
             job_id, _, verb = parts[1].partition(":")
             if job_id not in fake.recurring:
-                return 404, {"message": f"recurring run {job_id} not found"}
+                return 404, _status_body(404, f"recurring run {job_id} not found")
             if method == "POST" and verb == "disable":
                 fake.recurring[job_id]["mode"] = "DISABLE"
                 return 200, {}
             if method == "DELETE" and not verb:
                 del fake.recurring[job_id]
                 return 200, {}
-        return 404, {"message": f"no route {method} {path}"}
+        return 404, _status_body(404, f"no route {method} {path}")
 
     def do_GET(self) -> None:
         self._handle("GET")
