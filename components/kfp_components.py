@@ -24,7 +24,7 @@ __all__ = [
 
 def prepare_data_component(
     *,
-    data_uri: str,
+    data_uris: list[str],
     train: dsl.Output[dsl.Dataset],
     valid: dsl.Output[dsl.Dataset],
     test: dsl.Output[dsl.Dataset],
@@ -46,7 +46,9 @@ def prepare_data_component(
     with feature_spec.json (the fitted spec, shipped with the model) and stats.json; `test_raw`
     a directory with test_raw.parquet, the test split's raw rows (register's promotion gate
     scores a champion with another feature spec on them).
-    spec_uri: feature spec JSON file or URI ("" = Criteo's schema); rare_threshold 0 = spec's.
+    data_uris: data-window's list, read in its order (each a file, directory or glob; every one
+    must name data). spec_uri: feature spec JSON file or URI ("" = Criteo's schema);
+    rare_threshold 0 = spec's.
     """
     import logging
     import pathlib
@@ -56,7 +58,7 @@ def prepare_data_component(
 
     logging.basicConfig(level=logging.INFO)
     result = prepare_data(
-        input_uri=data_uri,
+        input_uri=data_uris,
         output_dir=feature_spec.path,
         spec_path=spec_uri or None,
         split=split,
@@ -269,6 +271,8 @@ def register_component(
     study_db: dsl.Input[dsl.Artifact],
     plots: dsl.Input[dsl.Artifact],
     test: dsl.Input[dsl.Dataset],
+    data_window: dict[str, str],
+    data_uris: list[str],
     test_raw: dsl.Input[dsl.Dataset] | None = None,
     mlflow_tracking_uri: str = "",
 ) -> NamedTuple("Outputs", [("model_version", str), ("promoted", bool), ("reason", str)]):  # type: ignore[valid-type]
@@ -278,7 +282,8 @@ def register_component(
     ``feature_spec`` is prepare_data's directory (feature_spec.json inside); ``plots`` is
     finalize_study's directory of PNGs; ``test_raw`` prepare_data's raw test rows (a directory
     with test_raw.parquet, or a Parquet/CSV file): without them a champion with another feature
-    spec than this model's cannot be compared, and it stays."""
+    spec than this model's cannot be compared, and it stays. ``data_window``/``data_uris``:
+    data-window's outputs, the week's data as MLflow params and the URIs read."""
     import logging
     import os
     import pathlib
@@ -320,6 +325,8 @@ def register_component(
             pipeline_run_id=pipeline_run_id,
             margin=margin,
             mirror_stage=mirror_stage,
+            data_window=data_window,
+            data_uris=data_uris,
         )
     outputs = namedtuple("outputs", ["model_version", "promoted", "reason"])
     return outputs(result.version, result.promoted, result.reason)

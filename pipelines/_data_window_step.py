@@ -15,15 +15,17 @@ __all__ = ["data_window_component"]
 
 def data_window_component(
     data_uri: str, data_date: str, schedule_time: str
-) -> NamedTuple("Outputs", [("data_uri", str), ("window_start", str), ("window_end", str)]):  # type: ignore[valid-type]  # fmt: skip
-    """KFP step. Outputs the URI prepare-data reads and the window of days it names."""
+) -> NamedTuple("Outputs", [("data_uris", list), ("window", dict)]):  # type: ignore[valid-type]  # fmt: skip
+    """KFP step. ``data_uris``: what prepare-data reads, one URI, or one per day of a range (a
+    list parameter, in day order). ``window``: what register records as MLflow params (the
+    template, the date, the window's first day and the day after its last, the URI count)."""
     from collections import namedtuple
 
-    from ctrflow.pipelines.runs.data_window import is_template, one_uri, parse_date
+    from ctrflow.pipelines.runs.data_window import is_template, parse_date, render
 
-    outputs = namedtuple("outputs", ["data_uri", "window_start", "window_end"])
+    outputs = namedtuple("outputs", ["data_uris", "window"])
     if not is_template(data_uri):
-        return outputs(data_uri, "", "")
+        return outputs([data_uri], {"data_uri": data_uri, "data_uri_count": "1"})
     if data_date:
         date = parse_date(data_date)
     elif schedule_time and "{{" not in schedule_time:
@@ -33,6 +35,9 @@ def data_window_component(
             f"data_uri {data_uri!r} is a template, but this run has no date: the runner did not "
             "fill the schedule time; set the run parameter data_date (ctrflow run --data-date)"
         )
-    window = one_uri(data_uri, date)
-    print(f"data window {window.start}..{window.end} (end excluded): {window.uris[0]}")
-    return outputs(window.uris[0], window.start.isoformat(), window.end.isoformat())
+    window = render(data_uri, date)
+    print(
+        f"data window {window.start}..{window.end} (end excluded), {len(window.uris)} URI(s): "
+        + " ".join(window.uris)
+    )
+    return outputs(list(window.uris), window.params(data_uri))

@@ -192,7 +192,7 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
     ``retries=False`` is the variant for local runs (kfp.local): no retry policies, since a
     failing step there is bad input or a bug, not a lost pod or a database fail-over, and retrying
     only delays the error; and no schedule-time placeholder, which kfp.local 2.17 cannot resolve
-    (an IndexError in its placeholder code): `ctrflow run` fills a --data template itself.
+    (an IndexError in its placeholder code): `ctrflow run` passes the run parameter data_date.
     """
     steps = _components(image or default_image())
 
@@ -237,7 +237,7 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
         configure(window, "data-window", cache=False, retry=False)
 
         prep = steps["prepare-data"](
-            data_uri=window.outputs["data_uri"], spec_uri=feature_spec_uri, seed=seed
+            data_uris=window.outputs["data_uris"], spec_uri=feature_spec_uri, seed=seed
         )
         configure(prep, "prepare-data", cache=False, retry=False)
 
@@ -302,6 +302,9 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
             # with this run's model on them, each through its own spec.
             test_raw=prep.outputs["test_raw"],
             mlflow_tracking_uri=mlflow_tracking_uri,
+            # The week's data as MLflow params: template, date, window, URIs.
+            data_window=window.outputs["window"],
+            data_uris=window.outputs["data_uris"],
         )
         # Never cached: a cache hit would skip the registration and the promotion decision.
         configure(register, "register", cache=False, retry=True)

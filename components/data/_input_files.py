@@ -1,8 +1,10 @@
-"""Resolve an input URI (file, directory or glob; local or any pyarrow filesystem) to data files."""
+"""Resolve input URIs (each a file, directory or glob; local or any pyarrow filesystem) to data
+files."""
 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
@@ -87,3 +89,27 @@ def list_inputs(uri: str) -> list[InputFile]:
     return [
         InputFile(filesystem, i.path, int(i.size or 0)) for i in sorted(found, key=lambda i: i.path)
     ]
+
+
+def list_all_inputs(uris: str | Sequence[str]) -> list[InputFile]:
+    """Data files of one URI or of several (e.g. one per day of a data window): in the order
+    the URIs are given, by path within each. Every URI must name data: a day without files is
+    an error naming its URI, never a silently smaller window; so is a file two URIs both name,
+    which would be read twice."""
+    if isinstance(uris, str):
+        return list_inputs(uris)
+    if not uris:
+        raise ValueError("no input URI given")
+    files: list[InputFile] = []
+    named_by: dict[tuple[str, str], str] = {}
+    for uri in uris:
+        for file in list_inputs(uri):
+            key = (file.filesystem.type_name, file.path)
+            if key in named_by:
+                raise ValueError(
+                    f"{file.path} is named by both {named_by[key]} and {uri}: it would be read "
+                    "twice"
+                )
+            named_by[key] = uri
+            files.append(file)
+    return files

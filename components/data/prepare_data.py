@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,7 @@ from ctrflow.components.data import _split
 from ctrflow.components.data._chunk_cache import ChunkCache
 from ctrflow.components.data._chunk_reader import RawChunk, file_columns, read_chunks
 from ctrflow.components.data._dataset_writer import DatasetWriter
-from ctrflow.components.data._input_files import InputFile, list_inputs
+from ctrflow.components.data._input_files import InputFile, list_all_inputs
 from ctrflow.components.data._ordered_pool import in_order
 from ctrflow.components.data._prepare_report import (
     BadInputError,
@@ -248,6 +248,10 @@ def _transform_pass(
     return stats
 
 
+def _describe(uris: Sequence[str]) -> str:
+    return uris[0] if len(uris) == 1 else f"{len(uris)} URIs ({uris[0]} ... {uris[-1]})"
+
+
 def _default_threads() -> int:
     try:
         return max(1, min(len(os.sched_getaffinity(0)), 4))
@@ -273,7 +277,7 @@ def _refuse_overwriting_inputs(files: list[InputFile], outputs: list[Path]) -> N
 
 def prepare_data(
     *,
-    input_uri: str,
+    input_uri: str | Sequence[str],
     output_dir: str,
     spec_path: str | None = None,
     split: str = "auto",
@@ -297,7 +301,8 @@ def prepare_data(
     """Prepare FFM datasets from raw logs; see the module docstring.
 
     input_uri: a CSV/TSV/Parquet file (optionally .gz/.bz2/.zst), a directory or a glob; local or
-    any pyarrow filesystem URI. spec_path: feature spec JSON (default: Criteo's schema).
+    any pyarrow filesystem URI; or a list of them (a data window, one per day), read in that
+    order, each of which must name data. spec_path: feature spec JSON (default: Criteo's schema).
     split: "auto" (by time when the timestamp column exists, else by ratio), "time" or "ratio".
     rare_threshold: overrides the spec's. split_dirs: write a split elsewhere than
     output_dir/<split> (the KFP component gives each split its own artifact).
@@ -324,7 +329,8 @@ def prepare_data(
     spec = FeatureSpec.from_file(spec_path) if spec_path else FeatureSpec.criteo()
     if rare_threshold is not None:
         spec = spec.with_options(rare_threshold=rare_threshold)
-    files = list_inputs(input_uri)
+    files = list_all_inputs(input_uri)
+    source = input_uri if isinstance(input_uri, str) else _describe(input_uri)
     use_time = _decide_split(spec, files, split)
     if use_time and (valid_days < 1 or test_days < 1):
         raise ValueError(f"valid_days and test_days must be >= 1, got {valid_days}, {test_days}")
@@ -364,7 +370,7 @@ def prepare_data(
         )  # fmt: skip
         try:
             log.info(
-                "prepare_data: pass 1 (parse, fit) over %d file(s) from %s", len(files), input_uri
+                "prepare_data: pass 1 (parse, fit) over %d file(s) from %s", len(files), source
             )
             fitted, time_split = _fit_pass(plan, bad, cache, test_rows)
             fitted_at = time.perf_counter()

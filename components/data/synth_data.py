@@ -2,7 +2,8 @@
 
 Columns: label, I1..I13 (integer counts, some negative in I2, with Criteo-like missing rates),
 C1..C26 (8-digit hex strings, Zipf-skewed, cardinalities from 4 to 300,000, some often missing),
-then `timestamp` (UTC epoch seconds, increasing, spanning `days` days).
+then `timestamp` (UTC epoch seconds, increasing, spanning `days` days from `start`, by default
+2024-01-01: one file per day of a data window is `days=1` and that day as `start`).
 
 Labels come from a planted model: per-value effects of categorical values, smooth effects of the
 log of numeric values and of their missingness, latent interactions between a few categorical
@@ -12,6 +13,7 @@ rate. The same (rows, days, seed) always give the same rows, whatever the output
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,18 +149,30 @@ def _draw(
     return numeric, numeric_missing, values, categorical_missing, logits
 
 
-def iter_tables(*, rows: int, days: int = 7, seed: int = 0) -> Iterator[pa.Table]:
-    """The synthetic log as Arrow tables of up to CHUNK_ROWS rows (categoricals as dictionaries)."""
+def _start_epoch(start: datetime.date | None) -> int:
+    if start is None:
+        return START_EPOCH
+    return int(
+        datetime.datetime(start.year, start.month, start.day, tzinfo=datetime.UTC).timestamp()
+    )
+
+
+def iter_tables(
+    *, rows: int, days: int = 7, seed: int = 0, start: datetime.date | None = None
+) -> Iterator[pa.Table]:
+    """The synthetic log as Arrow tables of up to CHUNK_ROWS rows (categoricals as dictionaries).
+    ``start`` only moves the timestamps: the rows are those of (rows, days, seed)."""
     if rows < 1 or days < 1:
         raise ValueError(f"rows and days must be >= 1, got rows={rows}, days={days}")
+    origin = _start_epoch(start)
     model = _build_model(seed, days)
     for chunk, first in enumerate(range(0, rows, CHUNK_ROWS)):
         n = min(CHUNK_ROWS, rows - first)
         rng = np.random.default_rng([seed, 3, chunk])
         # Rows are spread evenly over the days, in time order, as logs are.
         position = (np.arange(first, first + n) + rng.random(n)) / rows
-        stamps = START_EPOCH + np.floor(position * days * 86_400).astype(np.int64)
-        day = ((stamps - START_EPOCH) // 86_400).astype(np.float64)
+        stamps = origin + np.floor(position * days * 86_400).astype(np.int64)
+        day = ((stamps - origin) // 86_400).astype(np.float64)
         numeric, numeric_missing, values, categorical_missing, logits = _draw(model, rng, n, day)
         labels = rng.random(n) < 1.0 / (1.0 + np.exp(-(logits + model.bias)))
         columns: dict[str, pa.Array] = {"label": pa.array(labels.astype(np.int8))}
@@ -187,7 +201,13 @@ def format_of(path: str) -> str:
 
 
 def write_synth(
-    out: str, *, rows: int, days: int = 7, seed: int = 0, fmt: str | None = None
+    out: str,
+    *,
+    rows: int,
+    days: int = 7,
+    seed: int = 0,
+    fmt: str | None = None,
+    start: datetime.date | None = None,
 ) -> str:
     """Write the synthetic log to `out` (local path or pyarrow URI); returns `out`.
 
@@ -201,7 +221,7 @@ def write_synth(
     parent = path.rsplit("/", 1)[0]
     if parent:
         filesystem.create_dir(parent, recursive=True)
-    tables = iter_tables(rows=rows, days=days, seed=seed)
+    tables = iter_tables(rows=rows, days=days, seed=seed, start=start)
     if fmt == "parquet":
         _write_parquet(filesystem, path, tables)
     else:

@@ -1,7 +1,9 @@
 """register step: one MLflow run per pipeline run, the servable model, a new version, promotion.
 
 In the experiment named after the model, the run records:
-- params: the best hyperparameters, the fixed training settings, data sizes, the model type;
+- params: the best hyperparameters, the fixed training settings, data sizes, the model type, and
+  the week's data as data-window filled it (``data_uri`` template, ``data_date``,
+  ``data_window_start``/``_end``, ``data_uri_count``; the URIs in artifact ``data/window.json``);
 - metrics: ``default_trial_logloss``/``_auc`` and ``best_trial_logloss``/``_auc`` of the study,
   ``test_logloss``, ``test_auc`` and the calibration numbers, the final model's validation numbers;
 - tags: ``ctrflow.search_space_version`` and ``ctrflow.study_name`` (what next week's warm start
@@ -76,7 +78,9 @@ from ctrflow.components.training.models import load_dataset
 from ctrflow.components.training.train_final import TrainResult
 from ctrflow.components.training.trained_model import load_trained_model
 
-__all__ = ["RegisterResult", "register"]
+__all__ = ["DATA_WINDOW_ARTIFACT", "RegisterResult", "register"]
+
+DATA_WINDOW_ARTIFACT = "data/window.json"  # the data-window params and every URI read
 
 _log = logging.getLogger(__name__)
 Event = Callable[[str], None]
@@ -185,6 +189,20 @@ def _params(train: TrainResult, evaluation: EvalResult) -> dict[str, Any]:
     }
 
 
+def _window_params(
+    data_window: Mapping[str, str] | None, params: Mapping[str, Any]
+) -> dict[str, str]:
+    """The data window's params, refused before anything is written if one would silently
+    replace a model param or is not text."""
+    window = dict(data_window or {})
+    for key, value in window.items():
+        if key in params:
+            raise ValueError(f"data window param {key!r} would replace the model param {key!r}")
+        if not isinstance(value, str):
+            raise ValueError(f"data window param {key!r} is {type(value).__name__}, not text")
+    return window
+
+
 def _log_artifacts(
     study_db: pathlib.Path,
     hpo_plots_dir: pathlib.Path | None,
@@ -236,6 +254,8 @@ def register(
     lock_wait: float = 600.0,
     orphan_after: float = ORPHAN_AFTER,
     on_event: Event | None = None,
+    data_window: Mapping[str, str] | None = None,
+    data_uris: Sequence[str] | None = None,
 ) -> RegisterResult:
     """Log, register and gate one pipeline run's model; see the module docstring.
 
@@ -244,6 +264,7 @@ def register(
     rows with labels (DataFrame or Parquet/CSV file), needed to compare with a champion that has
     another feature spec. on_event(name) is called at each stage (progress, fault injection).
     orphan_after: a RUNNING register run silent that long counts as killed (run_heartbeat).
+    data_window: data-window's params of the data read (logged as params), data_uris the URIs.
     """
     event = _with_test_kill(on_event)
     check_model_name(model_name)
@@ -267,6 +288,8 @@ def register(
     if not space_version:
         raise ValueError("the study summary has no search_space_version (finalize_study output?)")
     study_name = str(study.get("study_name") or "")
+    params = _params(train, evaluation)
+    params |= _window_params(data_window, params)
     data_fp = _combined_fingerprint(train.data_fingerprint, evaluation.test_fingerprint)
     tags = {
         TAG_SPACE_VERSION: space_version,
@@ -291,7 +314,10 @@ def register(
         RunHeartbeat(client, run.info.run_id, min(HEARTBEAT_EVERY, orphan_after / 4)),
     ):
         run_id = run.info.run_id
-        mlflow.log_params(_params(train, evaluation))
+        mlflow.log_params(params)
+        if data_window or data_uris:
+            window = {**(data_window or {}), "data_uris": list(data_uris or ())}
+            mlflow.log_dict(window, DATA_WINDOW_ARTIFACT)
         mlflow.log_metrics(_metrics(study, train, evaluation))
         _log_artifacts(study_db, plots, evaluation_dir, feature_spec_path, model_dir, study)
         event("run_logged")

@@ -7,6 +7,7 @@ unexpected error (a bug, not bad input) prints one line too and exits 2, never a
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
@@ -26,12 +27,27 @@ def _unexpected(command: str, exc: Exception) -> int:
     return EXIT_INTERNAL
 
 
+def _day(text: str) -> datetime.date:
+    """An argparse type: a bad date is a usage error naming it."""
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+
+
 def _synth(args: argparse.Namespace) -> int:
     from ctrflow.components.data.synth_data import write_synth
 
     started = time.perf_counter()
     try:
-        write_synth(args.out, rows=args.rows, days=args.days, seed=args.seed, fmt=args.format)
+        write_synth(
+            args.out,
+            rows=args.rows,
+            days=args.days,
+            seed=args.seed,
+            fmt=args.format,
+            start=args.start,
+        )
     except (ValueError, OSError) as exc:
         print(f"ctrflow data synth: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -47,7 +63,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
     try:
         result = prepare_data(
-            input_uri=args.input,
+            input_uri=args.input[0] if len(args.input) == 1 else args.input,
             output_dir=args.out,
             spec_path=args.spec,
             split=args.split,
@@ -88,6 +104,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     synth.add_argument("--days", type=int, default=7, help="days the timestamps span")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument(
+        "--start",
+        type=_day,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="first day of the timestamps (default: 2024-01-01); e.g. one file per day of a "
+        "data window: --days 1 --start 2026-11-27",
+    )
+    synth.add_argument(
         "--format",
         choices=("csv", "tsv", "parquet"),
         default=None,
@@ -99,9 +123,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "prepare",
         help="raw logs -> train/valid/test FFM datasets, feature_spec.json, stats.json",
         description="INPUT: a CSV/TSV/Parquet file, a directory or a glob; local or any "
-        "filesystem pyarrow supports (s3://, gs://, hdfs://).",
+        "filesystem pyarrow supports (s3://, gs://, hdfs://). Several INPUTs (e.g. one per day) "
+        "are read in order, and each must name data.",
     )
-    prepare.add_argument("input")
+    prepare.add_argument("input", nargs="+")
     prepare.add_argument("out", help="output directory")
     prepare.add_argument("--spec", default=None, help="feature spec JSON (default: Criteo)")
     prepare.add_argument("--split", choices=("auto", "time", "ratio"), default="auto")

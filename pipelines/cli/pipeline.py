@@ -20,10 +20,13 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ctrflow.components.names import KFP_ENDPOINT_ENV
 from ctrflow.pipelines.cli._parsing import EXIT_USAGE, UsageError, shown_default
+
+if TYPE_CHECKING:
+    from ctrflow.pipelines.runs.data_window import DataWindow
 
 EXIT_BAD_INPUT = EXIT_USAGE  # every bad input of these commands is on the command line
 EXIT_API = 3
@@ -187,13 +190,13 @@ def refuse_credentials(params: dict[str, Any]) -> None:
 def _check_data_template(params: dict[str, Any]) -> None:
     """A --data template is filled by the pipeline's data-window step; fill it here once too, so
     a bad template or date stops before any upload or step."""
-    from ctrflow.pipelines.runs.data_window import is_template, one_uri, parse_date
+    from ctrflow.pipelines.runs.data_window import is_template, parse_date, render
 
     uri = str(params.get("data_uri") or "")
     date_text = str(params.get("data_date") or "")
     date = parse_date(date_text) if date_text else datetime.datetime.now(datetime.UTC).date()
     if is_template(uri):
-        one_uri(uri, date)
+        render(uri, date)
     elif date_text:
         raise ValueError(
             f"--data-date {date_text}: --data {uri!r} has no {{date}} template to fill"
@@ -259,6 +262,15 @@ def _warm_start_line(warm: dict[str, Any]) -> str:
     return f"no: {warm.get('reason') or 'no reason recorded'}"
 
 
+def _named_lines(result: Any) -> list[str]:
+    """A template's URIs, under the data line."""
+    uris: list[str] = result.data_uris
+    if uris == [result.data_uri]:
+        return []
+    shown = uris if len(uris) <= 3 else [uris[0], f"... ({len(uris) - 2} more)", uris[-1]]
+    return [f"                {uri}" for uri in shown]
+
+
 def summary_text(result: Any, model_name: str, model_type: str = "ffm") -> str:
     """The human summary of a LocalRunResult."""
     out = result.outputs
@@ -273,6 +285,7 @@ def summary_text(result: Any, model_name: str, model_type: str = "ffm") -> str:
     lines = [
         f"ctrflow run finished in {result.seconds:.0f} s (work dir {result.workdir})",
         f"  data          {result.data_uri}" + (" (generated)" if result.data_generated else ""),
+        *_named_lines(result),
         f"  study         {hpo.get('study_name', '?')}: {int(hpo.get('n_trials', 0))} trials "
         f"({counts})",
         f"  warm start    {_warm_start_line(hpo.get('warm_start') or {})}",
@@ -293,19 +306,30 @@ def summary_text(result: Any, model_name: str, model_type: str = "ffm") -> str:
     return "\n".join(lines)
 
 
-def _local_data(data: str | None, date_text: str | None) -> str | None:
-    """`run` fills a --data template here, from --data-date or today (UTC): kfp.local has no
-    schedule time, and the local runner checks and mounts the data path before any step."""
-    from ctrflow.pipelines.runs.data_window import is_template, one_uri, parse_date
+def _local_window(data: str | None, params: dict[str, Any]) -> DataWindow | None:
+    """The window a --data template names for `run`, from --data-date or today (UTC), which
+    becomes the run parameter data_date: kfp.local has no schedule time. The pipeline's
+    data-window step fills the template from it, as on a cluster; here it is filled once more
+    to check every URI before any step."""
+    from ctrflow.pipelines.runs.data_window import is_template, parse_date, render
 
     if data is None or not is_template(data):
-        return data
-    day = parse_date(date_text) if date_text else datetime.datetime.now(datetime.UTC).date()
-    return one_uri(data, day).uris[0]
+        return None
+    text = params.get("data_date")
+    day = parse_date(str(text)) if text else datetime.datetime.now(datetime.UTC).date()
+    params["data_date"] = day.isoformat()
+    return render(data, day)
 
 
-def _check_run_options(args: argparse.Namespace) -> None:
-    """Everything `run` can check before its first step (data preparation takes minutes)."""
+def _window_line(template: str, window: DataWindow) -> str:
+    uris = window.uris
+    named = uris[0] if len(uris) == 1 else f"{len(uris)} URIs, {uris[0]} ... {uris[-1]}"
+    return f"data {template} -> {named} (days {window.start}..{window.end}, end excluded)"
+
+
+def _check_run_options(args: argparse.Namespace, window: DataWindow | None) -> None:
+    """Everything `run` can check before its first step (data preparation takes minutes); a
+    template's every URI (a day without files stops here, naming its URI)."""
     from ctrflow.pipelines.cli._checks import check_local_data, check_mlflow_uri, check_storage_url
 
     if args.rows < 1000:
@@ -316,7 +340,10 @@ def _check_run_options(args: argparse.Namespace) -> None:
         check_storage_url(args.storage)
     if args.mlflow_uri is not None:
         check_mlflow_uri(args.mlflow_uri)
-    if args.data is not None:
+    if window is not None:
+        for uri in window.uris:
+            check_local_data(uri)
+    elif args.data is not None:
         check_local_data(args.data)
 
 
@@ -332,11 +359,10 @@ def _run(args: argparse.Namespace) -> int:
         params.setdefault(name, value)
     try:
         _check_params({**params, "data_uri": args.data or ""})
-        template = args.data
-        args.data = _local_data(args.data, params.pop("data_date", None))
-        _check_run_options(args)
-        if args.data != template:
-            print(f"data {template} -> {args.data}", file=sys.stderr)
+        window = _local_window(args.data, params)
+        _check_run_options(args, window)
+        if window is not None:
+            print(_window_line(args.data, window), file=sys.stderr)
         check_runner(args.runner, args.storage, args.mlflow_uri)
         result = run_local(
             LocalRunConfig(
@@ -421,7 +447,11 @@ def _add_upload(parser: argparse.ArgumentParser) -> None:
         "policy lets reach PostgreSQL and MLflow)",
     )
     parser.add_argument(
-        "--data", required=True, metavar="URI", help="raw logs the cluster reads (data_uri)"
+        "--data",
+        required=True,
+        metavar="URI",
+        help="raw logs the cluster reads (data_uri), or a template of the run's date such as "
+        "'gs://logs/{date-7d..date}/*.parquet' (one URI per day)",
     )
     _add_params(parser, cluster=True)
 
@@ -530,7 +560,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "a budget of 16 trials. Run it twice: the second run warm-starts from the first one's "
         "champion. -v streams every step's output (else they go to a log file).",
     )
-    run.add_argument("--data", default=None, help="raw log file/dir/glob/URI (default: generate)")
+    run.add_argument(
+        "--data",
+        default=None,
+        help="raw log file/dir/glob/URI, or a template of --data-date such as "
+        "'logs/{date-7d..date}/*.parquet' (one URI per day); default: generate",
+    )
     run.add_argument(
         "--workdir", default=DEFAULT_WORKDIR, help="work directory (default: ./%(default)s)"
     )

@@ -11,7 +11,9 @@ scheduled time (KFP's ``pipeline_job_schedule_time_utc``), or from ``data_date``
     {date-7d..date}       a range of days, the end excluded (one URI per day)
 
 ``{{`` and ``}}`` are literal braces. E.g. ``gs://ads-logs/{date-7d:%G-w%V}/*.parquet`` reads
-last week's partition. Errors name the template, the position and the token.
+last week's partition, ``gs://ads-logs/{date-7d..date:%Y/%m/%d}/*.parquet`` the 7 daily
+partitions before the run's day; prepare-data reads every URI and fails on a day without data.
+Errors name the template, the position and the token.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import datetime
 import re
 from dataclasses import dataclass
 
-__all__ = ["DataWindow", "TemplateError", "is_template", "one_uri", "parse_date", "render"]
+__all__ = ["DataWindow", "TemplateError", "is_template", "parse_date", "render"]
 
 _EXPR = re.compile(r"date(?:(?P<sign>[+-])(?P<n>\d+)(?P<unit>[dw]))?")
 _FIELD = re.compile(r"\{\{|\}\}|\{[^{}]*\}|[{}]")
@@ -39,12 +41,16 @@ class DataWindow:
     start: datetime.date  # first day the template names
     end: datetime.date  # the day after the last one
 
-    def params(self) -> dict[str, str]:
-        """As run parameters and MLflow params record it."""
+    def params(self, template: str) -> dict[str, str]:
+        """As the MLflow params of the run record it: the template, the date it was filled from,
+        the window (end excluded) and how many URIs it named (the URIs themselves may not fit an
+        MLflow param; register logs them as an artifact)."""
         return {
+            "data_uri": template,
             "data_date": self.date.isoformat(),
             "data_window_start": self.start.isoformat(),
             "data_window_end": self.end.isoformat(),
+            "data_uri_count": str(len(self.uris)),
         }
 
 
@@ -145,16 +151,3 @@ def render(template: str, date: datetime.date) -> DataWindow:
         min(days_named),
         max(days_named) + datetime.timedelta(days=1),
     )
-
-
-def one_uri(template: str, date: datetime.date) -> DataWindow:
-    """``render``, refusing a template that names several URIs: prepare-data reads one URI (a
-    file, directory or glob), so a range of days must fit in one glob until it reads several."""
-    window = render(template, date)
-    if len(window.uris) > 1:
-        raise TemplateError(
-            f"data template {template!r} names {len(window.uris)} URIs ({window.uris[0]} ... "
-            f"{window.uris[-1]}); the pipeline reads one file, directory or glob: use a "
-            "partition that holds the window, e.g. {date-7d:%G-w%V} for last ISO week"
-        )
-    return window

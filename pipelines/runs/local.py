@@ -58,7 +58,9 @@ class LocalRunError(RuntimeError):
 @dataclass(frozen=True)
 class LocalRunConfig:
     workdir: pathlib.Path
-    data_uri: str | None = None  # None: generate a synthetic log into the work directory
+    # None: generate a synthetic log into the work directory. A template (data_window.py) is
+    # filled by the pipeline's data-window step from the parameter data_date.
+    data_uri: str | None = None
     rows: int = 50_000  # of the generated log
     days: int = 7
     storage_url: str | None = None  # None: sqlite under workdir
@@ -73,7 +75,8 @@ class LocalRunConfig:
 class LocalRunResult:
     outputs: dict[str, Any]
     workdir: str
-    data_uri: str
+    data_uri: str  # as given (made absolute), a template too
+    data_uris: list[str]  # what it names: one URI, or one per day of a template's range
     data_generated: bool
     storage_url: str  # password redacted
     mlflow_uri: str
@@ -88,6 +91,16 @@ class LocalRunResult:
 
 def _has_scheme(uri: str) -> bool:
     return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", uri) is not None
+
+
+def _named_uris(data_uri: str, data_date: Any) -> list[str]:
+    """The URIs a --data template names on data_date (as the data-window step fills it), or the
+    URI itself. A template without data_date is left to that step's error."""
+    from ctrflow.pipelines.runs.data_window import is_template, parse_date, render
+
+    if not is_template(data_uri) or not data_date:
+        return [data_uri]
+    return list(render(data_uri, parse_date(str(data_date))).uris)
 
 
 def _synth_data(workdir: pathlib.Path, rows: int, days: int, seed: int) -> tuple[str, bool]:
@@ -275,6 +288,7 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
 
     from ctrflow.components.hpo.storage import redact_url
     from ctrflow.pipelines.ctr_pipeline import compile_pipeline
+    from ctrflow.pipelines.runs.data_window import is_template
 
     started = time.perf_counter()
     check_runner(config.runner, config.storage_url, config.mlflow_uri)
@@ -291,8 +305,10 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
         data_uri = config.data_uri
     else:
         data_uri = str(pathlib.Path(config.data_uri).resolve())
-        if not any(c in data_uri for c in "*?[") and not pathlib.Path(data_uri).exists():
+        pattern = is_template(data_uri) or any(c in data_uri for c in "*?[")
+        if not pattern and not pathlib.Path(data_uri).exists():
             raise FileNotFoundError(f"--data {config.data_uri}: no such file or directory")
+    data_uris = _named_uris(data_uri, params.get("data_date"))
 
     storage_url = config.storage_url or f"sqlite:///{workdir / 'optuna.db'}"
     mlflow_ui = None
@@ -356,6 +372,7 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
         outputs=outputs,
         workdir=str(workdir),
         data_uri=data_uri,
+        data_uris=data_uris,
         data_generated=generated,
         storage_url=redact_url(storage_url),
         mlflow_uri=mlflow_uri,

@@ -191,10 +191,21 @@ def test_run_id_placeholder_is_always_a_whole_value() -> None:
 
 
 def test_data_window_feeds_prepare_data(spec: pipeline_spec_pb2.PipelineSpec) -> None:
-    """prepare-data reads the URI data-window filled from the run's date (issue #16)."""
+    """prepare-data reads the URIs data-window filled from the run's date, a list parameter
+    (one per day of a range); register records the window (issue #16)."""
     tasks = _all_tasks(spec)
-    data = tasks["prepare-data"].inputs.parameters["data_uri"].task_output_parameter
-    assert (data.producer_task, data.output_parameter_key) == ("data-window", "data_uri")
+    data = tasks["prepare-data"].inputs.parameters["data_uris"].task_output_parameter
+    assert (data.producer_task, data.output_parameter_key) == ("data-window", "data_uris")
+    recorded = tasks["register"].inputs.parameters
+    for name, output in (("data_window", "window"), ("data_uris", "data_uris")):
+        source = recorded[name].task_output_parameter
+        assert (source.producer_task, source.output_parameter_key) == ("data-window", output)
+    list_type = pipeline_spec_pb2.ParameterType.LIST
+    components = spec.components
+    window_outputs = components["comp-data-window"].output_definitions.parameters
+    assert window_outputs["data_uris"].parameter_type == list_type
+    prepare_inputs = components["comp-prepare-data"].input_definitions.parameters
+    assert prepare_inputs["data_uris"].parameter_type == list_type
     window = tasks["data-window"].inputs.parameters
     assert window["data_uri"].component_input_parameter == "data_uri"
     assert window["data_date"].component_input_parameter == "data_date"

@@ -447,7 +447,7 @@ def test_component_runs_under_kfp_local_runner(
         base_image="ctrflow:test",
         install_kfp_package=False,
     )
-    task = component(data_uri=str(synth_csv), valid_days=2)
+    task = component(data_uris=[str(synth_csv)], valid_days=2)
     outputs = task.outputs
     for name in SPLITS:
         ds = ffm_ext.Dataset.load(outputs[name].path)

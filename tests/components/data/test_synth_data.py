@@ -85,6 +85,25 @@ def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "rows and days must be >= 1" in capsys.readouterr().err
 
 
+def test_start_moves_the_timestamps_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One file per day of a data window: --days 1 --start DAY."""
+    out = tmp_path / "2026-11-27" / "part.parquet"
+    args = ["data", "synth", str(out), "--rows", "1500", "--days", "1", "--start", "2026-11-27"]
+    assert main(args) == 0
+    day = pq.read_table(out)
+    midnight = 1_795_737_600  # 2026-11-27T00:00:00Z
+    stamps = day["timestamp"].to_numpy()
+    assert midnight <= stamps.min() and stamps.max() < midnight + 86_400
+    write_synth(str(tmp_path / "default.parquet"), rows=1500, days=1, seed=0)
+    default = pq.read_table(tmp_path / "default.parquet")
+    assert day.drop_columns(["timestamp"]).equals(default.drop_columns(["timestamp"]))
+    assert np.array_equal(stamps - midnight, default["timestamp"].to_numpy() - START_EPOCH)
+    assert main(["data", "synth", str(out), "--start", "27.11.2026"]) == 2
+    assert "--start: '27.11.2026' is not a date YYYY-MM-DD" in capsys.readouterr().err
+
+
 def test_planted_signal_is_learnable_after_prepare(tmp_path: Path) -> None:
     write_synth(str(tmp_path / "log.csv"), rows=30_000, days=4, seed=2)
     prepare_data(input_uri=str(tmp_path / "log.csv"), output_dir=str(tmp_path / "out"))

@@ -38,7 +38,7 @@ from ctrflow.components.registry.promotion import (
     download_version,
     promotion_history,
 )
-from ctrflow.components.registry.register import RegisterResult, register
+from ctrflow.components.registry.register import DATA_WINDOW_ARTIFACT, RegisterResult, register
 from ctrflow.components.training.evaluate import logloss
 from ctrflow.pipelines.cli import main as cli_main
 from tests.components.registry.conftest import Candidate, train_candidate
@@ -506,6 +506,11 @@ def test_kfp_step_function_registers_from_artifact_paths(
     week.test_raw.to_parquet(raw / "test_raw.parquet")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     name = f"ctr-{uuid.uuid4().hex[:8]}"
+    uris = ["gs://logs/2026/11/30/*.parquet", "gs://logs/2026/12/01/*.parquet"]
+    window = {
+        "data_uri": "gs://logs/{date-2d..date:%Y/%m/%d}/*.parquet", "data_date": "2026-12-02",
+        "data_window_start": "2026-11-30", "data_window_end": "2026-12-02", "data_uri_count": "2",
+    }  # fmt: skip
     out = register_component(
         model_name=name, pipeline_run_id="kfp-run-1", study_summary=study.to_dict(), margin=0.0,
         mirror_stage=False, model=dsl.Model(uri=str(models["better"].model_dir)),
@@ -513,11 +518,16 @@ def test_kfp_step_function_registers_from_artifact_paths(
         feature_spec=dsl.Artifact(uri=str(spec_dir)), study_db=dsl.Artifact(uri=str(db)),
         plots=dsl.Artifact(uri=str(pathlib.Path(study.study_db).parent)),
         test=dsl.Dataset(uri=str(week.test)), test_raw=dsl.Dataset(uri=str(raw)),
+        data_window=window, data_uris=uris,
     )  # fmt: skip
     assert (out.model_version, out.promoted, out.reason) == ("1", True, "no champion yet")
     client = MlflowClient(mlflow_server)
     run = client.get_run(client.get_model_version(name, "1").run_id)
     assert run.data.tags["ctrflow.pipeline_run_id"] == "kfp-run-1"
+    # The week's data (data-window's outputs) as params, every URI in an artifact.
+    assert {k: v for k, v in run.data.params.items() if k.startswith("data_")} == window
+    recorded = client.download_artifacts(run.info.run_id, DATA_WINDOW_ARTIFACT, str(tmp_path))
+    assert json.loads(pathlib.Path(recorded).read_text()) == {**window, "data_uris": uris}
     assert "optuna/study.db" in {a.path for a in client.list_artifacts(run.info.run_id, "optuna")}
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
@@ -528,6 +538,7 @@ def test_kfp_step_function_registers_from_artifact_paths(
             evaluation=dsl.Artifact(uri=str(models["better"].eval_dir)),
             feature_spec=dsl.Artifact(uri=str(spec_dir)), study_db=dsl.Artifact(uri=str(db)),
             plots=dsl.Artifact(uri=str(tmp_path)), test=dsl.Dataset(uri=str(week.test)),
+            data_window=window, data_uris=uris,
         )  # fmt: skip
 
 
@@ -544,6 +555,12 @@ def test_bad_inputs_fail_before_anything_is_written(
     no_version = dataclasses.replace(study, search_space_version="")
     with pytest.raises(ValueError, match="the study summary has no search_space_version"):
         _register(mlflow_server, name, week, no_version, models["better"])
+    with pytest.raises(ValueError, match="data window param 'seed' would replace the model"):
+        _register(mlflow_server, name, week, study, models["better"], data_window={"seed": "1"})
+    with pytest.raises(ValueError, match="data window param 'data_uri_count' is int, not text"):
+        _register(
+            mlflow_server, name, week, study, models["better"], data_window={"data_uri_count": 3}
+        )
     with pytest.raises(ValueError, match="raw test rows must be .parquet, .csv or .tsv"):
         (tmp_path / "rows.xlsx").write_text("x")
         _register(

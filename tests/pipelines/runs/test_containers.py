@@ -41,6 +41,9 @@ def test_a_step_reads_local_data_through_a_read_only_mount_of_its_folder(
     assert mounted_dirs(str(tmp_path / "logs" / "a.csv")) == [tmp_path / "logs"]
     assert mounted_dirs(str(tmp_path / "logs")) == [tmp_path / "logs"]
     assert mounted_dirs(str(tmp_path / "logs" / "2026-*" / "*.csv")) == [tmp_path / "logs"]
+    # A template (filled in the data-window step): the folder above its first templated part.
+    days = tmp_path / "logs" / "{date-3d..date}" / "*.csv"
+    assert mounted_dirs(str(days)) == [tmp_path / "logs"]
     assert mounted_dirs("gs://bucket/week/*.parquet") == []
 
 
