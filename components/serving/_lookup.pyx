@@ -352,6 +352,8 @@ def plain_floats(list values, double[::1] out, Py_ssize_t start=0):
     if out.shape[0] < n or start < 0:
         raise ValueError(f"{out.shape[0]} doubles for {n} values, from {start}")
     for i in range(start, n):
+        if i + PREFETCH < n:  # scattered objects: fetch ahead, as CategoryTable.fill does
+            __builtin_prefetch(PyList_GET_ITEM(<PyObject *>values, i + PREFETCH))
         value = values[i]
         if type(value) is float:
             number = PyFloat_AS_DOUBLE(value)
