@@ -1,12 +1,16 @@
-# The per-value loops of serving a batch, in C: categorical texts to feature ids, and plain JSON
-# numbers to doubles. Both only read Python objects; every decision about a value that is not
-# plain (an int category, a bool, a list...) stays in Python (_encoder), so the rules live there.
+# The per-value loops of serving a batch, in C: categorical texts and numbers to feature ids, and
+# plain JSON numbers to doubles. They only read Python objects; every decision about a value that
+# is not plain (an int category, a number as text, a bool, a list...) stays in Python (_encoder),
+# so the rules live there.
 #
 # CategoryTable gives a text the id training gave it without a Python object or dict probe per
 # value: it hashes the text's UTF-8 bytes with the training hash (SipHash-2-4 keyed by the spec's
 # seed, then the splitmix64 finalizer: `_hashing.hash_strings`, pinned by a pure-Python reference
 # in the tests) and probes an open-addressing table of each field's vocabulary hashes, built once
-# at load. Hashing and probing run with the GIL released.
+# at load. NumericTable bins numbers by the training rules and probes the bin keys. `fill` of the
+# categories keeps the GIL (it reads the str objects as it goes, one visit each, which measured
+# faster than collecting them first and hashing without the GIL); the numeric fill and `lookup`
+# release it.
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsDouble
 from cpython.object cimport PyObject
