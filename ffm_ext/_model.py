@@ -281,11 +281,13 @@ class FFM:
     def _logloss(self, engine: _core.Engine, data: Dataset, threads: int) -> float:
         return float(_core.logloss_from_margins(self._margins(engine, data, threads), data.labels))
 
-    def predict(self, data: Dataset) -> npt.NDArray[np.float32]:
-        """Click probabilities (float32) for every row; threads run with the GIL released."""
+    def predict(self, data: Dataset, n_threads: int | None = None) -> npt.NDArray[np.float32]:
+        """Click probabilities (float32) for every row; threads run with the GIL released.
+        `n_threads` overrides the model's own setting for this call (a server picks its own)."""
         engine = self._fitted()
         self._check_fields(engine, data)
-        out = self._margins(engine, data, resolve_threads(self.n_threads))
+        threads = resolve_threads(self.n_threads if n_threads is None else n_threads)
+        out = self._margins(engine, data, threads)
         _core.sigmoid_inplace(out)
         return out
 

@@ -29,6 +29,9 @@ ARTIFACT_MODEL = "model"
 ARTIFACT_SPEC = "feature_spec"
 ARTIFACT_WHEEL = "ctrflow_wheel"  # the ctrflow wheel a model carries (see log_serving_model)
 SPEC_FILE = "feature_spec.json"
+# Batches of at least this many rows are scored on every CPU the process may use; smaller ones
+# on one thread, whatever the model was trained with (a thread team costs more than a few rows).
+THREADED_ROWS = 4096
 
 
 @functools.lru_cache(maxsize=8)
@@ -84,7 +87,7 @@ class Predictor:
             indptr, fields, features.reshape(-1), values,
             n_features=self.encoder.n_features, n_fields=self.encoder.n_fields, validate=False,
         )  # fmt: skip
-        return self.model.predict(data)
+        return self.model.predict(data, -1 if n_rows >= THREADED_ROWS else 1)
 
 
 def columns_of(model_input: Any, wanted: Sequence[str]) -> tuple[dict[str, Sequence[Any]], int]:

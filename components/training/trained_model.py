@@ -30,7 +30,9 @@ class TrainedModel:
 
     model_type: str = ""
 
-    def predict(self, data: ffm_ext.Dataset) -> npt.NDArray[np.float64]:
+    def predict(self, data: ffm_ext.Dataset, threads: int | None = None) -> npt.NDArray[np.float64]:
+        """Probabilities; `threads` (-1: all CPUs) overrides the model's thread setting where
+        the library takes one per call (FFM); None keeps the model's."""
         raise NotImplementedError
 
     def _write(self, path: pathlib.Path) -> None:
@@ -51,8 +53,8 @@ class FFMPredictor(TrainedModel):
     def __init__(self, model: ffm_ext.FFM) -> None:
         self.model = model
 
-    def predict(self, data: ffm_ext.Dataset) -> npt.NDArray[np.float64]:
-        return np.asarray(self.model.predict(data), dtype=np.float64)
+    def predict(self, data: ffm_ext.Dataset, threads: int | None = None) -> npt.NDArray[np.float64]:
+        return np.asarray(self.model.predict(data, threads), dtype=np.float64)
 
     def _write(self, path: pathlib.Path) -> None:
         self.model.save(path)
@@ -64,8 +66,10 @@ class XGBoostPredictor(TrainedModel):
     def __init__(self, booster: xgb.Booster) -> None:
         self.model = booster
 
-    def predict(self, data: ffm_ext.Dataset) -> npt.NDArray[np.float64]:
+    def predict(self, data: ffm_ext.Dataset, threads: int | None = None) -> npt.NDArray[np.float64]:
         import xgboost as xgb
+
+        del threads  # the booster keeps its own nthread: setting it per call would race
 
         matrix = data.to_csr_matrix()
         width = int(self.model.num_features())

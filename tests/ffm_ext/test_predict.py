@@ -47,11 +47,15 @@ def test_threads_give_the_same_predictions(
     model_and_data: tuple[ffm_ext.FFM, ffm_ext.Dataset],
 ) -> None:
     model, data = model_and_data
-    single = ffm_ext.FFM.load_state = None  # noqa: F841 (nothing to load: reuse the model)
     model.n_threads = 1
     one_thread = model.predict(data)
     model.n_threads = 2
     np.testing.assert_array_equal(model.predict(data), one_thread)
+    # A per-call count (what a server picks per batch) overrides the model's setting.
+    np.testing.assert_array_equal(model.predict(data, n_threads=1), one_thread)
+    np.testing.assert_array_equal(model.predict(data, n_threads=-1), one_thread)
+    with pytest.raises(ValueError, match="n_threads must be"):
+        model.predict(data, n_threads=0)
 
 
 def test_unknown_features_are_dropped_in_both_paths(

@@ -51,6 +51,8 @@ def cases(saved: SavedModel) -> list[tuple[str, bytes, str, int, str]]:
          "row 0, column I9: 1000000000000000000000000000000000000... is not a finite number"),
         ("float category", split([one_row(saved, C4=0.5)]), "application/json", 400,
          "row 0, column C4: 0.5 is not a category"),
+        ("lone surrogate", split([good, one_row(saved, C6="a\ud800")]), "application/json", 400,
+         "row 1, column C6: text with a lone surrogate is not UTF-8"),
         ("missing column", json.dumps({"instances": [{"I1": 1}]}).encode(), "application/json",
          400, "column(s) I2, I3"),
         ("two formats", b'{"instances": [], "inputs": []}', "application/json", 400,
