@@ -154,6 +154,21 @@ def test_a_parameter_without_a_description_stops_the_build(
         build_pipeline("example.org/x:1")
 
 
+def test_reports_for_the_kfp_ui_are_html_and_markdown_artifacts(
+    spec: pipeline_spec_pb2.PipelineSpec,
+) -> None:
+    """The KFP UI renders system.HTML and system.Markdown outputs in a step's Visualizations."""
+    expected = {
+        "finalize-study": ("hpo_report", "system.HTML"),
+        "evaluate": ("evaluation_report", "system.HTML"),
+        "register": ("promotion_report", "system.Markdown"),
+    }
+    for step, (output, schema) in expected.items():
+        component = spec.components[_all_tasks(spec)[step].component_ref.name]
+        artifact = component.output_definitions.artifacts[output]
+        assert artifact.artifact_type.schema_title == schema, step
+
+
 def _all_tasks(
     spec: pipeline_spec_pb2.PipelineSpec,
 ) -> dict[str, pipeline_spec_pb2.PipelineTaskSpec]:
