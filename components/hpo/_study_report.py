@@ -25,8 +25,9 @@ def _optional(value: float | None) -> float | str:
 def write_study_report(result: FinalizeResult, path: pathlib.Path) -> pathlib.Path:
     gain = result.default_value - result.best_value if result.default_value is not None else None
     summary = [
-        ("", "validation logloss", "validation AUC", "trial"),
-        ("best trial", result.best_value, _optional(result.best_auc), result.best_trial_number),
+        ("", "validation logloss", "validation AUC", "trial / state"),
+        ("best trial", result.best_value, _optional(result.best_auc),
+         f"#{result.best_trial_number}"),
         ("defaults trial", _optional(result.default_value), _optional(result.default_auc),
          result.default_trial_state),
         ("gain of the search over the defaults", _optional(gain), "", ""),

@@ -93,6 +93,8 @@ def _plots(study: optuna.Study, out_dir: pathlib.Path) -> tuple[dict[str, str], 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 ax = draw(study)
+            if name == "optimization_history":
+                ax.set_ylabel("validation logloss")  # Optuna's says "Objective Value"
             ax.figure.savefig(path, dpi=100, bbox_inches="tight")
             plt.close(ax.figure)
         except (ValueError, RuntimeError) as exc:  # e.g. importances of a constant parameter
