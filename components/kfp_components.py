@@ -162,6 +162,7 @@ def finalize_study_component(
     study_db: dsl.Output[dsl.Artifact],
     plots: dsl.Output[dsl.Artifact],
     metrics: dsl.Output[dsl.Metrics],
+    hpo_report: dsl.Output[dsl.HTML],
 ) -> NamedTuple(  # type: ignore[valid-type]
     "Outputs",
     [
@@ -172,7 +173,8 @@ def finalize_study_component(
     ],
 ):
     """KFP step; storage URL from env CTRFLOW_STORAGE_URL. ``plots`` is a directory of PNGs and
-    summary.json; ``study_db`` the SQLite export."""
+    summary.json; ``study_db`` the SQLite export; ``hpo_report`` the page the KFP UI shows (best
+    against defaults, optimization history, importances)."""
     import math
     import pathlib
     import shutil
@@ -185,6 +187,7 @@ def finalize_study_component(
     result = finalize_study(storage_url=storage_url_from_env(), study_name=study_name, out_dir=out)
     pathlib.Path(study_db.path).parent.mkdir(parents=True, exist_ok=True)
     shutil.move(result.study_db, study_db.path)
+    shutil.copyfile(result.report, hpo_report.path)
     metrics.log_metric("best_trial_logloss", result.best_value)
     if result.default_value is not None and math.isfinite(result.default_value):
         metrics.log_metric("default_trial_logloss", result.default_value)
@@ -245,13 +248,17 @@ def evaluate_component(
     model: dsl.Input[dsl.Model],
     evaluation: dsl.Output[dsl.Artifact],
     metrics: dsl.Output[dsl.Metrics],
+    evaluation_report: dsl.Output[dsl.HTML],
 ) -> NamedTuple("Outputs", [("test_logloss", float), ("test_auc", float)]):  # type: ignore[valid-type]
-    """KFP step; ``evaluation`` is a directory with evaluation.json and calibration.png."""
+    """KFP step; ``evaluation`` is a directory with evaluation.json and the plots;
+    ``evaluation_report`` the page the KFP UI shows (metrics, reliability curve, ROC)."""
+    import shutil
     from collections import namedtuple
 
     from ctrflow.components.training.evaluate import evaluate
 
     result = evaluate(test_dir=test.path, model_path=model.path, output_dir=evaluation.path)
+    shutil.copyfile(result.report, evaluation_report.path)
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)
     outputs = namedtuple("outputs", ["test_logloss", "test_auc"])
@@ -273,6 +280,7 @@ def register_component(
     test: dsl.Input[dsl.Dataset],
     data_window: dict[str, str],
     data_uris: list[str],
+    promotion_report: dsl.Output[dsl.Markdown],
     test_raw: dsl.Input[dsl.Dataset] | None = None,
     mlflow_tracking_uri: str = "",
 ) -> NamedTuple("Outputs", [("model_version", str), ("promoted", bool), ("reason", str)]):  # type: ignore[valid-type]
@@ -283,7 +291,8 @@ def register_component(
     finalize_study's directory of PNGs; ``test_raw`` prepare_data's raw test rows (a directory
     with test_raw.parquet, or a Parquet/CSV file): without them a champion with another feature
     spec than this model's cannot be compared, and it stays. ``data_window``/``data_uris``:
-    data-window's outputs, the week's data as MLflow params and the URIs read."""
+    data-window's outputs, the week's data as MLflow params and the URIs read.
+    ``promotion_report``: the decision as Markdown, which the KFP UI renders."""
     import logging
     import os
     import pathlib
@@ -327,6 +336,7 @@ def register_component(
             mirror_stage=mirror_stage,
             data_window=data_window,
             data_uris=data_uris,
+            decision_report=promotion_report.path,
         )
     outputs = namedtuple("outputs", ["model_version", "promoted", "reason"])
     return outputs(result.version, result.promoted, result.reason)

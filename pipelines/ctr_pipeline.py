@@ -24,6 +24,7 @@ types.
 """
 
 import dataclasses
+import inspect
 import pathlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -119,6 +120,35 @@ WRITABLE_DIRS = {
     "kfp-minio": "/minio",
     "kfp-s3": "/s3",
 }
+# The run parameters' descriptions, which the KFP UI shows on the run form. KFP's compiler reads
+# them from the Args section of the pipeline function's docstring (into root.inputDefinitions of
+# the spec); that docstring is made from this, one line each, since a wrapped docstring line would
+# reach the spec as a line break.
+PARAMETER_DESCRIPTIONS = {
+    "data_uri": "Click log to train on: Parquet/CSV file, directory or glob, local or gs:// s3://; "
+    "a template such as gs://bucket/logs/{date-7d:%G-w%V}/*.parquet reads the run's own week.",
+    "model_name": "Registered MLflow model (and experiment) name; its champion warm-starts the "
+    "search and is the model to beat.",
+    "model_type": "Model family: ffm (field-aware factorization machine) or xgboost.",
+    "n_workers": "Parallel HPO worker pods sharing one Optuna study (1-50, at most trial_budget).",
+    "trial_budget": "Trials in the whole study, over all workers (exact, not per worker).",
+    "storage_secret": "Kubernetes Secret whose key CTRFLOW_STORAGE_URL holds the Optuna storage "
+    "URL (PostgreSQL); never pass the URL itself.",
+    "mlflow_tracking_uri": "MLflow tracking URI without credentials; empty: MLFLOW_TRACKING_URI "
+    "of the ConfigMap ctrflow-config.",
+    "mlflow_secret": "Optional Kubernetes Secret with MLFLOW_TRACKING_USERNAME/PASSWORD or "
+    "MLFLOW_TRACKING_TOKEN, for an MLflow server with authentication.",
+    "promotion_margin": "The challenger becomes champion only if its test logloss beats the "
+    "champion's, on the same rows, by at least this much (>= 0).",
+    "mirror_production_stage": "Also move MLflow's legacy Production stage when the champion "
+    "alias moves.",
+    "seed": "Seed of the data split, the HPO samplers and the final training.",
+    "feature_spec_uri": "Feature spec JSON (file or URI); empty: the built-in Criteo schema.",
+    "search_space_tag": "Tag appended to the search-space version; a new tag starts the search "
+    "cold instead of from the champion's study.",
+    "data_date": "Day (YYYY-MM-DD, UTC) that fills a data_uri template; empty: the run's "
+    "scheduled time.",
+}
 
 
 def _components(image: str) -> dict[str, PythonComponent]:
@@ -199,11 +229,6 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
     def configure(task: dsl.PipelineTask, step: str, *, cache: bool, retry: bool) -> None:
         _configure(task, step, cache=cache, retry=retry, retries=retries)
 
-    @dsl.pipeline(  # type: ignore[untyped-decorator]
-        name=PIPELINE_NAME,
-        description="Weekly CTR model: data prep, distributed Optuna HPO warm-started from the "
-        "champion, final training, test evaluation, MLflow registration and promotion.",
-    )
     def ctr_pipeline(
         data_uri: str,
         model_name: str = "ctr-ffm",
@@ -319,7 +344,25 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
             promotion_reason=register.outputs["reason"],
         )
 
-    return ctr_pipeline
+    ctr_pipeline.__doc__ = _args_docstring(ctr_pipeline)
+    pipeline: GraphComponent = dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Weekly CTR model: data prep, distributed Optuna HPO warm-started from the "
+        "champion, final training, test evaluation, MLflow registration and promotion.",
+    )(ctr_pipeline)
+    return pipeline
+
+
+def _args_docstring(func: Callable[..., Any]) -> str:
+    """A Google-style Args section of PARAMETER_DESCRIPTIONS for ``func``'s parameters."""
+    params = list(inspect.signature(func).parameters)
+    if set(params) != set(PARAMETER_DESCRIPTIONS):
+        raise RuntimeError(
+            f"PARAMETER_DESCRIPTIONS does not match the pipeline's parameters: {sorted(params)}"
+        )
+    # docstring_parser recognises the Google style only after a summary line.
+    args = "".join(f"    {name}: {PARAMETER_DESCRIPTIONS[name]}\n" for name in params)
+    return f"The weekly CTR pipeline.\n\nArgs:\n{args}"
 
 
 def compile_pipeline(

@@ -4,7 +4,8 @@ Outputs: the best parameters and value, the value of the defaults trial (the fir
 the search must beat it, or the defaults are what the final model trains with), trial counts by
 state, the study exported to a SQLite file (``optuna.copy_study``; logged to MLflow as
 ``optuna/study.db`` for next week's warm start), optimization history and parameter importance
-PNGs, and all of it as summary.json.
+PNGs, all of it as summary.json, and the numbers with the plots on one self-contained page,
+report.html (the KFP UI shows it as an HTML artifact).
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
 from ctrflow.components.hpo._study_config import StudyConfig
+from ctrflow.components.hpo._study_report import write_study_report
 from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage
 from ctrflow.components.names import ATTR_DEFAULT_TRIAL
 
 __all__ = ["FinalizeResult", "finalize_study"]
 
 _log = logging.getLogger(__name__)
+REPORT_FILE = "report.html"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class FinalizeResult:
     study_db: str
     plots: dict[str, str] = field(default_factory=dict)
     plot_notes: dict[str, str] = field(default_factory=dict)  # why a plot was not drawn
+    report: str = ""  # report.html
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +93,8 @@ def _plots(study: optuna.Study, out_dir: pathlib.Path) -> tuple[dict[str, str], 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 ax = draw(study)
+            if name == "optimization_history":
+                ax.set_ylabel("validation logloss")  # Optuna's says "Objective Value"
             ax.figure.savefig(path, dpi=100, bbox_inches="tight")
             plt.close(ax.figure)
         except (ValueError, RuntimeError) as exc:  # e.g. importances of a constant parameter
@@ -111,7 +117,8 @@ def finalize_study(
     out_dir: str | pathlib.Path,
     settings: StorageSettings | None = None,
 ) -> FinalizeResult:
-    """Write study.db, the PNGs and summary.json under ``out_dir``; return the summary."""
+    """Write study.db, the PNGs, summary.json and report.html under ``out_dir``; return the
+    summary."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     storage = make_storage(
@@ -163,8 +170,10 @@ def finalize_study(
             study_db=str(db),
             plots=plots,
             plot_notes=notes,
+            report=str(out / REPORT_FILE),
         )
     finally:
         dispose(storage)
+    write_study_report(result, out / REPORT_FILE)
     (out / "summary.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     return result

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from sklearn.metrics import roc_auc_score
 
 from ctrflow.components.data.fingerprint import spec_fingerprint
 from ctrflow.components.names import (
@@ -101,6 +102,9 @@ class _Score:
     challenger_logloss: float | None = None
     compared_on: str = ""
     problem: str = ""
+    # Shown with the decision, not decided on: the gate compares logloss only.
+    champion_auc: float | None = None
+    challenger_auc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ class PromotionDecision:
     decided_at: str
     attempts: int
     stage_mirrored: bool = False
+    challenger_auc: float | None = None  # on the same rows as the logloss values
+    champion_auc: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,6 +162,13 @@ def download_version(
     return local
 
 
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """None where AUC is undefined (one label only): it is reported, never decided on."""
+    if np.unique(labels).size < 2:
+        return None
+    return float(roc_auc_score(labels, scores))
+
+
 def _load_version(
     client: Any, tracking_uri: str, model_name: str, version: str, workdir: str
 ) -> Any:
@@ -180,6 +193,7 @@ def _score_champion(
     version: str,
     challenger: CtrModel,
     challenger_logloss: float,
+    challenger_auc: float | None,
     test: ffm_ext.Dataset,
     test_raw: pd.DataFrame | None,
 ) -> _Score:
@@ -200,6 +214,8 @@ def _score_champion(
                 champion_logloss=logloss(labels, scores),
                 challenger_logloss=challenger_logloss,
                 compared_on=f"test dataset, same feature spec ({test.n_rows} rows)",
+                champion_auc=_auc(labels, scores),
+                challenger_auc=challenger_auc,
             )
         if test_raw is None:
             return _Score(
@@ -220,10 +236,13 @@ def _score_champion(
                     f"{str(exc).splitlines()[0]}"
                 )
             )
+        challenger_scores = np.asarray(challenger.predict(None, features), dtype=np.float64)
         return _Score(
             champion_logloss=logloss(raw_labels, champion_scores),
-            challenger_logloss=logloss(raw_labels, challenger.predict(None, features)),
+            challenger_logloss=logloss(raw_labels, challenger_scores),
             compared_on=f"raw test rows through each model's feature spec ({len(features)} rows)",
+            champion_auc=_auc(raw_labels, champion_scores),
+            challenger_auc=_auc(raw_labels, challenger_scores),
         )
 
 
@@ -356,6 +375,7 @@ def promote(
     challenger_logloss: float,
     test: ffm_ext.Dataset,
     test_raw: pd.DataFrame | None = None,
+    challenger_auc: float | None = None,
     margin: float = 0.0,
     mirror_stage: bool = False,
     lock_ttl: float = 300.0,
@@ -364,8 +384,9 @@ def promote(
     orphan_after: float = ORPHAN_AFTER,
     on_event: Event | None = None,
 ) -> PromotionDecision:
-    """Decide and apply; see the module docstring. ``challenger_logloss`` is the challenger's
-    logloss on ``test`` (from evaluate); ``test_raw`` holds the raw test rows with labels."""
+    """Decide and apply; see the module docstring. ``challenger_logloss`` (and ``_auc``, which
+    is only reported) is the challenger's on ``test`` (from evaluate); ``test_raw`` holds the raw
+    test rows with labels."""
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     event = on_event or (lambda _name: None)
@@ -377,8 +398,8 @@ def promote(
         if current is not None and current != version:
             score = _score_champion(
                 client=client, tracking_uri=tracking_uri, model_name=model_name, version=current,
-                challenger=challenger, challenger_logloss=challenger_logloss, test=test,
-                test_raw=test_raw,
+                challenger=challenger, challenger_logloss=challenger_logloss,
+                challenger_auc=challenger_auc, test=test, test_raw=test_raw,
             )  # fmt: skip
         event("champion_scored")
         with lock:
@@ -414,6 +435,8 @@ def promote(
                 compared_on=score.compared_on if score else "",
                 decided_at=_now(),
                 attempts=attempt,
+                challenger_auc=score.challenger_auc if score else challenger_auc,
+                champion_auc=score.champion_auc if score else None,
             )
             if not promoted:
                 _set_tags(client, model_name, version, _decision_tags(decision, DECISION_KEPT))

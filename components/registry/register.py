@@ -11,9 +11,10 @@ In the experiment named after the model, the run records:
 - artifacts: ``optuna/study.db`` (next week's warm-start source), the HPO plots, the calibration
   plot and evaluation.json, the feature spec, train_result.json;
 - the pyfunc model (``serving_model``), registered as a new version with alias ``challenger``.
-Then the promotion gate (``promotion``) decides about alias ``champion``. Any failure leaves the
-champion where it was: the alias moves last, under a lock, and is put back if anything after it
-fails; a version created before a failure is tagged ``ctrflow.promotion.decision=failed``.
+Then the promotion gate (``promotion``) decides about alias ``champion``; the decision can also be
+written as Markdown (``decision_report``; the KFP UI shows the pipeline step's copy). Any failure
+leaves the champion where it was: the alias moves last, under a lock, and is put back if anything
+after it fails; a version created before a failure is tagged ``ctrflow.promotion.decision=failed``.
 
 A step killed outright cannot clean up, so the record is written to be true at every point and
 completed by the next register run: the version is created ``pending``, the gate writes the
@@ -63,6 +64,7 @@ from ctrflow.components.names import (
     TAG_WARM_START,
     TEST_KILL_AT_ENV,
 )
+from ctrflow.components.registry.decision_report import decision_markdown
 from ctrflow.components.registry.model_names import check_model_name
 from ctrflow.components.registry.promotion import promote, record_failure
 from ctrflow.components.registry.run_heartbeat import (
@@ -217,10 +219,10 @@ def _log_artifacts(
     mlflow.log_artifact(str(study_db), artifact_path=folder)  # next week's warm-start source
     mlflow.log_dict(dict(study), f"{folder}/summary.json")
     if hpo_plots_dir is not None:
-        for png in sorted(hpo_plots_dir.glob("*.png")):
-            mlflow.log_artifact(str(png), artifact_path=f"{folder}/plots")
+        for plot in sorted([*hpo_plots_dir.glob("*.png"), *hpo_plots_dir.glob("*.html")]):
+            mlflow.log_artifact(str(plot), artifact_path=f"{folder}/plots")
     for file in sorted(evaluation_dir.iterdir()):
-        if file.suffix in (".json", ".png"):
+        if file.suffix in (".json", ".png", ".html"):
             mlflow.log_artifact(str(file), artifact_path="evaluation")
     mlflow.log_artifact(str(feature_spec_path), artifact_path="feature_spec")
     train_json = model_dir / "train_result.json"
@@ -249,6 +251,7 @@ def register(
     pipeline_run_id: str = "",
     margin: float = 0.0,
     mirror_stage: bool = False,
+    decision_report: str | pathlib.Path | None = None,
     pip_requirements: Sequence[str] | None = None,
     lock_ttl: float = 300.0,
     lock_wait: float = 600.0,
@@ -265,6 +268,7 @@ def register(
     another feature spec. on_event(name) is called at each stage (progress, fault injection).
     orphan_after: a RUNNING register run silent that long counts as killed (run_heartbeat).
     data_window: data-window's params of the data read (logged as params), data_uris the URIs.
+    decision_report: a file to write the decision to as Markdown (``decision_report``).
     """
     event = _with_test_kill(on_event)
     check_model_name(model_name)
@@ -362,6 +366,7 @@ def register(
                 challenger_logloss=evaluation.logloss,
                 test=test,
                 test_raw=test_raw,
+                challenger_auc=evaluation.auc,
                 margin=margin,
                 mirror_stage=mirror_stage,
                 lock_ttl=lock_ttl,
@@ -381,7 +386,7 @@ def register(
         except BaseException as exc:
             record_failure(client, model_name, version, exc)
             raise
-    return RegisterResult(
+    result = RegisterResult(
         run_id=run_id,
         experiment_id=experiment_id,
         model_name=model_name,
@@ -393,3 +398,20 @@ def register(
         reason=decision.reason,
         decision=decision.to_dict(),
     )
+    if decision_report is not None:
+        report = pathlib.Path(decision_report)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        markdown = decision_markdown(
+            model_name=model_name,
+            version=version,
+            run_id=run_id,
+            experiment_id=experiment_id,
+            model_uri=result.model_uri,
+            decision=result.decision,
+            challenger_test_logloss=evaluation.logloss,
+            challenger_test_auc=evaluation.auc,
+            tracking_uri=tracking_uri,
+            pipeline_run_id=pipeline_run_id,
+        )
+        report.write_text(markdown, encoding="utf-8")
+    return result

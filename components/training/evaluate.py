@@ -1,8 +1,9 @@
 """evaluate step: the trained model on the held-out test set.
 
 Metrics: logloss, AUC, calibration (mean prediction vs observed click rate overall and per
-equal-count bin, their ratio, the expected calibration error) and row counts; a reliability plot
-(``calibration.png``) and ``evaluation.json`` in ``output_dir``.
+equal-count bin, their ratio, the expected calibration error) and row counts; in ``output_dir`` a
+reliability plot (``calibration.png``), the ROC curve (``roc.png``), ``evaluation.json`` and
+``report.html``, all of it on one self-contained page (the KFP UI shows it as an HTML artifact).
 """
 
 from __future__ import annotations
@@ -26,14 +27,18 @@ from ctrflow.components.training._calibration import (
     expected_calibration_error,
     reliability_plot,
 )
+from ctrflow.components.training._evaluation_report import write_evaluation_report
+from ctrflow.components.training._roc import roc_plot
 from ctrflow.components.training.models import load_dataset
 from ctrflow.components.training.trained_model import TrainedModel, load_trained_model
 
-__all__ = ["EVALUATION_FILE", "EvalResult", "evaluate", "logloss"]
+__all__ = ["EVALUATION_FILE", "REPORT_FILE", "EvalResult", "evaluate", "logloss"]
 
 _log = logging.getLogger(__name__)
 EVALUATION_FILE = "evaluation.json"
 PLOT_FILE = "calibration.png"
+ROC_FILE = "roc.png"
+REPORT_FILE = "report.html"
 _EPS = 1e-15
 
 
@@ -57,6 +62,8 @@ class EvalResult:
     expected_calibration_error: float
     bins: list[dict[str, Any]] = field(default_factory=list)
     calibration_plot: str = ""
+    roc_plot: str = ""
+    report: str = ""  # report.html: the numbers and both plots on one page
     test_fingerprint: str = ""  # of the test Dataset files (``data.fingerprint``)
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,7 +132,8 @@ def evaluate(
     min_rows: int = MIN_SPLIT_ROWS,
 ) -> EvalResult:
     """Evaluate the model (a file/directory from train_final, or an in-memory one) on the
-    test Dataset; writes evaluation.json and calibration.png under ``output_dir``.
+    test Dataset; writes evaluation.json, calibration.png, roc.png and report.html under
+    ``output_dir``.
 
     Refuses (ValueError, nothing written) a test set of fewer than ``min_rows`` rows or of one
     label: its metrics cannot rank models, and register would judge the champion by them."""
@@ -140,19 +148,22 @@ def evaluate(
             f"test dataset {test_dir} has {test.n_rows:,} rows, fewer than {min_rows:,}: too few "
             "to judge a model by, so it is not evaluated (nor registered)"
         )
-    result = score(
-        np.asarray(test.labels), model.predict(test), model_type=model.model_type, n_bins=n_bins
-    )
+    labels, scores = np.asarray(test.labels), model.predict(test)
+    result = score(labels, scores, model_type=model.model_type, n_bins=n_bins)
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ece = result.expected_calibration_error
     title = f"{model.model_type}, {result.rows:,} test rows, ECE {ece:.4f}"
     plot = reliability_plot([CalibrationBin(**b) for b in result.bins], out / PLOT_FILE, title)
+    roc = roc_plot(labels, scores, out / ROC_FILE, f"{model.model_type}, AUC {result.auc:.4f}")
     result = dataclasses.replace(
         result,
         calibration_plot=str(plot),
+        roc_plot=str(roc),
+        report=str(out / REPORT_FILE),
         test_fingerprint=dataset_fingerprint({"test": test_dir}),
     )
+    write_evaluation_report(result, out / REPORT_FILE)
     (out / EVALUATION_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     _log.info(
         "test: %d rows, logloss %.5f, AUC %.4f, mean prediction %.4f vs observed %.4f",

@@ -129,6 +129,46 @@ def test_spec_parses_into_pipeline_spec_proto(spec: pipeline_spec_pb2.PipelineSp
     }
 
 
+def test_every_run_parameter_has_a_description(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    """The KFP UI shows these on the run form (#16); KFP's compiler takes them from the Args
+    section of the pipeline function's docstring, and silently drops a misspelt name."""
+    params = spec.root.input_definitions.parameters
+    missing = [name for name, p in params.items() if not p.description.strip()]
+    assert missing == []
+    for name, p in params.items():
+        assert len(p.description) >= 30, (name, p.description)  # a sentence, not a word
+        assert "\n" not in p.description and not p.description.startswith(name), name
+    assert "template" in params["data_uri"].description
+    assert "CTRFLOW_STORAGE_URL" in params["storage_secret"].description
+
+
+def test_a_parameter_without_a_description_stops_the_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ctrflow.pipelines import ctr_pipeline
+
+    descriptions = dict(ctr_pipeline.PARAMETER_DESCRIPTIONS)
+    del descriptions["seed"]
+    monkeypatch.setattr(ctr_pipeline, "PARAMETER_DESCRIPTIONS", descriptions)
+    with pytest.raises(RuntimeError, match="PARAMETER_DESCRIPTIONS does not match"):
+        build_pipeline("example.org/x:1")
+
+
+def test_reports_for_the_kfp_ui_are_html_and_markdown_artifacts(
+    spec: pipeline_spec_pb2.PipelineSpec,
+) -> None:
+    """The KFP UI renders system.HTML and system.Markdown outputs in a step's Visualizations."""
+    expected = {
+        "finalize-study": ("hpo_report", "system.HTML"),
+        "evaluate": ("evaluation_report", "system.HTML"),
+        "register": ("promotion_report", "system.Markdown"),
+    }
+    for step, (output, schema) in expected.items():
+        component = spec.components[_all_tasks(spec)[step].component_ref.name]
+        artifact = component.output_definitions.artifacts[output]
+        assert artifact.artifact_type.schema_title == schema, step
+
+
 def _all_tasks(
     spec: pipeline_spec_pb2.PipelineSpec,
 ) -> dict[str, pipeline_spec_pb2.PipelineTaskSpec]:

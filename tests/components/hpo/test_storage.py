@@ -34,6 +34,7 @@ from ctrflow.components.hpo.storage import (
 from ctrflow.components.names import ATTR_DEFAULT_TRIAL as DEFAULT_TRIAL_ATTR
 from tests.testkit.cli import CTRFLOW
 from tests.testkit.hpo_data import tiny_dataset
+from tests.testkit.reports import read_page
 
 pytestmark = pytest.mark.integration
 FAST = StorageSettings(heartbeat_interval=1, grace_period=1, connect_attempts=3)
@@ -259,6 +260,13 @@ def test_finalize_reports_best_default_counts_and_writes_export_plots_summary(
     assert json.loads((out / "summary.json").read_text()) == json.loads(
         json.dumps(result.to_dict())
     )
+    # The page the KFP UI shows: best against defaults, the history plot inline.
+    page = read_page(result.report)
+    assert page.title == f"HPO study s ({model_type})"
+    history = "Trial logloss over trials, and the best so far"
+    assert page.images[history] == pathlib.Path(result.plots["optimization_history"]).read_bytes()
+    assert f"{result.best_value:.6g}" in page.cells and "best trial" in page.cells
+    assert set(result.best_params) <= set(page.cells)
 
 
 def test_finalize_without_a_completed_trial_says_so(tmp_path: pathlib.Path) -> None:
@@ -302,7 +310,9 @@ def test_kfp_step_functions_run_the_steps_with_the_storage_url_from_the_environm
         study_db=dsl.Artifact(uri=str(tmp_path / "export" / "study.db")),
         plots=dsl.Artifact(uri=str(tmp_path / "plots")),
         metrics=metrics,
+        hpo_report=dsl.HTML(uri=str(tmp_path / "hpo_report")),
     )
+    assert read_page(tmp_path / "hpo_report").title == "HPO study kfp (ffm)"
     assert final.search_space_version == created.search_space_version
     assert final.summary["study_db"] == str(tmp_path / "export" / "study.db")
     assert (tmp_path / "plots" / "optimization_history.png").exists()

@@ -24,6 +24,7 @@ import optuna
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 import ctrflow
 import ffm_ext
@@ -120,11 +121,16 @@ def first(
 
 
 @pytest.fixture(scope="module")
+def second_report(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return tmp_path_factory.mktemp("second") / "promotion.md"
+
+
+@pytest.fixture(scope="module")
 def second(
     first: RegisterResult, registry: str, name: str, week: Week, study: FinalizeResult,
-    models: dict[str, Candidate],
+    models: dict[str, Candidate], second_report: pathlib.Path,
 ) -> RegisterResult:  # fmt: skip
-    return _register(registry, name, week, study, models["worse"])
+    return _register(registry, name, week, study, models["worse"], decision_report=second_report)
 
 
 @pytest.fixture(scope="module")
@@ -204,9 +210,13 @@ def test_first_run_registers_version_1_as_champion_with_its_run(
 
     assert {"optuna/study.db", "optuna/summary.json", "optuna/plots"} <= listing("optuna")
     assert listing("optuna/plots") == {
-        "optuna/plots/optimization_history.png", "optuna/plots/param_importances.png"
+        "optuna/plots/optimization_history.png", "optuna/plots/param_importances.png",
+        "optuna/plots/report.html",
     }  # fmt: skip
-    assert listing("evaluation") == {"evaluation/calibration.png", "evaluation/evaluation.json"}
+    assert listing("evaluation") == {
+        "evaluation/calibration.png", "evaluation/evaluation.json", "evaluation/report.html",
+        "evaluation/roc.png",
+    }  # fmt: skip
     assert listing("feature_spec") == {"feature_spec/feature_spec.json"}
     db = client.download_artifacts(first.run_id, "optuna/study.db", str(tmp_path))
     exported = optuna.load_study(study_name="week-a", storage=f"sqlite:///{db}")
@@ -221,8 +231,9 @@ def test_first_run_registers_version_1_as_champion_with_its_run(
 
 
 def test_worse_model_stays_challenger_with_the_reason_on_its_version(
-    second: RegisterResult, registry: str, name: str, models: dict[str, Candidate]
-) -> None:
+    second: RegisterResult, registry: str, name: str, models: dict[str, Candidate],
+    second_report: pathlib.Path,
+) -> None:  # fmt: skip
     client = MlflowClient(registry)
     assert (second.version, second.promoted, second.champion) == ("2", False, "1")
     assert _champion(client, name) == "1"
@@ -242,6 +253,19 @@ def test_worse_model_stays_challenger_with_the_reason_on_its_version(
     assert "ctrflow.champion.since" not in tags
     # The run and the version record the decision with the same word.
     assert client.get_run(second.run_id).data.tags["ctrflow.promotion.decision"] == "kept_champion"
+    # AUCs are reported with it, the champion's measured anew on the same rows.
+    assert second.decision["champion_auc"] == pytest.approx(models["mediocre"].evaluation.auc)
+    assert second.decision["challenger_auc"] == models["worse"].evaluation.auc
+
+    # The Markdown the KFP UI shows says what the tags say.
+    markdown = second_report.read_text(encoding="utf-8")
+    assert markdown.splitlines()[0] == f"# Promotion of {name} version 2: kept_champion"
+    assert f"**Reason:** {tags['ctrflow.promotion.reason']}" in markdown
+    assert f"| champion | 1 | {champion:.6f} | {models['mediocre'].evaluation.auc:.4f} |" in (
+        markdown
+    )
+    assert f"| challenger | 2 | {worse:.6f} |" in markdown
+    assert f"| MLflow run | `{second.run_id}` (experiment {second.experiment_id}) |" in markdown
 
 
 def test_failure_after_the_version_exists_leaves_the_champion(
@@ -388,6 +412,8 @@ def test_champion_with_another_feature_spec_is_judged_on_prepare_datas_raw_test_
     assert kept.decision["champion_logloss"] == pytest.approx(champion_loss, rel=1e-12)
     # Through its own spec the challenger scores the raw rows as evaluate scored its Dataset.
     assert kept.decision["challenger_logloss"] == pytest.approx(worse.evaluation.logloss, rel=1e-9)
+    assert kept.decision["champion_auc"] == pytest.approx(roc_auc_score(raw["label"], served))
+    assert kept.decision["challenger_auc"] == pytest.approx(worse.evaluation.auc, rel=1e-9)
     tags = _tags(client, name, "3")
     assert tags["ctrflow.promotion.decision"] == "kept_champion"
     assert tags["ctrflow.promotion.compared_on"] == on_raw
@@ -519,8 +545,13 @@ def test_kfp_step_function_registers_from_artifact_paths(
         plots=dsl.Artifact(uri=str(pathlib.Path(study.study_db).parent)),
         test=dsl.Dataset(uri=str(week.test)), test_raw=dsl.Dataset(uri=str(raw)),
         data_window=window, data_uris=uris,
+        promotion_report=dsl.Markdown(uri=str(tmp_path / "promotion_report")),
     )  # fmt: skip
     assert (out.model_version, out.promoted, out.reason) == ("1", True, "no champion yet")
+    report = (tmp_path / "promotion_report").read_text(encoding="utf-8")
+    assert report.startswith(f"# Promotion of {name} version 1: promoted\n")
+    # A link to the run on the tracking server, which the KFP UI renders.
+    assert f"]({mlflow_server}/#/experiments/" in report
     client = MlflowClient(mlflow_server)
     run = client.get_run(client.get_model_version(name, "1").run_id)
     assert run.data.tags["ctrflow.pipeline_run_id"] == "kfp-run-1"
@@ -539,7 +570,9 @@ def test_kfp_step_function_registers_from_artifact_paths(
             feature_spec=dsl.Artifact(uri=str(spec_dir)), study_db=dsl.Artifact(uri=str(db)),
             plots=dsl.Artifact(uri=str(tmp_path)), test=dsl.Dataset(uri=str(week.test)),
             data_window=window, data_uris=uris,
+            promotion_report=dsl.Markdown(uri=str(tmp_path / "unwritten")),
         )  # fmt: skip
+    assert not (tmp_path / "unwritten").exists()
 
 
 def test_bad_inputs_fail_before_anything_is_written(

@@ -27,6 +27,7 @@ from ctrflow.components.training.models import xgb_matrices, xgb_train
 from ctrflow.components.training.train_final import TrainResult, train_final
 from ctrflow.components.training.trained_model import load_trained_model
 from tests.testkit.ctr_data import Week, make_week
+from tests.testkit.reports import read_page
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -137,6 +138,15 @@ def test_evaluate_metrics_match_scikit_learn_and_the_predictions(
     assert result.metrics()["test_logloss"] == result.logloss
     assert result.test_fingerprint.startswith("sha256:")
 
+    # The page the KFP UI shows: both plots inline, the numbers in its tables.
+    page = read_page(result.report)
+    assert page.title == "Test evaluation: ffm"
+    assert page.images["Calibration (reliability curve)"] == plot.read_bytes()
+    assert page.images["ROC curve"] == pathlib.Path(result.roc_plot).read_bytes()
+    assert len(page.images["ROC curve"]) > 5000
+    assert f"{result.logloss:.6g}" in page.cells and f"{result.auc:.6g}" in page.cells
+    assert page.cells.count(f"{result.bins[0]['rows']}") >= 1 and len(page.cells) > 60
+
 
 def test_calibration_bins_by_hand() -> None:
     labels = np.array([0, 0, 1, 0, 1, 1], dtype=np.float64)
@@ -204,14 +214,16 @@ def test_kfp_step_functions_train_and_evaluate(week: Week, tmp_path: pathlib.Pat
     assert train_metrics.metadata["final_valid_logloss"] == saved.valid_logloss
     evaluation = dsl.Artifact(uri=str(tmp_path / "evaluation"))
     eval_metrics = dsl.Metrics(uri=str(tmp_path / "m2"))
+    report = dsl.HTML(uri=str(tmp_path / "evaluation_report"))  # KFP makes the parent
     out = evaluate_component(
         test=dsl.Dataset(uri=str(week.test)), model=model, evaluation=evaluation,
-        metrics=eval_metrics,
+        metrics=eval_metrics, evaluation_report=report,
     )  # fmt: skip
     stored = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
     assert out.test_logloss == stored["logloss"] == eval_metrics.metadata["test_logloss"]
     assert out.test_auc == stored["auc"]
     assert (tmp_path / "evaluation" / "calibration.png").read_bytes()[:8] == PNG_MAGIC
+    assert read_page(report.path).headings[0] == "Test evaluation: ffm"
 
 
 def _part_of(test_dir: pathlib.Path, out: pathlib.Path, rows: int, label: float | None) -> str:

@@ -24,6 +24,7 @@ from ctrflow.components.data.feature_spec import FeatureSpec
 from ctrflow.components.hpo._study_config import StudyConfig
 from ctrflow.pipelines import cli
 from tests.testkit.cli import run_ctrflow as _ctrflow
+from tests.testkit.reports import read_page
 
 ROWS = "15000"
 MODEL = "ctr-e2e"
@@ -70,6 +71,15 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
     assert (run_dir / "register").is_dir() and (run_dir / "prepare-data" / "train").is_dir()
     assert (run_dir / "prepare-data" / "test_raw" / "test_raw.parquet").is_file()
     assert pathlib.Path(first["log_file"]).read_text().count("finished with status") >= 9
+    # What the KFP UI shows in the steps' Visualizations (#16), here as kfp.local wrote them.
+    evaluation = read_page(run_dir / "evaluate" / "evaluation_report")
+    assert {"Calibration (reliability curve)", "ROC curve"} <= set(evaluation.images)
+    assert f"{out['test_logloss']:.6g}" in evaluation.cells
+    study_page = read_page(run_dir / "finalize-study" / "hpo_report")
+    assert "Trial logloss over trials, and the best so far" in study_page.images
+    assert study_page.title == f"HPO study {hpo['study_name']} (ffm)"
+    report = (run_dir / "register" / "promotion_report").read_text(encoding="utf-8")
+    assert report.startswith(f"# Promotion of {MODEL} version 1: promoted\n")
 
     mlflow = MlflowClient(tracking_uri=first["mlflow_uri"], registry_uri=first["mlflow_uri"])
     assert str(mlflow.get_model_version_by_alias(MODEL, "champion").version) == "1"
@@ -111,6 +121,10 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
     ), version.tags
     assert float(version.tags["ctrflow.promotion.champion_test_logloss"]) > 0
     assert version.tags["ctrflow.promotion.reason"] == out2["promotion_reason"]
+    report = (pathlib.Path(second["run_dir"]) / "register" / "promotion_report").read_text()
+    assert report.startswith(f"# Promotion of {MODEL} version 2: {decision}\n")
+    assert f"**Reason:** {out2['promotion_reason']}\n" in report
+    assert "| champion | 1 |" in report and "| challenger | 2 |" in report
     champion = str(mlflow.get_model_version_by_alias(MODEL, "champion").version)
     assert champion == ("2" if out2["promoted"] else "1")
     assert str(mlflow.get_model_version_by_alias(MODEL, "challenger").version) == "2"
