@@ -9,6 +9,7 @@ PNGs, and all of it as summary.json.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import pathlib
@@ -24,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ctrflow.components.hpo._study_config import StudyConfig
 from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage
-from ctrflow.components.names import ATTR_DEFAULT_TRIAL
+from ctrflow.components.names import ATTR_DEFAULT_TRIAL, ATTR_FINALIZED
 
 __all__ = ["FinalizeResult", "finalize_study"]
 
@@ -164,6 +165,8 @@ def finalize_study(
             plots=plots,
             plot_notes=notes,
         )
+        # Exported: no later step reads the study from the storage, retention may delete it.
+        study.set_user_attr(ATTR_FINALIZED, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     finally:
         dispose(storage)
     (out / "summary.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
