@@ -3,8 +3,8 @@
 A promotion is recorded on the promoted version's tags (``promotion``), which hold one stint
 each; a rollback makes an earlier champion serve again, a second stint of the same version, so it
 is recorded apart: tag ``ctrflow.rollback.<UTC time>`` on the registered model, its value JSON
-``{"from", "to", "reason", "by", "at", "forced", "state"}``. ``promotion_history`` merges these
-records with the promotions into one timeline.
+(``from_version``, ``to_version``, ``reason``, ``by``, ``at``, ``forced``, ``state``,
+``error``). ``promotion_history`` merges these records with the promotions into one timeline.
 
 Like the gate's ``promoting``, the record is written as an intent (state ``rolling_back``) before
 the alias moves and marked ``done`` after; a command killed in between leaves the intent, and the

@@ -9,8 +9,10 @@ scored (another spec and no raw rows, a broken or foreign model) also stays, wit
 
 History (MLflow keeps none): every decision is written as ``ctrflow.promotion.*`` tags on the
 challenger's version; a promotion adds ``ctrflow.champion.since`` / ``.previous_version`` on the
-new champion and ``ctrflow.champion.until`` / ``.replaced_by`` on the one it replaced, so
-``promotion_history`` can list what served when.
+new champion and ``ctrflow.champion.until`` / ``.replaced_by`` on the one it replaced.
+``ctrflow model rollback`` (``rollback``) records its moves on the registered model instead
+(``_rollback_records``: a version can serve more than once); ``promotion_history`` puts both on
+one timeline, each stint lasting until the next begins.
 
 Concurrency: the decision and the alias move happen under a registry lock (``_registry_lock``),
 and under the lock the champion is read again: if it moved since it was scored (another pipeline
