@@ -18,6 +18,7 @@ __all__ = [
     "hpo_worker_component",
     "prepare_data_component",
     "register_component",
+    "retire_studies_component",
     "train_final_component",
 ]
 
@@ -340,3 +341,31 @@ def register_component(
         )
     outputs = namedtuple("outputs", ["model_version", "promoted", "reason"])
     return outputs(result.version, result.promoted, result.reason)
+
+
+def retire_studies_component(
+    *,
+    model_name: str,
+    study_name: str,
+    keep_studies: int,
+    mlflow_tracking_uri: str = "",
+) -> dict:  # type: ignore[type-arg]
+    """KFP step after register: keep the newest ``keep_studies`` studies of ``model_name`` in
+    the Optuna storage (env CTRFLOW_STORAGE_URL), each older one exported to MLflow and deleted;
+    never this run's study nor the champion's (components/hpo/retention.py). 0 keeps all."""
+    import logging
+    import os
+
+    from ctrflow.components.hpo.retention import retire_studies
+    from ctrflow.components.hpo.storage import storage_url_from_env
+    from ctrflow.components.names import MLFLOW_TRACKING_URI_ENV
+
+    logging.basicConfig(level=logging.INFO)
+    result = retire_studies(
+        storage_url=storage_url_from_env(),
+        model_name=model_name,
+        keep=keep_studies,
+        current_study=study_name,
+        tracking_uri=mlflow_tracking_uri or os.environ.get(MLFLOW_TRACKING_URI_ENV) or None,
+    )
+    return result.to_dict()

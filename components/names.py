@@ -99,6 +99,9 @@ TAG_CHAMPION_SINCE: Final = "ctrflow.champion.since"
 TAG_CHAMPION_PREVIOUS: Final = "ctrflow.champion.previous_version"
 TAG_CHAMPION_UNTIL: Final = "ctrflow.champion.until"
 TAG_CHAMPION_REPLACED_BY: Final = "ctrflow.champion.replaced_by"
+# On the registered model: one tag per `ctrflow model rollback`, keyed by its UTC time, the record
+# as JSON (registry/_rollback_records.py).
+TAG_ROLLBACK_PREFIX: Final = "ctrflow.rollback."
 # On the register step's run: its process's wall clock, renewed every few seconds while it runs;
 # a RUNNING run whose heartbeat stopped belongs to a killed step (registry/run_heartbeat.py).
 TAG_HEARTBEAT: Final = "ctrflow.register.heartbeat"
@@ -139,6 +142,8 @@ ATTR_WARM_START: Final = "ctrflow.warm_start"
 ATTR_BUDGET: Final = "ctrflow.budget"
 ATTR_SEED: Final = "ctrflow.seed"
 ATTR_READY: Final = "ctrflow.ready"  # set last: a study without it is a half-made one
+ATTR_MODEL_NAME: Final = "ctrflow.model_name"  # the registered model: study retention's scope
+ATTR_FINALIZED: Final = "ctrflow.finalized_at"  # finalize_study ran (UTC): no step reads it after
 ATTR_DEFAULT_TRIAL: Final = "ctrflow.default_trial"  # on the enqueued library-defaults trial
 
 # ---- artifact and file names -------------------------------------------------------------------

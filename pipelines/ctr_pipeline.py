@@ -3,6 +3,8 @@
     plan-hpo ─▶ data-window ─▶ prepare-data ─▶ create-study ─▶ hpo-worker x n_workers
                                                                  (ParallelFor)       │
                  register ◀── evaluate ◀── train-final ◀── finalize-study ◀──────────┘
+                    │
+                    └─▶ retire-studies (keep_studies newest studies of the model; 0: all)
 
 Every step is a lightweight Python component over a step function of ``ctrflow.components``,
 running on the project image (chosen at compile time; ``install_kfp_package=False``: the image
@@ -41,6 +43,7 @@ from ctrflow.components.kfp_components import (
     hpo_worker_component,
     prepare_data_component,
     register_component,
+    retire_studies_component,
     train_final_component,
 )
 from ctrflow.components.names import (
@@ -103,6 +106,7 @@ RESOURCES = {
     "train-final": Resources(str(TRAIN_THREADS), str(TRAIN_THREADS), "4Gi", "8Gi"),
     "evaluate": Resources("1", "2", "2Gi", "4Gi"),
     "register": Resources("1", "2", "2Gi", "4Gi"),
+    "retire-studies": Resources("250m", "1", "512Mi", "1Gi"),
 }
 # Steps that talk to the database or MLflow retry on failure; all are idempotent on retry
 # (create_study leaves a ready study as it is, workers rejoin the study and its exact budget).
@@ -126,7 +130,7 @@ WRITABLE_DIRS = {
 # reach the spec as a line break.
 PARAMETER_DESCRIPTIONS = {
     "data_uri": "Click log to train on: Parquet/CSV file, directory or glob, local or gs:// s3://; "
-    "a template such as gs://bucket/logs/{date-7d:%G-w%V}/*.parquet reads the run's own week.",
+    "a template such as gs://bucket/logs/{date-7d..date}/*.parquet reads the run's own week.",
     "model_name": "Registered MLflow model (and experiment) name; its champion warm-starts the "
     "search and is the model to beat.",
     "model_type": "Model family: ffm (field-aware factorization machine) or xgboost.",
@@ -148,6 +152,8 @@ PARAMETER_DESCRIPTIONS = {
     "cold instead of from the champion's study.",
     "data_date": "Day (YYYY-MM-DD, UTC) that fills a data_uri template; empty: the run's "
     "scheduled time.",
+    "keep_studies": "Optuna studies of this model kept after a successful run, newest first; "
+    "older ones go to MLflow and leave the database (the champion's never does); 0 keeps all.",
 }
 
 
@@ -162,6 +168,7 @@ def _components(image: str) -> dict[str, PythonComponent]:
         "train-final": train_final_component,
         "evaluate": evaluate_component,
         "register": register_component,
+        "retire-studies": retire_studies_component,
     }
     return {name: step_component(func, image=image, name=name) for name, func in funcs.items()}
 
@@ -244,6 +251,7 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
         feature_spec_uri: str = "",
         search_space_tag: str = "",
         data_date: str = "",
+        keep_studies: int = 8,
     ) -> PipelineOutputs:
         plan = steps["plan-hpo"](
             n_workers=n_workers,
@@ -334,6 +342,18 @@ def build_pipeline(image: str | None = None, *, retries: bool = True) -> GraphCo
         # Never cached: a cache hit would skip the registration and the promotion decision.
         configure(register, "register", cache=False, retry=True)
         _use_mlflow(register, mlflow_secret)
+
+        # After the promotion: the champion whose study must stay is the one just decided. Not
+        # before: a failed run deletes nothing.
+        retire = steps["retire-studies"](
+            model_name=model_name,
+            study_name=create.outputs["study_name"],
+            keep_studies=keep_studies,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        ).after(register)
+        configure(retire, "retire-studies", cache=False, retry=True)
+        _use_storage_secret(retire, storage_secret)
+        _use_mlflow(retire, mlflow_secret)
 
         return PipelineOutputs(
             hpo=final.outputs["summary"],

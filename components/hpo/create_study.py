@@ -25,7 +25,7 @@ from ctrflow.components.hpo.storage import (
     make_storage,
     redact_url,
 )
-from ctrflow.components.names import ATTR_DEFAULT_TRIAL
+from ctrflow.components.names import ATTR_DEFAULT_TRIAL, ATTR_MODEL_NAME
 
 __all__ = ["StudyInfo", "create_study", "source_study_name"]
 
@@ -156,6 +156,8 @@ def create_study(
             cfg.ATTR_BUDGET: budget,
             cfg.ATTR_SEED: seed,
         }
+        if model_name:  # what study retention (retention.py) keeps or deletes for a model
+            attrs[ATTR_MODEL_NAME] = model_name
         for key, value in attrs.items():
             study.set_user_attr(key, value)
         study.enqueue_trial(dict(space.defaults), user_attrs={ATTR_DEFAULT_TRIAL: True})

@@ -10,6 +10,7 @@ report.html (the KFP UI shows it as an HTML artifact).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import pathlib
@@ -26,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ctrflow.components.hpo._study_config import StudyConfig
 from ctrflow.components.hpo._study_report import write_study_report
 from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage
-from ctrflow.components.names import ATTR_DEFAULT_TRIAL
+from ctrflow.components.names import ATTR_DEFAULT_TRIAL, ATTR_FINALIZED
 
 __all__ = ["FinalizeResult", "finalize_study"]
 
@@ -172,6 +173,8 @@ def finalize_study(
             plot_notes=notes,
             report=str(out / REPORT_FILE),
         )
+        # Exported: no later step reads the study from the storage, retention may delete it.
+        study.set_user_attr(ATTR_FINALIZED, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     finally:
         dispose(storage)
     write_study_report(result, out / REPORT_FILE)

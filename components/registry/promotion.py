@@ -9,8 +9,10 @@ scored (another spec and no raw rows, a broken or foreign model) also stays, wit
 
 History (MLflow keeps none): every decision is written as ``ctrflow.promotion.*`` tags on the
 challenger's version; a promotion adds ``ctrflow.champion.since`` / ``.previous_version`` on the
-new champion and ``ctrflow.champion.until`` / ``.replaced_by`` on the one it replaced, so
-``promotion_history`` can list what served when.
+new champion and ``ctrflow.champion.until`` / ``.replaced_by`` on the one it replaced.
+``ctrflow model rollback`` (``rollback``) records its moves on the registered model instead
+(``_rollback_records``: a version can serve more than once); ``promotion_history`` puts both on
+one timeline, each stint lasting until the next begins.
 
 Concurrency: the decision and the alias move happen under a registry lock (``_registry_lock``),
 and under the lock the champion is read again: if it moved since it was scored (another pipeline
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 import tempfile
 import threading
@@ -64,6 +67,12 @@ from ctrflow.components.names import TAG_CHAMPION_SINCE as TAG_SINCE
 from ctrflow.components.names import TAG_CHAMPION_UNTIL as TAG_UNTIL
 from ctrflow.components.names import TAG_PROMOTION as TAG
 from ctrflow.components.registry._registry_lock import RegistryLock
+from ctrflow.components.registry._rollback_records import (
+    STATE_DONE,
+    STATE_ROLLING_BACK,
+    read_records,
+    settle_interrupted,
+)
 from ctrflow.components.registry.model_names import name_filter
 from ctrflow.components.registry.run_heartbeat import ORPHAN_AFTER, is_dead
 from ctrflow.components.registry.serving_model import CtrModel
@@ -504,11 +513,12 @@ def repair_interrupted(
       commit point, so the promotion is completed (history tags, stage if asked, ``promoted``);
     - ``promoting`` with the alias elsewhere: the alias never moved, so ``failed``;
     - ``pending`` whose run is dead (ended, or no heartbeat for ``orphan_after``): ``failed``.
-      A pending version of a live run is another pipeline on its way to the lock: left alone.
+      A pending version of a live run is another pipeline on its way to the lock: left alone;
+    - a rollback intent (``_rollback_records``): done if the alias is on its target, else failed.
     Returns (version, what was done) pairs.
     """
     champion = champion_version(client, model_name)
-    done = []
+    done = settle_interrupted(client, model_name, champion)
     for v in client.search_model_versions(name_filter(model_name)):
         version, tags = str(v.version), dict(v.tags or {})
         state = tags.get(TAG_PROMOTION_DECISION)
@@ -578,11 +588,13 @@ def record_failure(client: Any, model_name: str, version: str, error: BaseExcept
 
 
 def promotion_history(client: Any, model_name: str) -> list[dict[str, Any]]:
-    """Every version that served as champion, oldest first, from the version tags.
+    """Every stint as champion, oldest first: the promotions (version tags) and the rollbacks
+    (``_rollback_records``) on one timeline; each stint lasts until the next one starts, so a
+    version rolled back to appears once per stint.
 
     A promotion whose step was killed after alias champion moved but before its history tags
     were written (decision ``promoting``, alias on the version) is shown as it will be recorded
-    by the next register run: the alias is what serves."""
+    by the next register run: the alias is what serves. So is a rollback killed likewise."""
     versions = {str(v.version): dict(v.tags or {}) for v in client.search_model_versions(
         name_filter(model_name)
     )}  # fmt: skip
@@ -595,21 +607,57 @@ def promotion_history(client: Any, model_name: str) -> list[dict[str, Any]]:
         for version, missing in completion.items():
             if version in versions:
                 versions[version] = {**missing, **versions[version]}
-    served = []
-    for version, tags in versions.items():
-        if TAG_SINCE not in tags:
-            continue
-        served.append(
-            {
-                "version": version,
-                "since": tags[TAG_SINCE],
-                "until": tags.get(TAG_UNTIL),
-                "previous_version": tags.get(TAG_PREVIOUS),
-                "replaced_by": tags.get(TAG_REPLACED_BY),
-                "test_logloss": tags.get(f"{TAG}challenger_test_logloss"),
-                "previous_test_logloss": tags.get(f"{TAG}champion_test_logloss"),
-                "reason": tags.get(f"{TAG}reason"),
-                "decision": read_decision(tags.get(TAG_PROMOTION_DECISION)),
-            }
-        )
-    return sorted(served, key=lambda entry: entry["since"])
+    stints = [
+        _stint(version, tags, kind="promotion", since=tags[TAG_SINCE],
+               previous=tags.get(TAG_PREVIOUS), reason=tags.get(f"{TAG}reason"))
+        for version, tags in versions.items()
+        if TAG_SINCE in tags
+    ]  # fmt: skip
+    records = read_records(dict(client.get_registered_model(model_name).tags or {}))
+    for record in records:
+        in_flight = record.state == STATE_ROLLING_BACK and record is records[-1]
+        if record.state == STATE_DONE or (in_flight and champion == record.to_version):
+            stint = _stint(record.to_version, versions.get(record.to_version, {}),
+                           kind="rollback", since=record.at, previous=record.from_version,
+                           reason=record.summary())  # fmt: skip
+            stints.append({**stint, "by": record.by, "forced": record.forced})
+    stints.sort(key=lambda entry: _moment(entry["since"]))
+    for stint, following in itertools.pairwise(stints):
+        stint["until"], stint["replaced_by"] = following["since"], following["version"]
+    return stints
+
+
+def _stint(
+    version: str,
+    tags: dict[str, str],
+    *,
+    kind: str,
+    since: str,
+    previous: str | None,
+    reason: str | None,
+) -> dict[str, Any]:
+    return {
+        "version": version,
+        "kind": kind,
+        "since": since,
+        "until": None,
+        "previous_version": previous,
+        "replaced_by": None,
+        "test_logloss": tags.get(f"{TAG}challenger_test_logloss"),
+        "previous_test_logloss": (
+            tags.get(f"{TAG}champion_test_logloss") if kind == "promotion" else None
+        ),
+        "reason": reason,
+        "decision": read_decision(tags.get(TAG_PROMOTION_DECISION)),
+        "by": None,
+        "forced": False,
+    }
+
+
+def _moment(stamp: str) -> tuple[dt.datetime, str]:
+    """Sort key of a history timestamp; one that does not parse sorts first, not in error."""
+    try:
+        moment = dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return dt.datetime.min.replace(tzinfo=dt.UTC), stamp
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)), stamp

@@ -28,9 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pathlib
-import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -62,8 +60,8 @@ from ctrflow.components.names import (
     TAG_SPEC,
     TAG_STUDY_NAME,
     TAG_WARM_START,
-    TEST_KILL_AT_ENV,
 )
+from ctrflow.components.registry._test_kill import with_test_kill
 from ctrflow.components.registry.decision_report import decision_markdown
 from ctrflow.components.registry.model_names import check_model_name
 from ctrflow.components.registry.promotion import promote, record_failure
@@ -139,20 +137,6 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-
-
-def _with_test_kill(on_event: Event | None) -> Event:
-    """Test-only fault hook: with $CTRFLOW_TEST_KILL_AT naming a checkpoint, the process SIGKILLs
-    itself there (no cleanup runs, as with an OOM kill or a lost node). Unset in production."""
-    kill_at = os.environ.get(TEST_KILL_AT_ENV, "")
-
-    def event(name: str) -> None:
-        if on_event is not None:
-            on_event(name)
-        if name == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return event
 
 
 def _combined_fingerprint(*parts: str) -> str:
@@ -270,7 +254,7 @@ def register(
     data_window: data-window's params of the data read (logged as params), data_uris the URIs.
     decision_report: a file to write the decision to as Markdown (``decision_report``).
     """
-    event = _with_test_kill(on_event)
+    event = with_test_kill(on_event)
     check_model_name(model_name)
     # Everything is read and checked before anything is written to MLflow.
     model_dir, evaluation_dir = pathlib.Path(model_dir), pathlib.Path(evaluation_dir)

@@ -1,8 +1,8 @@
 """The `ctrflow` command line: one argparse tree, each command group in its own module.
 
-Each group module (`pipeline`, `schedule`, `status`, `data`, `hpo`, `registry`, `cluster`,
-`ffm`) exposes `register(subparsers)`, which adds its sub-commands and sets `func` on them;
-`func(args) -> int` is the exit code.
+Each group module (`pipeline`, `schedule`, `status`, `data`, `hpo`, `model`, `registry`,
+`cluster`, `ffm`) exposes `register(subparsers)`, which adds its sub-commands and sets `func`
+on them; `func(args) -> int` is the exit code.
 """
 
 from __future__ import annotations
@@ -13,7 +13,17 @@ import sys
 from collections.abc import Sequence
 
 import ctrflow
-from ctrflow.pipelines.cli import cluster, data, ffm, hpo, pipeline, registry, schedule, status
+from ctrflow.pipelines.cli import (
+    cluster,
+    data,
+    ffm,
+    hpo,
+    model,
+    pipeline,
+    registry,
+    schedule,
+    status,
+)
 from ctrflow.pipelines.cli._parsing import (
     HelpFormatter,
     Parser,
@@ -23,7 +33,7 @@ from ctrflow.pipelines.cli._parsing import (
     report,
 )
 
-COMMAND_GROUPS = (pipeline, schedule, status, data, hpo, registry, cluster, ffm)
+COMMAND_GROUPS = (pipeline, schedule, status, data, hpo, model, registry, cluster, ffm)
 
 
 def build_parser() -> argparse.ArgumentParser:

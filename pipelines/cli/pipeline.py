@@ -79,6 +79,13 @@ PARAMS = (
         "(`run`: today, UTC)",
     ),
     _Param(
+        "--keep-studies",
+        "keep_studies",
+        int,
+        "after registering, keep this many newest Optuna studies of the model, export the older "
+        "ones to MLflow and delete them (never this run's or the champion's); 0 keeps all",
+    ),
+    _Param(
         "--mirror-production-stage",
         "mirror_production_stage",
         None,
@@ -221,6 +228,8 @@ def _check_params(params: dict[str, Any]) -> None:
         raise ValueError("--budget must be >= 1")
     if params.get("n_workers", 0) > params.get("trial_budget", 10**9):
         raise ValueError("--workers exceeds --budget: the extra workers would have no trial")
+    if params.get("keep_studies", 0) < 0:
+        raise ValueError("--keep-studies must be >= 0 (0 keeps every study)")
     if "model_name" in params and not str(params["model_name"]).strip():
         raise ValueError("--model-name must not be empty")
 

@@ -28,6 +28,7 @@ STEPS = (
     "train-final",
     "evaluate",
     "register",
+    "retire-studies",
 )
 
 
@@ -115,6 +116,7 @@ def test_spec_parses_into_pipeline_spec_proto(spec: pipeline_spec_pb2.PipelineSp
         "feature_spec_uri",
         "search_space_tag",
         "data_date",
+        "keep_studies",
     }
     assert not params["data_uri"].is_optional  # the one parameter without a default
     assert params["storage_secret"].default_value.string_value == "ctrflow-storage"
@@ -215,7 +217,7 @@ def test_dag_order_and_fan_out(spec: pipeline_spec_pb2.PipelineSpec) -> None:
 
 def test_mlflow_location_is_one_run_parameter(spec: pipeline_spec_pb2.PipelineSpec) -> None:
     tasks = _all_tasks(spec)
-    for step in ("create-study", "register"):
+    for step in ("create-study", "register", "retire-studies"):
         uri = tasks[step].inputs.parameters["mlflow_tracking_uri"]
         assert uri.component_input_parameter == "mlflow_tracking_uri", step
     default = spec.root.input_definitions.parameters["mlflow_tracking_uri"].default_value
@@ -255,6 +257,21 @@ def test_data_window_feeds_prepare_data(spec: pipeline_spec_pb2.PipelineSpec) ->
     assert spec.root.input_definitions.parameters["data_date"].default_value.string_value == ""
 
 
+def test_studies_are_retired_after_the_promotion(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    """Issue #16: retention runs after register (a failed run deletes no study), on this run's
+    study name and the keep_studies run parameter (default 8)."""
+    tasks = _all_tasks(spec)
+    retire = tasks["retire-studies"]
+    assert "register" in retire.dependent_tasks
+    params = retire.inputs.parameters
+    assert params["keep_studies"].component_input_parameter == "keep_studies"
+    assert params["model_name"].component_input_parameter == "model_name"
+    study = params["study_name"].task_output_parameter
+    assert (study.producer_task, study.output_parameter_key) == ("create-study", "study_name")
+    default = spec.root.input_definitions.parameters["keep_studies"].default_value
+    assert default.number_value == 8
+
+
 def test_caching_and_retries(spec: pipeline_spec_pb2.PipelineSpec) -> None:
     tasks = _all_tasks(spec)
     uncached = {
@@ -265,9 +282,9 @@ def test_caching_and_retries(spec: pipeline_spec_pb2.PipelineSpec) -> None:
         "hpo-worker",
         "finalize-study",
     }
-    for name in uncached | {"register"}:
+    for name in uncached | {"register", "retire-studies"}:
         assert not tasks[name].caching_options.enable_cache, name
-    retried = {"create-study", "hpo-worker", "finalize-study", "register"}
+    retried = {"create-study", "hpo-worker", "finalize-study", "register", "retire-studies"}
     for name in STEPS:
         retries = tasks[name].retry_policy.max_retry_count
         assert (retries > 0) == (name in retried), name
@@ -308,8 +325,8 @@ def test_every_step_has_resources_on_the_project_image(
 
 
 def test_secrets_and_labels(platform: dict[str, k8s_pb2.KubernetesExecutorConfig]) -> None:
-    needs_storage = {"create-study", "hpo-worker", "finalize-study"}
-    needs_mlflow = {"create-study", "register"}
+    needs_storage = {"create-study", "hpo-worker", "finalize-study", "retire-studies"}
+    needs_mlflow = {"create-study", "register", "retire-studies"}
     assert set(platform) == set(STEPS)
     for step, config in platform.items():
         # Each step carries the client label of the servers it talks to, and no other: the

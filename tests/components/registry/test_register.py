@@ -344,7 +344,7 @@ def test_registry_history_command_prints_the_champions_in_order(
         ("5", None, "promoted"),
     ]
     missing = ["registry", "history", "--model-name", "no-such-model", "--mlflow-uri", registry]
-    assert cli_main(missing) == 1
+    assert cli_main(missing) == 2  # a usage error: the name given does not exist
     assert "'no-such-model'" in capsys.readouterr().err
 
 
