@@ -9,7 +9,7 @@ CONSTRAINTS := constraints.txt
 # meson-python runs meson and ninja from PATH, also when the editable install rebuilds on import.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint typecheck unit bench compile clean image image-ref
+.PHONY: install run test lint typecheck unit bench compile clean image image-ref mutation-c
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,12 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests
+
+## Mutation spot-check of the C kernels (AdaGrad update, normalisation, label parsing, replica
+## fold): each mutation applied in place in turn, rebuilt, and a test must fail. Refuses to start
+## on uncommitted changes to those files; puts them back when done. About a minute a mutation.
+mutation-c: $(STAMP)
+	$(BIN)/python -m tests.mutation.c_kernels
 
 ## The committed pipeline spec; tests/pipelines/test_pipeline_spec.py fails when it is stale.
 compile: $(STAMP)

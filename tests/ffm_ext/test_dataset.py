@@ -40,7 +40,6 @@ def test_other_dtypes_are_converted() -> None:
     ("change", "words"),
     [
         (lambda p: (p[0][:-1], *p[1:]), "indptr must start at 0 and end at nnz=3"),
-        (lambda p: (np.array([0, 3, 3], np.int64), *p[1:]), None),
         (
             lambda p: (np.array([0, 3, 2, 3], np.int64), *p[1:4], np.zeros(3, np.float32)),
             "indptr decreases at row 1",
@@ -59,11 +58,21 @@ def test_other_dtypes_are_converted() -> None:
 )
 def test_invalid_arrays_are_rejected(change, words) -> None:  # type: ignore[no-untyped-def]
     parts = change(arrays())
-    if words is None:
-        ffm_ext.Dataset(*parts)  # a valid variant (an empty row) for contrast
-        return
     with pytest.raises((ValueError, TypeError), match=words):
         ffm_ext.Dataset(*parts)
+
+
+def test_an_empty_row_is_valid() -> None:
+    """The contrast to the cases above: indptr may repeat (a row without tokens)."""
+    indptr = np.array([0, 3, 3], np.int64)
+    data = ffm_ext.Dataset(indptr, *arrays()[1:])
+    assert (data.n_rows, data.nnz, data.n_fields, data.n_features) == (2, 3, 2, 10)
+    np.testing.assert_array_equal(np.diff(data.indptr), [3, 0])
+    np.testing.assert_array_equal(data.labels, [1.0, 0.0])
+    # A row without tokens has margin 0: probability one half, whatever the weights.
+    model = ffm_ext.FFM(k=2, epochs=1)
+    model.fit(data)
+    assert model.predict(data)[1] == 0.5
 
 
 def test_declared_sizes() -> None:

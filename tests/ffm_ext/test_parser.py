@@ -29,6 +29,16 @@ def test_parses_rows_labels_and_tokens(tmp_path: pathlib.Path) -> None:
     assert (data.n_fields, data.n_features) == (3, 8)
 
 
+@pytest.mark.parametrize(("label", "value"), [("0", 0), ("1", 1), ("-1", 0), ("+1", 1)])
+@pytest.mark.parametrize("after", [" 0:1:1\n", "\t0:1:1\n", "\n", "", "\r\n"])
+def test_the_four_labels_alone_or_before_tokens(
+    tmp_path: pathlib.Path, label: str, value: int, after: str
+) -> None:
+    data = ffm_ext.read_libffm(write(tmp_path, f"{1 - value} 0:0:1\n{label}{after}"))
+    np.testing.assert_array_equal(data.labels, [1 - value, value])
+    assert data.indptr[-1] - data.indptr[-2] == (1 if "0:1:1" in after else 0)
+
+
 def test_crlf_no_trailing_newline_and_empty_row(tmp_path: pathlib.Path) -> None:
     path = write(tmp_path, "1 0:1:1\r\n0\r\n1 1:2:1")
     data = ffm_ext.read_libffm(path)
@@ -59,6 +69,11 @@ def test_values_parse_exactly(tmp_path: pathlib.Path) -> None:
     )
 
 
+# Tokens that start like a label but are not one (the parser compares whole tokens).
+NOT_LABELS = [
+    "-1.5", "-10", "-1x", "-1:", "+1.0", "+10", "+1x", "10", "1x", "1.0", "01", "0.5", "0.0",
+    "00", "-0", "+0", "-", "+", "1e0", "-2", "+2",
+]  # fmt: skip
 BAD = [
     # text, line, token, words in the message
     ("1 0:1:1\n1 0:1\n", 2, "0:1", "two colons"),
@@ -77,6 +92,8 @@ BAD = [
     ("2 0:1:1\n", 1, "2", "label must be 0 or 1"),
     ("1.0 0:1:1\n", 1, "1.0", "label must be 0 or 1"),
     ("yes 0:1:1\n", 1, "yes", "label must be 0 or 1"),
+    # Only 0, 1, -1 and +1 are labels: a longer token that starts like one is not.
+    *[(f"1 0:1:1\n{label} 0:1:1\n", 2, label, "label must be 0 or 1") for label in NOT_LABELS],
     ("1 0:1:1\n\n0 0:1:1\n", 2, "", "empty line"),
     ("1 0:1:1\n   \n", 2, "", "empty line"),
 ]

@@ -44,13 +44,15 @@ def test_one_row_path_equals_batch_path(
 
 
 def test_threads_give_the_same_predictions(
-    model_and_data: tuple[ffm_ext.FFM, ffm_ext.Dataset],
+    model_and_data: tuple[ffm_ext.FFM, ffm_ext.Dataset], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model, data = model_and_data
-    model.n_threads = 1
+    # The shared fixture's thread count is put back after the test.
+    monkeypatch.setattr(model, "n_threads", 1)
     one_thread = model.predict(data)
-    model.n_threads = 2
+    monkeypatch.setattr(model, "n_threads", 2)
     np.testing.assert_array_equal(model.predict(data), one_thread)
+    assert len(one_thread) == data.n_rows
     # A per-call count (what a server picks per batch) overrides the model's setting.
     np.testing.assert_array_equal(model.predict(data, n_threads=1), one_thread)
     np.testing.assert_array_equal(model.predict(data, n_threads=-1), one_thread)

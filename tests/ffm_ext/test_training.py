@@ -48,13 +48,16 @@ def test_criteo_tiny_matches_libffm(tiny: tuple[ffm_ext.Dataset, ffm_ext.Dataset
     final = history.valid_logloss[-1]
     assert len(history.valid_logloss) == 15
     assert abs(final - LIBFFM_TINY_VALID_LOGLOSS) / LIBFFM_TINY_VALID_LOGLOSS < 0.02
+    # +-2% of the logloss would pass a model with 40% of LIBFFM's gain over the constant
+    # predictor (0.0286 here); most of that gain is required too (measured: 121%).
+    constant = constant_logloss(train, valid)
+    assert constant - final >= 0.9 * (constant - LIBFFM_TINY_VALID_LOGLOSS), (constant, final)
     assert model.logloss(valid) == pytest.approx(final, rel=1e-6)
 
 
 def test_learns_a_planted_signal() -> None:
     train, valid = synthetic(1), synthetic(2, rows=1000)
-    base = float(np.mean(train.labels))
-    constant = -np.mean(valid.labels * np.log(base) + (1 - valid.labels) * np.log(1 - base))
+    constant = constant_logloss(train, valid)
     model = ffm_ext.FFM(k=4, eta=0.1, lam=1e-5, epochs=30, patience=3)
     history = model.fit(train, valid)
     assert history.best_valid_logloss is not None
@@ -113,13 +116,27 @@ def test_one_thread_is_deterministic_and_seed_matters() -> None:
     assert not np.array_equal(runs[0], runs[2])
 
 
+def constant_logloss(train: ffm_ext.Dataset, valid: ffm_ext.Dataset) -> float:
+    """Validation logloss of the constant predictor: the training click rate for every row."""
+    base = float(np.mean(train.labels))
+    labels = np.asarray(valid.labels, dtype=np.float64)
+    return float(-np.mean(labels * np.log(base) + (1 - labels) * np.log(1 - base)))
+
+
 def test_two_threads_reach_the_same_quality() -> None:
-    train, valid = synthetic(9), synthetic(10, rows=1000)
-    losses = []
+    """Measured as the gain over the constant predictor (0.21 here with one thread): a bound on
+    the logloss itself would be loose against a gain of that size. 20,000 rows make ~80 windows
+    an epoch, so both threads take windows even on a busy machine."""
+    train, valid = synthetic(9, rows=20_000), synthetic(10, rows=2000)
+    constant = constant_logloss(train, valid)
+    gains = []
     for threads in (1, 2):
-        model = ffm_ext.FFM(k=4, eta=0.1, epochs=8, n_threads=threads, patience=8)
-        losses.append(model.fit(train, valid).best_valid_logloss)
-    assert losses[1] == pytest.approx(losses[0], abs=0.01)
+        model = ffm_ext.FFM(k=4, eta=0.1, epochs=4, n_threads=threads, patience=4)
+        best = model.fit(train, valid).best_valid_logloss
+        assert best is not None
+        gains.append(constant - best)
+    assert gains[0] > 0.15, gains
+    assert gains[1] >= 0.9 * gains[0], gains
 
 
 def zipf_rows(
@@ -155,8 +172,12 @@ def test_two_threads_fold_every_update_of_replicated_features_once() -> None:
     counts = np.bincount(data.features, minlength=data.n_features)
     seen = counts >= 20  # from the hottest (a fold every window) to the rarest replicated tiers
     assert seen.sum() > 500 and counts.max() > data.n_rows // 10
-    ratio = np.linalg.norm(changes[1][seen], axis=1) / np.linalg.norm(changes[0][seen], axis=1)
+    one, two = changes[0][seen], changes[1][seen]
+    ratio = np.linalg.norm(two, axis=1) / np.linalg.norm(one, axis=1)
     assert ratio.min() > 0.9 and ratio.max() < 1.1, (ratio.min(), ratio.max())
+    # The direction too: a fold with the wrong sign or mixing in stale values moves as far.
+    cosine = np.sum(one * two, axis=1) / (np.linalg.norm(one, axis=1) * np.linalg.norm(two, axis=1))
+    assert cosine.min() > 0.99, cosine.min()
 
 
 def test_divergence_raises_instead_of_returning_nan_model() -> None:

@@ -118,6 +118,36 @@ def test_vocabulary_comes_from_training_days_only(tmp_path: Path) -> None:
     assert set(_load(out, "train").features.tolist()) == {2}
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ratio_split_vocabulary_comes_from_training_rows_only(tmp_path: Path, threads: int) -> None:
+    # Every row has a value of its own, kept from a single occurrence (rare_threshold=1): the
+    # vocabulary must be exactly the training rows' values, and every valid/test value unseen.
+    n = 2_000
+    frame = pd.DataFrame({"y": np.arange(n) % 2, "c": [f"v{i}" for i in range(n)]})
+    frame.to_csv(tmp_path / "log.csv", index=False)
+    spec = FeatureSpec(label="y", categorical=("c",), rare_threshold=1)
+    spec.save(str(tmp_path / "spec.json"))
+    out = tmp_path / "out"
+    result = prepare_data(
+        input_uri=str(tmp_path / "log.csv"), output_dir=str(out),
+        spec_path=str(tmp_path / "spec.json"), split="ratio", chunk_rows=300, threads=threads,
+        min_split_rows=50,
+    )  # fmt: skip
+    assert result.split_method == "ratio"
+    rows = {name: result.splits[name].rows for name in SPLITS}
+    assert sum(rows.values()) == n and min(rows.values()) >= 100
+    assert result.features_per_field == {"c": 2 + rows["train"]}  # missing, unseen, train values
+    train = _load(out, "train").features
+    assert np.unique(train).size == rows["train"] and train.min() >= 2  # each its own feature
+    for name in ("valid", "test"):
+        assert set(_load(out, name).features.tolist()) == {1}, name  # all unseen
+    # The raw test rows through the saved spec: their values are unseen too.
+    fitted = FittedFeatureSpec.load(str(out / "feature_spec.json"))
+    test_raw = pd.read_parquet(result.test_raw_path)
+    assert len(test_raw) == rows["test"]
+    assert set(fitted.transform(test_raw).features.tolist()) == {1}
+
+
 def test_ratio_split_depends_on_rows_not_on_chunks_or_threads(
     synth_csv: Path, tmp_path: Path
 ) -> None:

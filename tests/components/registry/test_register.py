@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 import threading
 import uuid
@@ -496,11 +497,18 @@ def test_two_pipelines_promoting_at_once_end_with_the_better_one_as_champion(
         (0.50, 0.49, 0.0, True),
         (0.50, 0.50, 0.0, False),  # a tie does not move the champion
         (0.50, 0.51, 0.0, False),
-        (0.50, 0.49, 0.01, True),  # exactly the margin
+        (0.50, 0.49, 0.01, True),  # the margin as written (0.50 - 0.49 is 0.010000000000000009)
         (0.50, 0.495, 0.01, False),
+        # Exactly the margin in binary floating point (dyadic fractions): gain == margin holds
+        # bit for bit, so only ``gain >= margin`` promotes (``gain > margin`` would keep).
+        (0.75, 0.625, 0.125, True),
+        (0.5, 0.25, 0.25, True),
+        (0.75, 0.625, math.nextafter(0.125, 1.0), False),  # one ulp above the gain
     ],
 )
 def test_decision_rule(champion: float, challenger: float, margin: float, promoted: bool) -> None:
+    if margin in (0.125, 0.25):
+        assert champion - challenger == margin  # the case really is exact
     score = _Score(champion_logloss=champion, challenger_logloss=challenger, compared_on="x")
     decided, reason = _decide("7", score, challenger, margin)
     assert decided is promoted

@@ -1,0 +1,1 @@
+"""Mutation checks run by hand or by make (not collected by pytest: no test_ modules)."""
