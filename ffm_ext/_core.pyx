@@ -39,6 +39,10 @@ cdef extern from "ffm_kernels.h" nogil:
     int FFM_LANES
     float *ffm_alloc(int64_t count, int zero)
     void ffm_free(float *p)
+    ctypedef struct ffm_prefault:
+        pass
+    ffm_prefault *ffm_prefault_start(float *p, int64_t count)
+    void ffm_prefault_finish(ffm_prefault *job)
     void ffm_init(ffm_model *model, uint64_t seed)
     void ffm_fill(float *p, int64_t count, float value)
     void ffm_pack(float *state, const float *weights, int64_t vectors, int64_t kp)
@@ -92,8 +96,16 @@ cdef class _AlignedFloats:
     """Owner of one aligned float buffer allocated by the C side."""
     cdef float *ptr
     cdef readonly int64_t size
+    cdef ffm_prefault *prefault  # pages being touched in the background, or NULL
+
+    cdef void settle(self) noexcept nogil:
+        """Wait for the background touching of the pages, if any (before any use)."""
+        if self.prefault != NULL:
+            ffm_prefault_finish(self.prefault)
+            self.prefault = NULL
 
     def __dealloc__(self):
+        self.settle()
         ffm_free(self.ptr)
 
 
@@ -263,8 +275,14 @@ cdef class Engine:
 
     def initialize(self, uint64_t seed):
         """LIBFFM's random initialisation of the weights."""
+        cdef _AlignedFloats buf = self._state if self._state is not None else self._weights
+        # A fresh training layout: a background thread faults its pages in ahead of the
+        # initialisation, which then mostly writes memory already there.
+        if self._state is not None and buf.prefault == NULL:
+            buf.prefault = ffm_prefault_start(buf.ptr, buf.size)
         with nogil:
             ffm_init(&self.model, seed)
+            buf.settle()
 
     cdef void _use_training(self):
         self.model.w = self._state.ptr
@@ -288,6 +306,9 @@ cdef class Engine:
             return
         ffm_forget_hot(&self.model)
         if restore is not None:
+            if restore.size != self._vectors * self.model.kp:
+                raise ValueError("stop_training: the buffer does not fit this model")
+            restore.settle()
             self._weights = restore
         else:  # in place: a second buffer would cost memory and its first-touch page faults
             with nogil:
@@ -297,10 +318,21 @@ cdef class Engine:
         self._state = None
         self._use_compact()
 
+    def snapshot_buffer(self):
+        """A buffer for snapshot(into=...), its fresh pages touched on a low-priority
+        background thread meanwhile (the first snapshot of a fit then does not pay for them)."""
+        cdef _AlignedFloats buf = _aligned_floats(self._vectors * self.model.kp, zero=False)
+        buf.prefault = ffm_prefault_start(buf.ptr, buf.size)
+        return buf
+
     def snapshot(self, _AlignedFloats into=None):
         """Copy of the current weights in the compact layout (reusing `into` when given)."""
         if into is None:
             into = _aligned_floats(self._vectors * self.model.kp, zero=False)
+        elif into.size != self._vectors * self.model.kp:
+            raise ValueError("snapshot: the buffer does not fit this model")
+        with nogil:
+            into.settle()
         if self._state is not None:
             with nogil:
                 ffm_unpack(into.ptr, self._state.ptr, self._vectors, self.model.kp)

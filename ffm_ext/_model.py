@@ -187,7 +187,11 @@ class FFM:
         self._engine = engine
         threads = resolve_threads(self.n_threads)
         history = FitHistory()
-        best: Any = None  # snapshot of the best epoch's weights (weights only, no accumulators)
+        # Snapshot of the best epoch's weights (weights only, no accumulators); its memory is
+        # touched in the background during the first epoch, not in the first snapshot.
+        best: Any = None
+        if valid is not None and self.epochs > 1:
+            best = engine.snapshot_buffer()
         bad_epochs = 0
         bar = self._progress_bar()
         restore = None

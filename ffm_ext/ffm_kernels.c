@@ -3,10 +3,14 @@
 #include "ffm_kernels.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 #ifdef FFM_HAVE_OPENMP
@@ -37,6 +41,65 @@ float *ffm_alloc(int64_t count, int zero) {
 
 void ffm_free(float *p) { free(p); }
 
+/* Fresh memory costs most at its first touch (on this project's VMs several times a later
+ * one): a fit's snapshot of the best weights (187 MB on the reference workload) paid 0.4-0.5 s
+ * in its first copy. A low-priority thread touches the buffer during the first epoch instead,
+ * 2 MiB at a time, keeping its content (so it may run while another thread fills the buffer);
+ * whoever needs the buffer first takes the chunks left and joins it. */
+#define PREFAULT_CHUNK FFM_HUGE_PAGE
+
+struct ffm_prefault {
+    pthread_t thread;
+    char *begin;
+    int64_t chunks, next; /* next: the first chunk no thread has claimed */
+};
+
+static void prefault_chunks(ffm_prefault *job) {
+    for (;;) {
+        const int64_t c = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (c >= job->chunks) return;
+        char *p = job->begin + c * (int64_t)PREFAULT_CHUNK;
+#if defined(__linux__) && defined(MADV_POPULATE_WRITE)
+        if (madvise(p, PREFAULT_CHUNK, MADV_POPULATE_WRITE) == 0) continue; /* Linux >= 5.14 */
+#endif
+        /* A write fault that keeps the content, also under another thread's writes. */
+        for (size_t at = 0; at < PREFAULT_CHUNK; at += 4096)
+            __atomic_fetch_or(p + at, 0, __ATOMIC_RELAXED);
+    }
+}
+
+static void *prefault_main(void *arg) {
+#if defined(__linux__) && defined(SYS_gettid)
+    /* Only spare CPU time: a training thread on the same CPU must not wait for this one. */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+#endif
+    prefault_chunks(arg);
+    return NULL;
+}
+
+ffm_prefault *ffm_prefault_start(float *p, int64_t count) {
+    const size_t bytes = (size_t)(count > 0 ? count : 0) * sizeof(float);
+    if (bytes < 2 * FFM_HUGE_PAGE) return NULL; /* small: not worth a thread */
+    ffm_prefault *job = malloc(sizeof(ffm_prefault));
+    if (job == NULL) return NULL;
+    /* ffm_alloc gave such a buffer 2 MiB alignment and a size rounded up to 2 MiB. */
+    *job = (ffm_prefault){.begin = (char *)p,
+                          .chunks = (int64_t)((bytes + PREFAULT_CHUNK - 1) / PREFAULT_CHUNK),
+                          .next = 0};
+    if (pthread_create(&job->thread, NULL, prefault_main, job) != 0) {
+        free(job);
+        return NULL;
+    }
+    return job;
+}
+
+void ffm_prefault_finish(ffm_prefault *job) {
+    if (job == NULL) return;
+    prefault_chunks(job); /* the chunks the thread has not reached yet */
+    pthread_join(job->thread, NULL);
+    free(job);
+}
+
 void ffm_fill(float *p, int64_t count, float value) {
     for (int64_t i = 0; i < count; ++i) p[i] = value;
 }
@@ -66,6 +129,45 @@ static int clamp_threads(int n_threads) {
     (void)n_threads;
     return 1;
 #endif
+}
+
+/* Runs body(ctx, tid, nt) for tid = 0..nt-1 on nt threads: the caller is thread 0, the others
+ * are started for this call and joined. Not OpenMP: libgomp's idle threads spin for about
+ * 10 ms after every parallel region (and its locks spin before they sleep), which on a busy
+ * 2-CPU machine takes the CPU from the thread still working; on a 70k-row set, whose epochs
+ * take 20 ms, 2 threads used 1.7x the CPU time of one. Joined threads wait in the kernel.
+ * A thread that cannot be started has its body run by the caller, after its own. */
+typedef void (*thread_body)(void *ctx, int tid, int nt);
+
+typedef struct {
+    thread_body body;
+    void *ctx;
+    int tid, nt;
+} thread_call;
+
+static void *thread_main(void *arg) {
+    const thread_call *call = arg;
+    call->body(call->ctx, call->tid, call->nt);
+    return NULL;
+}
+
+static void run_threads(thread_body body, void *ctx, int nt) {
+    enum { MAX_THREADS = 256 };
+    if (nt > MAX_THREADS) nt = MAX_THREADS;
+    pthread_t ids[MAX_THREADS];
+    thread_call calls[MAX_THREADS];
+    int started[MAX_THREADS];
+    for (int t = 1; t < nt; ++t) {
+        calls[t] = (thread_call){body, ctx, t, nt};
+        started[t] = pthread_create(&ids[t], NULL, thread_main, &calls[t]) == 0;
+    }
+    body(ctx, 0, nt);
+    for (int t = 1; t < nt; ++t) {
+        if (started[t])
+            pthread_join(ids[t], NULL);
+        else
+            body(ctx, t, nt);
+    }
 }
 
 /* ------------------------------------------------------------------ random numbers */
@@ -138,6 +240,12 @@ void ffm_pack(float *state, const float *weights, int64_t vectors, int64_t kp) {
 }
 
 void ffm_unpack(float *weights, const float *state, int64_t vectors, int64_t kp) {
+    if (kp == 4) { /* one 16-byte move per vector, not a memcpy call */
+        typedef float v4f __attribute__((vector_size(16), aligned(16), may_alias));
+        for (int64_t v = 0; v < vectors; ++v)
+            *(v4f *)(weights + 4 * v) = *(const v4f *)(state + 8 * v);
+        return;
+    }
     for (int64_t v = 0; v < vectors; ++v)
         memcpy(weights + v * kp, state + 2 * v * kp, (size_t)kp * sizeof(float));
 }
@@ -346,46 +454,47 @@ typedef struct {
     float *out;
 } pass;
 
+typedef struct {
+    const pass *job;
+    int64_t max_len;
+    double *totals; /* per thread */
+    int failed;
+} pass_run;
+
+static void pass_body(void *ctx, int tid, int nt) {
+    pass_run *run = ctx;
+    const pass *job = run->job;
+    const int64_t n_rows = job->rows->n_rows, max_len = run->max_len;
+    /* Training is Hogwild (Recht et al. 2011): threads update shared weights without locks;
+     * rows are sparse, so collisions are rare and harmless. Contiguous slices keep one
+     * thread's run identical to a single-threaded pass over the same rows. */
+    const int64_t lo = n_rows * tid / nt, hi = n_rows * (tid + 1) / nt;
+    /* Per-thread buffers on their own cache lines: written every row, they must not share a
+     * line with the other thread's (false sharing). */
+    ffm_token *scratch = thread_buffer((size_t)(max_len > 0 ? max_len : 1) * sizeof(ffm_token));
+    int64_t *stamp = thread_buffer((size_t)job->model->m * sizeof(int64_t));
+    if (scratch == NULL || stamp == NULL) {
+        __atomic_store_n(&run->failed, 1, __ATOMIC_RELAXED);
+    } else if (job->train) {
+        run->totals[tid] = job->train(job->model, job->rows, job->order, lo, hi, job->eta,
+                                      job->lambda, job->normalize, scratch, stamp);
+    } else {
+        job->margins(job->model, job->rows, lo, hi, job->normalize, scratch, job->out);
+    }
+    free(scratch);
+    free(stamp);
+}
+
 /* Runs a pass on one contiguous slice of the rows per thread, each thread with its own scratch.
  * Returns the summed training loss (0 for margins), or -1 when scratch memory ran out. */
 static double run_pass(const pass *job, int n_threads) {
     const int threads = clamp_threads(n_threads);
-    const int64_t n_rows = job->rows->n_rows, max_len = ffm_max_row_length(job->rows);
+    double totals[256] = {0};
+    pass_run run = {job, ffm_max_row_length(job->rows), totals, 0};
+    run_threads(pass_body, &run, threads);
     double total = 0.0;
-    int failed = 0;
-#ifdef FFM_HAVE_OPENMP
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-#endif
-    {
-#ifdef FFM_HAVE_OPENMP
-        const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-        const int64_t tid = 0, nt = 1;
-#endif
-        /* Training is Hogwild (Recht et al. 2011): threads update shared weights without locks;
-         * rows are sparse, so collisions are rare and harmless. Contiguous slices keep one
-         * thread's run identical to a single-threaded pass over the same rows. */
-        const int64_t lo = n_rows * tid / nt, hi = n_rows * (tid + 1) / nt;
-        /* Per-thread buffers on their own cache lines: written every row, they must not share a
-         * line with the other thread's (false sharing). */
-        ffm_token *scratch = thread_buffer((size_t)(max_len > 0 ? max_len : 1) * sizeof(ffm_token));
-        int64_t *stamp = thread_buffer((size_t)job->model->m * sizeof(int64_t));
-        if (scratch == NULL || stamp == NULL) {
-#ifdef FFM_HAVE_OPENMP
-#pragma omp atomic write
-#endif
-            failed = 1;
-        } else if (job->train) {
-            total += job->train(job->model, job->rows, job->order, lo, hi, job->eta, job->lambda,
-                                job->normalize, scratch, stamp);
-        } else {
-            job->margins(job->model, job->rows, lo, hi, job->normalize, scratch, job->out);
-        }
-        free(scratch);
-        free(stamp);
-    }
-    (void)threads;
-    return failed ? -1.0 : total;
+    for (int t = 0; t < threads && t < 256; ++t) total += totals[t];
+    return run.failed ? -1.0 : total;
 }
 
 /* Hogwild across threads loses to cache-line ping-pong on the hottest features: every row
@@ -487,26 +596,25 @@ done:
     return ok;
 }
 
-#ifdef FFM_HAVE_OPENMP
-typedef omp_lock_t fold_lock;
-static void fold_lock_init(fold_lock *lock) { omp_init_lock(lock); }
-static void fold_lock_set(fold_lock *lock) { omp_set_lock(lock); }
-static void fold_lock_unset(fold_lock *lock) { omp_unset_lock(lock); }
-static void fold_lock_destroy(fold_lock *lock) { omp_destroy_lock(lock); }
-#else /* one thread: nothing to exclude */
-typedef int fold_lock;
-static void fold_lock_init(fold_lock *lock) { (void)lock; }
-static void fold_lock_set(fold_lock *lock) { (void)lock; }
-static void fold_lock_unset(fold_lock *lock) { (void)lock; }
-static void fold_lock_destroy(fold_lock *lock) { (void)lock; }
-#endif
+typedef pthread_mutex_t fold_lock;
+static void fold_lock_init(fold_lock *lock) { pthread_mutex_init(lock, NULL); }
+static void fold_lock_set(fold_lock *lock) { pthread_mutex_lock(lock); }
+static int fold_lock_try(fold_lock *lock) { return pthread_mutex_trylock(lock) == 0; }
+static void fold_lock_unset(fold_lock *lock) { pthread_mutex_unlock(lock); }
+static void fold_lock_destroy(fold_lock *lock) { pthread_mutex_destroy(lock); }
 
 /* Folds the first `slots` slots of one thread's replica: shared += replica - base, then
- * replica = base = shared. Under the fold lock, so no fold is lost to another's. */
-static void fold_replica(ffm_model *model, const ffm_hot_set *hot, int64_t slots, float *mine,
-                         float *base, fold_lock *lock) {
+ * replica = base = shared. Under the fold lock, so no fold is lost to another's. Without
+ * `wait`, a fold finding the lock taken returns 0 at once and is left for a later window:
+ * the thread trains on instead of waiting, for as long as the lock's holder may be
+ * descheduled on a busy machine. */
+static int fold_replica(ffm_model *model, const ffm_hot_set *hot, int64_t slots, float *mine,
+                        float *base, fold_lock *lock, int wait) {
     const int64_t js = model->js;
-    fold_lock_set(lock);
+    if (wait)
+        fold_lock_set(lock);
+    else if (!fold_lock_try(lock))
+        return 0;
     for (int64_t h = 0; h < slots; ++h) {
         float *restrict shared = model->w + hot->feature[h] * js;
         float *restrict rep = mine + h * js, *restrict was = base + h * js;
@@ -518,6 +626,7 @@ static void fold_replica(ffm_model *model, const ffm_hot_set *hot, int64_t slots
         }
     }
     fold_lock_unset(lock);
+    return 1;
 }
 
 /* A thread's replica and base start as copies of the shared blocks. */
@@ -529,6 +638,66 @@ static void load_replica(const ffm_model *model, const ffm_hot_set *hot, float *
         memcpy(mine + h * js, model->w + hot->feature[h] * js, (size_t)js * sizeof(float));
     fold_lock_unset(lock);
     memcpy(base, mine, (size_t)(hot->count * js) * sizeof(float));
+}
+
+typedef struct {
+    ffm_model *model;
+    const ffm_rows *rows;
+    const int64_t *order;
+    float eta, lambda;
+    int normalize;
+    train_slice_fn run;
+    const ffm_hot_set *hot;
+    float *replicas;
+    ffm_token **scratch;
+    int64_t **stamps;
+    stage *stages;
+    int64_t n_windows, next_window;
+    double *totals; /* per thread */
+    fold_lock lock;
+} replicated_epoch;
+
+static void replicated_body(void *ctx, int tid, int nt) {
+    replicated_epoch *job = ctx;
+    (void)nt;
+    ffm_model *model = job->model;
+    const ffm_hot_set *hot = job->hot;
+    const ffm_rows *rows = job->rows;
+    const int64_t n_hot = hot->count, js = model->js, n_rows = rows->n_rows;
+    float *mine = job->replicas ? job->replicas + 2 * tid * n_hot * js : NULL;
+    float *base = mine ? mine + n_hot * js : NULL;
+    ffm_model local = *model;
+    local.hot_slot = n_hot > 0 ? hot->slot : NULL;
+    local.hot_w = mine;
+    if (n_hot > 0) load_replica(model, hot, mine, base, &job->lock);
+    double total = 0.0;
+    /* Windows are handed out in turn rather than one slice per thread: a thread slowed down
+     * (by another process on its core, say) takes fewer of them instead of holding the others
+     * up at the end. */
+    int pending = -1; /* deepest tier whose fold found the lock taken */
+    for (int64_t done = 1;; ++done) {
+        const int64_t window = __atomic_fetch_add(&job->next_window, 1, __ATOMIC_RELAXED);
+        if (window >= job->n_windows) break;
+        const int64_t a = window * SYNC_ROWS;
+        const int64_t b = a + SYNC_ROWS < n_rows ? a + SYNC_ROWS : n_rows;
+        if (job->stages != NULL)
+            total += job->run(&local, stage_rows(&job->stages[tid], rows, job->order, a, b), NULL,
+                              0, b - a, job->eta, job->lambda, job->normalize, job->scratch[tid],
+                              job->stamps[tid]);
+        else
+            total += job->run(&local, rows, NULL, a, b, job->eta, job->lambda, job->normalize,
+                              job->scratch[tid], job->stamps[tid]);
+        if (n_hot == 0) continue;
+        /* After this thread's window number `done`, the tiers t with 2^t dividing it, and any
+         * deeper one whose fold found the lock taken. */
+        const int tz = __builtin_ctzll((unsigned long long)done);
+        const int tier = tz < MAX_TIER ? (tz > pending ? tz : pending) : MAX_TIER;
+        pending = fold_replica(model, hot, hot->tier_end[tier], mine, base, &job->lock, 0)
+                      ? -1
+                      : tier;
+    }
+    if (n_hot > 0) fold_replica(model, hot, n_hot, mine, base, &job->lock, 1);
+    job->totals[tid] = total;
 }
 
 static double train_replicated(ffm_model *model, const ffm_rows *rows, const int64_t *order,
@@ -564,56 +733,18 @@ static double train_replicated(ffm_model *model, const ffm_rows *rows, const int
         buffers = scratch[t] != NULL && stamps[t] != NULL && (!stages || stage_alloc(&stages[t], max_len));
     }
     double total = -1.0;
-    if ((n_hot == 0 || replicas) && buffers) {
-        const train_slice_fn run = train_slice();
-        const int64_t n_windows = (n_rows + SYNC_ROWS - 1) / SYNC_ROWS;
-        int64_t next_window = 0;
-        fold_lock lock;
-        fold_lock_init(&lock);
+    double *totals = calloc((size_t)threads, sizeof(double));
+    if ((n_hot == 0 || replicas) && buffers && totals) {
+        replicated_epoch job = {model, rows, order, eta, lambda, normalize, train_slice(), &hot,
+                                replicas, scratch, stamps, stages,
+                                (n_rows + SYNC_ROWS - 1) / SYNC_ROWS, 0, totals};
+        fold_lock_init(&job.lock);
+        run_threads(replicated_body, &job, threads);
+        fold_lock_destroy(&job.lock);
         total = 0.0;
-#ifdef FFM_HAVE_OPENMP
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-#endif
-        {
-#ifdef FFM_HAVE_OPENMP
-            const int64_t tid = omp_get_thread_num();
-#else
-            const int64_t tid = 0;
-#endif
-            float *mine = replicas ? replicas + 2 * tid * n_hot * js : NULL;
-            float *base = mine ? mine + n_hot * js : NULL;
-            ffm_model local = *model;
-            local.hot_slot = n_hot > 0 ? hot.slot : NULL;
-            local.hot_w = mine;
-            if (n_hot > 0) load_replica(model, &hot, mine, base, &lock);
-            /* Windows are handed out in turn rather than one slice per thread: a thread slowed
-             * down (by another process on its core, say) takes fewer of them instead of
-             * holding the others up at the end. */
-            for (int64_t done = 1;; ++done) {
-                int64_t window;
-#ifdef FFM_HAVE_OPENMP
-#pragma omp atomic capture
-#endif
-                window = next_window++;
-                if (window >= n_windows) break;
-                const int64_t a = window * SYNC_ROWS;
-                const int64_t b = a + SYNC_ROWS < n_rows ? a + SYNC_ROWS : n_rows;
-                if (stages != NULL)
-                    total += run(&local, stage_rows(&stages[tid], rows, order, a, b), NULL, 0,
-                                 b - a, eta, lambda, normalize, scratch[tid], stamps[tid]);
-                else
-                    total += run(&local, rows, NULL, a, b, eta, lambda, normalize, scratch[tid],
-                                 stamps[tid]);
-                if (n_hot == 0) continue;
-                /* After this thread's window number `done`, the tiers t with 2^t dividing it. */
-                const int tz = __builtin_ctzll((unsigned long long)done);
-                fold_replica(model, &hot, hot.tier_end[tz < MAX_TIER ? tz : MAX_TIER], mine, base,
-                             &lock);
-            }
-            if (n_hot > 0) fold_replica(model, &hot, n_hot, mine, base, &lock);
-        }
-        fold_lock_destroy(&lock);
+        for (int t = 0; t < threads; ++t) total += totals[t];
     }
+    free(totals);
     ffm_free(replicas);
     for (int t = 0; t < threads; ++t) {
         if (scratch) free(scratch[t]);

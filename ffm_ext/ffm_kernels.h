@@ -51,6 +51,15 @@ typedef struct {
 float *ffm_alloc(int64_t count, int zero);
 void ffm_free(float *p);
 
+/* Touches the pages of an ffm_alloc'd buffer of `count` floats on a low-priority thread,
+ * keeping their content (other threads may write the buffer meanwhile), so that its first use
+ * does not pay for fresh memory; NULL when the buffer is small or no thread started.
+ * ffm_prefault_finish(job) completes the touching and joins the thread; call it before the
+ * buffer is freed. */
+typedef struct ffm_prefault ffm_prefault;
+ffm_prefault *ffm_prefault_start(float *p, int64_t count);
+void ffm_prefault_finish(ffm_prefault *job);
+
 /* LIBFFM's initialisation: w ~ U(0, 1) / sqrt(k) on the k real lanes (padding 0); in the
  * training layout also every accumulator = 1. Same weights in either layout for a seed. */
 void ffm_init(ffm_model *model, uint64_t seed);

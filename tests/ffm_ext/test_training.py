@@ -229,3 +229,26 @@ def test_fresh_fit_equals_init_weights_then_warm_start() -> None:
     staged.init_weights(data.n_features, data.n_fields)
     staged.fit(data, warm_start=True)
     np.testing.assert_array_equal(fresh.weights, staged.weights)
+
+
+def test_buffers_touched_in_the_background_keep_their_weights() -> None:
+    """The training layout's and the snapshot's pages are faulted in by a background thread
+    (buffers of 4 MiB and more) while the initialisation or training writes them: no value may
+    change, and a snapshot into such a buffer restores exactly the weights it copied."""
+    from ffm_ext import _core
+
+    n, m, k = 40_000, 10, 4  # 12.8 MB training layout, 6.4 MB snapshot
+    compact = _core.Engine(n, m, k)
+    compact.initialize(7)
+    training = _core.Engine(n, m, k, training=True)
+    training.initialize(7)
+    np.testing.assert_array_equal(training.weights, compact.weights)
+    buffer = training.snapshot_buffer()
+    snap = training.snapshot(buffer)
+    assert snap is buffer
+    training.weights[...] = 0.5  # a strided view of the training layout: changes the weights
+    with pytest.raises(ValueError, match="does not fit"):
+        _core.Engine(n, m, 8, training=True).snapshot(buffer)
+    training.stop_training(snap)
+    np.testing.assert_array_equal(training.weights, compact.weights)
+    assert _core.Engine(n, m, k, training=True).snapshot_buffer() is not None  # freed unused
