@@ -214,7 +214,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fold: the last fold of the epoch dropped", "fold", KERNELS,
-        (("            if (n_hot > 0) fold_replica(model, &hot, n_hot, mine, base, &lock);\n",
+        (("    if (n_hot > 0) fold_replica(model, hot, n_hot, mine, base, &job->lock, 1);\n",
           ""),),
         FOLD_TESTS,
     ),
