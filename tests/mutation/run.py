@@ -69,6 +69,7 @@ class Outcome:
     killed: int = 0
     equivalent: list[tuple[str, str]] = field(default_factory=list)  # (mutant, reason)
     survivors: list[str] = field(default_factory=list)
+    pending: int = 0  # not run yet (an interrupted run)
     seconds: float = 0.0
     load: str = ""
 
@@ -173,7 +174,7 @@ def run_target(target: Target) -> tuple[float, str]:
     )
     if baseline.returncode != 0:
         sys.exit(f"{target.name}: the tests fail without a mutant:\n{baseline.stdout[-3000:]}")
-    timeout = max(60.0, 5 * (time.monotonic() - started))
+    timeout = max(60.0, 3 * (time.monotonic() - started))
     session = _session(target)
     config = session.with_suffix(".toml")
     config.write_text(_config(target, timeout))
@@ -188,14 +189,20 @@ def run_target(target: Target) -> tuple[float, str]:
     return seconds, load
 
 
-def retest_survivors(target: Target) -> None:
-    """Run the last run's survivors again (after tests were added); kills stay kills, since
-    tests are only ever added."""
+def resume(target: Target) -> None:
+    """Go on with the last run: its pending mutants and its survivors (after tests were added;
+    kills stay kills, since tests are only ever added). The sources must be unchanged."""
     session = _session(target)
+    config = session.with_suffix(".toml")
+    timeout = tomllib.loads(config.read_text())["cosmic-ray"]["timeout"]
+    config.write_text(_config(target, timeout))  # the target's tests as they are now
     with sqlite3.connect(session) as db:
         db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
-    config = session.with_suffix(".toml")
+    started = time.monotonic()
     _run([_bin("cosmic-ray"), "exec", str(config), str(session)])
+    timing = session.with_suffix(".time")
+    seconds, load = timing.read_text().split() if timing.exists() else ("0", "")
+    timing.write_text(f"{float(seconds) + time.monotonic() - started:.0f} {load}\n")
 
 
 def _equivalent_reason(target: Target, operator: str, text: str, mutant: str) -> str | None:
@@ -211,6 +218,8 @@ def summarize(target: Target) -> Outcome:
     """The outcome of the target's last run, from its cosmic-ray session."""
     session = _session(target)
     outcome = Outcome(target)
+    if not session.exists():
+        return outcome
     timing = session.with_suffix(".time")
     if timing.exists():
         seconds, outcome.load = timing.read_text().split()
@@ -220,7 +229,8 @@ def summarize(target: Target) -> Outcome:
     for row in dump.splitlines():
         item, result = json.loads(row)
         if result is None:
-            sys.exit(f"{target.name}: cosmic-ray left job {item['job_id']} unrun")
+            outcome.pending += 1
+            continue
         if result["worker_outcome"] == "skipped":
             continue
         (mutation,) = item["mutations"]
@@ -243,13 +253,14 @@ def summarize(target: Target) -> Outcome:
 
 def report(outcomes: list[Outcome]) -> str:
     rows = [
-        "| target | module | mutants | killed | equivalent | survived | score | time | load |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| target | module | mutants | killed | equivalent | survived | score | not run | time "
+        "| load |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for o in outcomes:
         rows.append(
             f"| {o.target.name} | `{o.target.module}` | {o.total} | {o.killed} | "
-            f"{len(o.equivalent)} | {len(o.survivors)} | {o.score:.1f}% | "
+            f"{len(o.equivalent)} | {len(o.survivors)} | {o.score:.1f}% | {o.pending or ''} | "
             f"{o.seconds / 60:.1f} min | {o.load} |"
         )
     text = "\n".join(rows) + "\n"
@@ -271,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "--summarize", action="store_true", help="report the last runs again, run nothing"
     )
     parser.add_argument(
-        "--retest-survivors", action="store_true", help="run the last runs' survivors again"
+        "--resume", action="store_true", help="run the last runs' pending mutants and survivors"
     )
     args = parser.parse_args(argv)
     BUILD.mkdir(parents=True, exist_ok=True)
@@ -279,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = []
     for target in targets:
         print(f"mutation: {target.name} ({target.module})", file=sys.stderr, flush=True)
-        if args.retest_survivors:
-            retest_survivors(target)
+        if args.resume:
+            resume(target)
         elif not args.summarize:
             run_target(target)
         outcomes.append(summarize(target))
@@ -291,9 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.only is None:
         (BUILD / "report.md").write_text(text)
         print(f"report: {BUILD / 'report.md'}")
-    bad = [o.target.name for o in outcomes if o.killed == 0 or o.score < args.min_score]
+    bad = [
+        o.target.name for o in outcomes if o.pending or o.killed == 0 or o.score < args.min_score
+    ]
     if bad:
-        print(f"mutation: below {args.min_score:.0f}% or nothing killed: {', '.join(bad)}")
+        print(f"mutation: unfinished, below {args.min_score:.0f}% or no kill: {', '.join(bad)}")
         return 1
     return 0
 

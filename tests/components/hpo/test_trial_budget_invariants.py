@@ -6,7 +6,9 @@ multi-process and PostgreSQL runs are in test_workers.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import os
 import pathlib
 import shutil
 import threading
@@ -123,7 +125,7 @@ def test_a_file_lock_excludes_another_holder_until_released(db: pathlib.Path) ->
     first.acquire()
     assert first.held_here and first.connection is None
     assert pathlib.Path(f"{db}.budget-{study._study_id}.lock").exists()
-    thread = threading.Thread(target=take)
+    thread = threading.Thread(target=take, daemon=True)
     thread.start()
     assert not got.wait(0.3), "a second holder got the lock while it was held"
     assert first.release() is True
@@ -151,7 +153,7 @@ def test_held_here_is_false_in_another_thread() -> None:
     assert lock.release() is False  # never held
     seen: list[bool] = []
     with lock.held():
-        thread = threading.Thread(target=lambda: seen.append(lock.held_here))
+        thread = threading.Thread(target=lambda: seen.append(lock.held_here), daemon=True)
         thread.start()
         thread.join()
         assert lock.held_here
@@ -169,7 +171,7 @@ def test_an_in_memory_lock_is_shared_per_engine_and_study() -> None:
         same.acquire()
         blocked.set()
 
-    thread = threading.Thread(target=take)
+    thread = threading.Thread(target=take, daemon=True)
     thread.start()
     assert not blocked.wait(0.3)
     with other_study.held(), other_engine.held():
@@ -290,3 +292,18 @@ def test_give_back_without_a_retry_callback_only_fails(db: pathlib.Path) -> None
     trial = study.ask()
     TrialBudget(storage, study._study_id, 2).give_back(study, trial._trial_id)
     assert _states(study) == ["FAIL"]
+
+
+def test_counts_are_frozen() -> None:
+    counts = BudgetCounts({"COMPLETE": 1}, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        counts.budget = 3  # type: ignore[misc]
+
+
+def test_the_lock_file_is_readable_by_all_writable_by_its_owner(db: pathlib.Path) -> None:
+    storage = _storage(db)
+    umask = os.umask(0)
+    os.umask(umask)
+    with StudyLock(storage, 1).held():
+        mode = pathlib.Path(f"{db}.budget-1.lock").stat().st_mode & 0o777
+    assert mode == 0o644 & ~umask

@@ -148,7 +148,7 @@ def test_a_waiter_gets_the_lock_once_it_is_released(client: MlflowClient) -> Non
     first.acquire()
     waiter = RegistryLock(client, model, wait=30, poll=0.05, lease=30)
     got = threading.Event()
-    thread = threading.Thread(target=lambda: (waiter.acquire(), got.set()))
+    thread = threading.Thread(target=lambda: (waiter.acquire(), got.set()), daemon=True)
     thread.start()
     assert not got.wait(0.5)
     first.release()
