@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from ctrflow.components.data import _binning
 from ctrflow.components.data._fitted import FIRST_VALUE, MISSING, RARE, FittedFeatureSpec, lookup
@@ -109,3 +110,11 @@ def test_quantile_fields_encode_by_their_edges() -> None:
     assert fitted.edges[0] is not None and fitted.edges[0].tolist() == [2.0]
     ids = fitted.encode(spec.parse(frame_to_table(frame, spec)))
     assert ids[:, 0].tolist() == [2, 3, 3, 3]
+
+
+def test_rows_parsed_for_another_spec_are_refused() -> None:
+    fitted, _ = _fitted()
+    other = FeatureSpec(numeric=("n",), categorical=("c",), rare_threshold=1)
+    frame = pd.DataFrame({"label": [0], "n": [1.0], "c": ["a"]})
+    with pytest.raises(ValueError, match="zip"):
+        fitted.encode(other.parse(frame_to_table(frame, other)))

@@ -94,6 +94,9 @@ def test_fitters_of_different_specs_do_not_merge() -> None:
     one_numeric = FeatureSpec(numeric=("n",), categorical=("c", "d"))
     with pytest.raises(ValueError, match="zip"):
         one_numeric.fitter().merge(QUANTILE.fitter())  # same field count, fewer samples
+    more_fields = FeatureSpec(numeric=("n", "m"), categorical=("c", "d"))
+    with pytest.raises(ValueError, match="zip"):
+        more_fields.fitter().merge(QUANTILE.fitter())  # as many samples, one field more
 
 
 def test_key_counts_of_negative_bins() -> None:
