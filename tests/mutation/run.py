@@ -70,6 +70,7 @@ class Outcome:
     equivalent: list[tuple[str, str]] = field(default_factory=list)  # (mutant, reason)
     survivors: list[str] = field(default_factory=list)
     pending: int = 0  # not run yet (an interrupted run)
+    survivor_jobs: list[str] = field(default_factory=list)
     seconds: float = 0.0
     load: str = ""
 
@@ -168,15 +169,19 @@ def _session(target: Target) -> pathlib.Path:
     return BUILD / f"{_slug(target.name)}.sqlite"
 
 
-def run_target(target: Target) -> tuple[float, str]:
-    """Run every mutant of the target; returns (seconds, load average at the start)."""
-    load = f"{os.getloadavg()[0]:.1f}"
-    started = time.monotonic()
+def _baseline(target: Target) -> None:
     baseline = subprocess.run(
         _test_command(target), check=False, cwd=ROOT, capture_output=True, text=True
     )
     if baseline.returncode != 0:
         sys.exit(f"{target.name}: the tests fail without a mutant:\n{baseline.stdout[-3000:]}")
+
+
+def run_target(target: Target) -> tuple[float, str]:
+    """Run every mutant of the target; returns (seconds, load average at the start)."""
+    load = f"{os.getloadavg()[0]:.1f}"
+    started = time.monotonic()
+    _baseline(target)
     timeout = max(60.0, 3 * (time.monotonic() - started))
     session = _session(target)
     config = session.with_suffix(".toml")
@@ -193,14 +198,17 @@ def run_target(target: Target) -> tuple[float, str]:
 
 
 def resume(target: Target) -> None:
-    """Go on with the last run: its pending mutants and its survivors (after tests were added;
-    kills stay kills, since tests are only ever added). The sources must be unchanged."""
+    """Go on with the last run: its pending mutants and its non-equivalent survivors (after
+    tests were added; kills stay kills, since tests are only ever added). The sources must be
+    unchanged."""
     session = _session(target)
     config = session.with_suffix(".toml")
     timeout = tomllib.loads(config.read_text())["cosmic-ray"]["timeout"]
     config.write_text(_config(target, timeout))  # the target's tests as they are now
+    _baseline(target)  # the added tests must pass on the unmutated code
+    survivors = summarize(target).survivor_jobs
     with sqlite3.connect(session) as db:
-        db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+        db.executemany("DELETE FROM work_results WHERE job_id = ?", [(j,) for j in survivors])
     started = time.monotonic()
     _run([_bin("cosmic-ray"), "exec", str(config), str(session)])
     timing = session.with_suffix(".time")
@@ -249,6 +257,7 @@ def summarize(target: Target) -> Outcome:
         reason = _equivalent_reason(target, operator, text, mutant)
         if reason is None:
             outcome.survivors.append(name)
+            outcome.survivor_jobs.append(item["job_id"])
         else:
             outcome.equivalent.append((name, reason))
     return outcome
@@ -279,7 +288,7 @@ def report(outcomes: list[Outcome]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", default=None, help="target names (substrings)")
+    parser.add_argument("--only", nargs="*", default=None, help="target names (or substrings)")
     parser.add_argument("--min-score", type=float, default=90.0)
     parser.add_argument(
         "--summarize", action="store_true", help="report the last runs again, run nothing"
@@ -289,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     BUILD.mkdir(parents=True, exist_ok=True)
-    targets = [t for t in _targets() if not args.only or any(o in t.name for o in args.only)]
+    targets = _targets()
+    if args.only:  # exact names, else substrings
+        exact = [t for t in targets if t.name in args.only]
+        targets = exact or [t for t in targets if any(o in t.name for o in args.only)]
     outcomes = []
     for target in targets:
         print(f"mutation: {target.name} ({target.module})", file=sys.stderr, flush=True)

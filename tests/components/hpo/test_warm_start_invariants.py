@@ -19,6 +19,7 @@ from optuna.samplers import TPESampler
 from optuna.trial import TrialState, create_trial
 
 from ctrflow.components.hpo._study_config import (
+    DEFAULT_PRUNERS,
     SnapshotCmaEsSampler,
     StudyConfig,
     build_pruner,
@@ -305,3 +306,18 @@ def test_cma_es_searches_only_numeric_ranges() -> None:
     sampler = SnapshotCmaEsSampler(seed=0)
     space = sampler.infer_relative_search_space(study, study.trials[0])
     assert space == {"x": dists["x"], "n": dists["n"]}
+
+
+def test_a_study_config_is_frozen(tmp_path: pathlib.Path) -> None:
+    study = _study_with_attrs(tmp_path, {"name": "tpe"}, **{ATTR_READY: True})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        StudyConfig.from_study(study).seed = 1  # type: ignore[misc]
+
+
+def test_the_default_pruners_wait_out_a_slow_start() -> None:
+    # FFM steps are epochs, XGBoost steps boosting rounds: compared with the median only after
+    # 2 epochs or 50 rounds, and only once 5 trials have finished (DESIGN: pruning).
+    assert DEFAULT_PRUNERS == {
+        "ffm": {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 2},
+        "xgboost": {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 50},
+    }

@@ -53,3 +53,11 @@ def test_no_gain_or_less_than_the_margin_keeps_the_champion(
 
 def test_any_gain_promotes_with_a_zero_margin() -> None:
     assert _decide("1", _score(0.5, 0.5 - 2**-40), 0.5, 0.0)[0]
+
+
+@pytest.mark.parametrize("score", [_Score(champion_logloss=0.5), _Score(challenger_logloss=0.4)])
+def test_a_score_without_both_loglosses_or_a_problem_is_a_bug_not_a_decision(
+    score: _Score,
+) -> None:
+    with pytest.raises(AssertionError):
+        _decide("3", score, 0.4, 0.0)
