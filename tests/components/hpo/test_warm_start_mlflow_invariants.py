@@ -1,0 +1,96 @@
+"""The champion lookup of the warm start, step by step, on an MLflow registry in a SQLite file
+(MLflow's own SQL store, no server): champion -> its run -> the run's search-space version tag ->
+the study artifact. Every miss starts cold with its reason.
+
+Checks that `make mutation` runs against every mutant of `_warm_start.py` (after the file
+tests); the whole weekly flow against real servers is test_warm_start.py."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import uuid
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from ctrflow.components.hpo._warm_start import find_warm_start
+from ctrflow.components.hpo.search_space import get_space
+from ctrflow.components.names import CHAMPION_ALIAS, TAG_SPACE_VERSION, TAG_STUDY_NAME
+from tests.components.hpo.test_warm_start_invariants import _source
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+SPACE = get_space("ffm")
+VERSION = SPACE.version()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    path = tmp_path_factory.mktemp("registry") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}", f"sqlite:///{path}").search_registered_models()
+    return path
+
+
+@pytest.fixture
+def uri(template: pathlib.Path, tmp_path: pathlib.Path) -> str:
+    db = shutil.copy(template, tmp_path / "mlflow.db")
+    return f"sqlite:///{db}"
+
+
+def _champion(uri: str, tmp_path: pathlib.Path, tags: dict[str, str], *, run: bool = True) -> str:
+    client = MlflowClient(uri, uri)
+    name = f"ctr-{uuid.uuid4().hex[:6]}"
+    client.create_registered_model(name)
+    run_id = None
+    if run:
+        experiment = client.create_experiment(name, artifact_location=str(tmp_path / name))
+        run_id = client.create_run(experiment, tags=tags).info.run_id
+        (tmp_path / f"{name}-study").mkdir()
+        study_db = tmp_path / f"{name}-study" / "study.db"
+        _source(study_db, 12, name="last-week")
+        _source(study_db, 12, name="another")
+        client.log_artifact(run_id, str(study_db), artifact_path="optuna")
+    version = client.create_model_version(name, source=str(tmp_path), run_id=run_id)
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+    return name
+
+
+def _find(uri: str, name: str, tmp_path: pathlib.Path):  # type: ignore[no-untyped-def]
+    workdir = tmp_path / f"work-{uuid.uuid4().hex[:6]}"
+    workdir.mkdir()
+    return find_warm_start(
+        tracking_uri=uri, model_name=name, space=SPACE, space_version=VERSION, workdir=workdir
+    )
+
+
+def test_the_champions_study_of_the_same_space_warm_starts(
+    uri: str, tmp_path: pathlib.Path
+) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = _champion(uri, tmp_path, {TAG_SPACE_VERSION: VERSION, TAG_STUDY_NAME: "last-week"})
+    warm = _find(uri, name, tmp_path)
+    assert warm.warm, warm.reason
+    assert (warm.model_name, warm.model_version, warm.found_via) == (name, "1", "alias:champion")
+    assert warm.source_study_name == "last-week" and warm.source_space_version == VERSION
+    assert len(warm.trials) == 12 and warm.run_id
+
+
+def test_another_space_version_or_none_starts_cold(uri: str, tmp_path: pathlib.Path) -> None:
+    changed = _champion(uri, tmp_path, {TAG_SPACE_VERSION: "ffm-0123456789ab"})
+    cold = _find(uri, changed, tmp_path)
+    assert not cold.warm
+    assert cold.reason == (
+        f"search space changed: champion run {cold.run_id} used ffm-0123456789ab, this study "
+        f"uses {VERSION}"
+    )
+    untagged = _champion(uri, tmp_path, {})
+    cold = _find(uri, untagged, tmp_path)
+    assert cold.reason == f"run {cold.run_id} has no tag {TAG_SPACE_VERSION}"
+    assert cold.source_space_version is None
+
+
+def test_a_champion_without_a_run_starts_cold(uri: str, tmp_path: pathlib.Path) -> None:
+    name = _champion(uri, tmp_path, {}, run=False)
+    cold = _find(uri, name, tmp_path)
+    assert cold.reason == "model version 1 has no run" and not cold.warm

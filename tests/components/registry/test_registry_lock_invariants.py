@@ -1,0 +1,248 @@
+"""The promotion lock's rules one by one, on an MLflow registry in a SQLite file (MLflow's own
+SQL store, no server): create to acquire, a lease renewed by a heartbeat, a dead lock broken by
+a rename, and a release that never deletes another holder's lock.
+
+Fast checks that `make mutation` runs against every mutant of `_registry_lock.py`; the
+concurrent holders and killed processes against real `mlflow server`s are in
+test_registry_lock.py."""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+import shutil
+import threading
+import time
+import uuid
+
+import pytest
+from mlflow import MlflowClient
+
+from ctrflow.components.registry._registry_lock import (
+    LOCK_SUFFIX,
+    TAG_EXPIRES,
+    TAG_OWNER,
+    LockTimeoutError,
+    RegistryLock,
+    _Holder,
+    _Silence,
+    lock_name,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """A migrated MLflow database, made once: the migrations take most of the setup."""
+    path = tmp_path_factory.mktemp("registry") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}", f"sqlite:///{path}").search_registered_models()
+    return path
+
+
+@pytest.fixture
+def client(template: pathlib.Path, tmp_path: pathlib.Path) -> MlflowClient:
+    db = shutil.copy(template, tmp_path / "mlflow.db")
+    return MlflowClient(f"sqlite:///{db}", f"sqlite:///{db}")
+
+
+def _model() -> str:
+    return f"m-{uuid.uuid4().hex[:8]}"
+
+
+def _names(client: MlflowClient) -> set[str]:
+    return {m.name for m in client.search_registered_models()}
+
+
+def _plant(client: MlflowClient, model: str, owner: str, expires: str) -> None:
+    client.create_registered_model(lock_name(model), tags={TAG_OWNER: owner, TAG_EXPIRES: expires})
+
+
+def _stale_name(client: MlflowClient, model: str, owner: str) -> str:
+    created = client.get_registered_model(lock_name(model)).creation_timestamp
+    digest = hashlib.sha256(f"{owner}@{created}".encode()).hexdigest()[:16]
+    return f"{lock_name(model)}.stale-{digest}"
+
+
+def test_the_lock_is_a_registered_model_beside_the_model() -> None:
+    assert LOCK_SUFFIX == ".ctrflow-promotion-lock"
+    assert lock_name("ctr") == "ctr.ctrflow-promotion-lock"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"ttl": 0},
+        {"ttl": -1},
+        {"wait": -0.1},
+        {"poll": 0},
+        {"poll": -1},
+        {"lease": 0},
+        {"lease": -1},
+    ],
+)
+def test_bad_settings_are_refused(settings: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="need ttl > 0, wait >= 0, poll > 0, lease > 0; got"):
+        RegistryLock(None, "m", **settings)
+
+
+def test_settings_kept_and_the_lease_is_at_most_the_ttl() -> None:
+    lock = RegistryLock(None, "m", ttl=5, wait=0, poll=0.25, lease=10)
+    assert (lock.name, lock.ttl, lock.wait, lock.poll, lock.lease) == (
+        lock_name("m"),
+        5,
+        0,
+        0.25,
+        5,
+    )
+    assert RegistryLock(None, "m", ttl=50, lease=3).lease == 3
+    assert not lock.held
+    lock.release()  # never acquired: nothing to do
+    a, b = RegistryLock(None, "m"), RegistryLock(None, "m")
+    assert a.token != b.token and a.token.count(".") >= 2
+
+
+def test_holder_expiry_and_the_waiters_own_clock_of_silence() -> None:
+    assert not _Holder(owner="", expires_at=0.0).expired()  # being created: no tags yet
+    assert _Holder(owner="x", expires_at=time.time() - 1).expired()
+    assert not _Holder(owner="x", expires_at=time.time() + 60).expired()
+    silence = _Silence()
+    holder = _Holder(owner="x", expires_at=1.0, created_ms=5, beat="1.000")
+    assert silence.for_seconds(holder) < 0.05
+    time.sleep(0.2)
+    assert silence.for_seconds(holder) >= 0.2
+    for changed in (
+        _Holder(owner="y", expires_at=1.0, created_ms=5, beat="1.000"),
+        _Holder(owner="y", expires_at=1.0, created_ms=6, beat="1.000"),
+        _Holder(owner="y", expires_at=1.0, created_ms=6, beat="2.000"),
+    ):
+        time.sleep(0.1)
+        assert silence.for_seconds(changed) < 0.05
+
+
+def test_acquire_writes_owner_and_expiry_and_release_deletes_it(client: MlflowClient) -> None:
+    model = _model()
+    lock = RegistryLock(client, model, lease=30, poll=0.05)
+    before = time.time()
+    with lock as entered:
+        assert entered is lock and lock.held
+        tags = client.get_registered_model(lock.name).tags
+        assert tags[TAG_OWNER] == lock.token
+        assert before + 30 <= float(tags[TAG_EXPIRES]) <= time.time() + 30
+        other = RegistryLock(client, model, wait=0, poll=0.05)
+        with pytest.raises(LockTimeoutError) as err:
+            other.acquire()
+        assert str(err.value).startswith(
+            f"registry lock '{lock.name}' is held by {lock.token} (until 20"
+        )
+        assert str(err.value).endswith("waited 0 s")
+    assert not lock.held
+    assert lock.name not in _names(client)
+    with RegistryLock(client, model, wait=0) as again:  # free again at once
+        assert again.held
+
+
+def test_a_waiter_gets_the_lock_once_it_is_released(client: MlflowClient) -> None:
+    model = _model()
+    first = RegistryLock(client, model, lease=30)
+    first.acquire()
+    waiter = RegistryLock(client, model, wait=30, poll=0.05, lease=30)
+    got = threading.Event()
+    thread = threading.Thread(target=lambda: (waiter.acquire(), got.set()), daemon=True)
+    thread.start()
+    assert not got.wait(0.5)
+    first.release()
+    assert got.wait(20)
+    thread.join()
+    assert waiter.held
+    assert client.get_registered_model(waiter.name).tags[TAG_OWNER] == waiter.token
+    waiter.release()
+
+
+@pytest.mark.parametrize("expires", [f"{time.time() - 5:.3f}", "soon", ""])
+def test_an_expired_or_unreadable_lock_is_broken_by_a_rename(
+    client: MlflowClient, expires: str
+) -> None:
+    model = _model()
+    _plant(client, model, "dead-host.1.x", expires)
+    stale = _stale_name(client, model, "dead-host.1.x")
+    with RegistryLock(client, model, wait=0, poll=0.05) as lock:
+        assert client.get_registered_model(lock.name).tags[TAG_OWNER] == lock.token
+    assert stale in _names(client)  # kept as evidence
+    assert client.get_registered_model(stale).tags[TAG_OWNER] == "dead-host.1.x"
+
+
+def test_a_lock_silent_for_a_whole_lease_is_broken(client: MlflowClient) -> None:
+    model = _model()
+    _plant(client, model, "paused-host.1.x", f"{time.time() + 3600:.3f}")  # a clock far ahead
+    started = time.monotonic()
+    with RegistryLock(client, model, wait=30, poll=0.05, lease=0.6) as lock:
+        assert lock.held
+    assert 0.6 <= time.monotonic() - started < 20
+    assert any(".stale-" in n for n in _names(client))
+
+
+def test_a_live_lock_is_not_broken(client: MlflowClient) -> None:
+    model = _model()
+    with RegistryLock(client, model, lease=3) as holder:
+        waiter = RegistryLock(client, model, wait=4, poll=0.1, lease=3)
+        with pytest.raises(LockTimeoutError):
+            waiter.acquire()  # the heartbeat keeps changing the expiry: never silent a lease
+        assert holder.held
+    assert not any(".stale-" in n for n in _names(client))
+
+
+def test_a_create_whose_answer_was_lost_counts_as_acquired(client: MlflowClient) -> None:
+    model = _model()
+    lock = RegistryLock(client, model, wait=0, lease=30)
+    _plant(client, model, lock.token, f"{time.time() + 30:.3f}")
+    lock.acquire()
+    assert lock.held
+    lock.release()
+    assert lock.name not in _names(client)
+
+
+def test_the_heartbeat_renews_the_expiry_while_held(client: MlflowClient) -> None:
+    model = _model()
+    with RegistryLock(client, model, lease=0.6, ttl=60) as lock:
+        first = client.get_registered_model(lock.name).tags[TAG_EXPIRES]
+        time.sleep(1.5)  # 2.5 leases: held only because it was renewed
+        assert lock.held
+        assert float(client.get_registered_model(lock.name).tags[TAG_EXPIRES]) > float(first)
+    assert lock.name not in _names(client)
+
+
+def test_past_its_ttl_a_lock_is_no_longer_held_and_is_left_to_be_broken(
+    client: MlflowClient,
+) -> None:
+    model = _model()
+    lock = RegistryLock(client, model, lease=0.3, ttl=0.3)
+    lock.acquire()
+    time.sleep(0.8)
+    assert not lock.held
+    lock.release()
+    assert lock.name in _names(client)  # lapsed: deleting it could delete a new holder's
+    assert not lock.held
+
+
+def test_a_lock_taken_over_is_not_held_and_not_deleted(client: MlflowClient) -> None:
+    model = _model()
+    lock = RegistryLock(client, model, lease=0.6, ttl=60)
+    lock.acquire()
+    client.delete_registered_model(lock.name)
+    _plant(client, model, "next-holder.2.y", f"{time.time() + 60:.3f}")
+    time.sleep(0.8)  # the heartbeat sees another owner
+    assert not lock.held
+    lock.release()
+    assert client.get_registered_model(lock.name).tags[TAG_OWNER] == "next-holder.2.y"
+
+
+def test_a_lock_deleted_under_its_holder_is_not_held(client: MlflowClient) -> None:
+    model = _model()
+    lock = RegistryLock(client, model, lease=0.6, ttl=60)
+    lock.acquire()
+    client.delete_registered_model(lock.name)
+    time.sleep(0.8)
+    assert not lock.held
+    lock.release()
+    assert lock.name not in _names(client)
