@@ -8,6 +8,7 @@ test_registry_lock.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pathlib
 import shutil
@@ -17,7 +18,10 @@ import uuid
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
+from ctrflow.components.registry import _registry_lock
 from ctrflow.components.registry._registry_lock import (
     LOCK_SUFFIX,
     TAG_EXPIRES,
@@ -41,9 +45,14 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 @pytest.fixture
-def client(template: pathlib.Path, tmp_path: pathlib.Path) -> MlflowClient:
-    db = shutil.copy(template, tmp_path / "mlflow.db")
-    return MlflowClient(f"sqlite:///{db}", f"sqlite:///{db}")
+def db(template: pathlib.Path, tmp_path: pathlib.Path) -> str:
+    path = shutil.copy(template, tmp_path / "mlflow.db")
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def client(db: str) -> MlflowClient:
+    return MlflowClient(db, db)
 
 
 def _model() -> str:
@@ -128,7 +137,8 @@ def test_acquire_writes_owner_and_expiry_and_release_deletes_it(client: MlflowCl
         assert entered is lock and lock.held
         tags = client.get_registered_model(lock.name).tags
         assert tags[TAG_OWNER] == lock.token
-        assert before + 30 <= float(tags[TAG_EXPIRES]) <= time.time() + 30
+        # written with 3 decimals: rounded by up to half a millisecond either way
+        assert before + 30 - 0.0005 <= float(tags[TAG_EXPIRES]) <= time.time() + 30 + 0.0005
         other = RegistryLock(client, model, wait=0, poll=0.05)
         with pytest.raises(LockTimeoutError) as err:
             other.acquire()
@@ -246,3 +256,96 @@ def test_a_lock_deleted_under_its_holder_is_not_held(client: MlflowClient) -> No
     assert not lock.held
     lock.release()
     assert lock.name not in _names(client)
+
+
+def test_the_defaults_are_a_ten_second_lease_within_five_minutes() -> None:
+    lock = RegistryLock(None, "m")
+    assert (lock.ttl, lock.wait, lock.poll, lock.lease) == (300.0, 600.0, 0.5, 10.0)
+
+
+def test_a_holder_read_is_a_frozen_value() -> None:
+    holder = _Holder(owner="x", expires_at=1.0, created_ms=5, beat="1.000")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        holder.owner = "y"  # type: ignore[misc]
+    assert hash(holder) == hash(_Holder(owner="x", expires_at=1.0, created_ms=5, beat="1.000"))
+
+
+@pytest.mark.parametrize(
+    ("renewed", "now", "held"),
+    [
+        (125.0, 129.5, True),  # renewed 4.5 s ago, 29.5 s after acquiring: within both bounds
+        (125.0, 130.0, False),  # exactly ttl after acquiring: over, however recent the renewal
+        (110.0, 120.0, False),  # exactly a lease after the last renewal: lapsed
+        (110.0, 121.0, False),  # lapsed, although the ttl is far off
+    ],
+)
+def test_held_means_renewed_within_a_lease_and_within_the_ttl(
+    monkeypatch: pytest.MonkeyPatch, renewed: float, now: float, held: bool
+) -> None:
+    lock = RegistryLock(None, "m", ttl=30, lease=10)
+    lock._acquired_at, lock._renewed_at = 100.0, renewed
+    monkeypatch.setattr(_registry_lock.time, "monotonic", lambda: now)
+    assert lock.held is held
+
+
+def test_the_heartbeat_is_a_daemon_so_a_holder_that_exits_is_not_kept_alive(
+    client: MlflowClient,
+) -> None:
+    with RegistryLock(client, _model(), lease=30) as lock:
+        (heart,) = [t for t in threading.enumerate() if t.name == f"lease {lock.name}"]
+        assert heart.daemon
+
+
+def test_the_heartbeat_that_sees_a_takeover_drops_the_lock_before_its_lease_lapses(
+    client: MlflowClient,
+) -> None:
+    model = _model()
+    lock = RegistryLock(client, model, lease=4.5, ttl=60)
+    lock.acquire()
+    acquired = time.monotonic()
+    client.delete_registered_model(lock.name)
+    _plant(client, model, "next-holder.2.y", f"{time.time() + 60:.3f}")
+    assert lock._heart is not None
+    lock._heart.join(10)  # its first beat, after lease/3 s, sees the other owner and stops
+    assert not lock._heart.is_alive()
+    assert time.monotonic() - acquired < lock.lease  # the own lease alone would still hold
+    assert not lock.held
+    lock.release()
+    assert client.get_registered_model(lock.name).tags[TAG_OWNER] == "next-holder.2.y"
+
+
+class _DeletedJustBefore(MlflowClient):
+    """Another party deletes the lock between the holder's last read and its own delete."""
+
+    def delete_registered_model(self, name: str) -> None:
+        super().delete_registered_model(name)
+        super().delete_registered_model(name)  # ours: RESOURCE_DOES_NOT_EXIST
+
+
+class _DeleteRefused(MlflowClient):
+    def delete_registered_model(self, name: str) -> None:
+        raise MlflowException(f"may not delete {name}", PERMISSION_DENIED)
+
+
+def test_a_lock_already_gone_at_its_delete_is_released_quietly(db: str) -> None:
+    lock = RegistryLock(_DeletedJustBefore(db, db), _model(), lease=30)
+    lock.acquire()
+    lock.release()
+    assert not lock.held
+    assert lock.name not in _names(MlflowClient(db, db))
+
+
+def test_any_other_error_of_the_delete_is_raised(db: str) -> None:
+    lock = RegistryLock(_DeleteRefused(db, db), _model(), lease=30)
+    lock.acquire()
+    with pytest.raises(MlflowException, match="may not delete") as err:
+        lock.release()
+    assert err.value.error_code == "PERMISSION_DENIED"
+    assert not lock.held
+
+
+def test_an_unreadable_expiry_reads_as_the_epoch(client: MlflowClient) -> None:
+    model = _model()
+    client.create_registered_model(lock_name(model), tags={TAG_EXPIRES: "soon"})  # no owner yet
+    with pytest.raises(LockTimeoutError, match=r"is held by  \(until 1970-01-01T00:00:00Z\)"):
+        RegistryLock(client, model, wait=0, poll=0.05).acquire()
