@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import pathlib
 import shutil
 import threading
@@ -171,15 +172,38 @@ def test_a_waiter_gets_the_lock_once_it_is_released(client: MlflowClient) -> Non
 
 @pytest.mark.parametrize("expires", [f"{time.time() - 5:.3f}", "soon", ""])
 def test_an_expired_or_unreadable_lock_is_broken_by_a_rename(
-    client: MlflowClient, expires: str
+    client: MlflowClient, expires: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     model = _model()
     _plant(client, model, "dead-host.1.x", expires)
     stale = _stale_name(client, model, "dead-host.1.x")
-    with RegistryLock(client, model, wait=0, poll=0.05) as lock:
+    with (
+        caplog.at_level(logging.WARNING, logger=_registry_lock.__name__),
+        RegistryLock(client, model, wait=0, poll=0.05) as lock,
+    ):
         assert client.get_registered_model(lock.name).tags[TAG_OWNER] == lock.token
     assert stale in _names(client)  # kept as evidence
     assert client.get_registered_model(stale).tags[TAG_OWNER] == "dead-host.1.x"
+    assert (
+        f"broke the dead promotion lock of dead-host.1.x (expiry {expires or 'none'}); "
+        f"kept as {stale}"
+    ) in caplog.messages
+
+
+def test_a_lock_without_tags_is_broken_after_a_lease_and_logged_as_unknown(
+    client: MlflowClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = _model()
+    client.create_registered_model(lock_name(model))  # neither owner nor expiry
+    stale = _stale_name(client, model, "")
+    with (
+        caplog.at_level(logging.WARNING, logger=_registry_lock.__name__),
+        RegistryLock(client, model, wait=30, poll=0.05, lease=0.6) as lock,
+    ):
+        assert lock.held
+    assert f"broke the dead promotion lock of an unknown owner (expiry none); kept as {stale}" in (
+        caplog.messages
+    )
 
 
 def test_a_lock_silent_for_a_whole_lease_is_broken(client: MlflowClient) -> None:
@@ -349,3 +373,54 @@ def test_an_unreadable_expiry_reads_as_the_epoch(client: MlflowClient) -> None:
     client.create_registered_model(lock_name(model), tags={TAG_EXPIRES: "soon"})  # no owner yet
     with pytest.raises(LockTimeoutError, match=r"is held by  \(until 1970-01-01T00:00:00Z\)"):
         RegistryLock(client, model, wait=0, poll=0.05).acquire()
+
+
+def test_a_wait_of_zero_looks_once_and_never_sleeps(
+    client: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _model()
+    _plant(client, model, "live-host.1.x", f"{time.time() + 60:.3f}")
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds} s with no time left to wait")
+
+    monkeypatch.setattr(_registry_lock.time, "monotonic", lambda: 1000.0)  # a clock that stands
+    monkeypatch.setattr(_registry_lock.time, "sleep", no_sleep)
+    with pytest.raises(LockTimeoutError, match="waited 0 s"):
+        RegistryLock(client, model, wait=0).acquire()
+
+
+def test_waiters_poll_with_a_jitter_of_half_to_one_and_a_half_polls(
+    client: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _model()
+    _plant(client, model, "live-host.1.x", f"{time.time() + 3600:.3f}")
+    clock, slept = [1000.0], []
+
+    def sleep(seconds: float) -> None:  # a waiting that only moves the clock
+        slept.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(_registry_lock.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_registry_lock.time, "sleep", sleep)
+    with pytest.raises(LockTimeoutError, match="waited 80 s"):
+        RegistryLock(client, model, wait=80, poll=2, lease=100).acquire()
+    assert len(slept) >= 20
+    assert min(slept) >= 1.0 and max(slept) <= 3.0  # poll * [0.5, 1.5]
+    assert max(slept) - min(slept) > 1.0  # spread: waiters do not march in step
+
+
+class _BrokenJustBefore(MlflowClient):
+    """Another waiter renames the same dead lock a moment before this one."""
+
+    def rename_registered_model(self, name: str, new_name: str) -> None:
+        super().rename_registered_model(name, new_name)
+        super().rename_registered_model(name, new_name)  # ours: the lock is gone
+
+
+def test_a_dead_lock_broken_by_another_waiter_first_is_retried(db: str) -> None:
+    model = _model()
+    _plant(MlflowClient(db, db), model, "dead-host.1.x", f"{time.time() - 5:.3f}")
+    with RegistryLock(_BrokenJustBefore(db, db), model, wait=0, poll=0.05) as lock:
+        assert lock.held
+    assert any(".stale-" in n for n in _names(MlflowClient(db, db)))
