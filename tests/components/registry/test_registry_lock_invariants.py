@@ -424,3 +424,23 @@ def test_a_dead_lock_broken_by_another_waiter_first_is_retried(db: str) -> None:
     with RegistryLock(_BrokenJustBefore(db, db), model, wait=0, poll=0.05) as lock:
         assert lock.held
     assert any(".stale-" in n for n in _names(MlflowClient(db, db)))
+
+
+class _OneRenewalLost(MlflowClient):
+    """The registry is unreachable for the heartbeat's first renewal, then back."""
+
+    failed = False
+
+    def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("registry unreachable")
+        super().set_registered_model_tag(name, key, value)
+
+
+def test_the_heartbeat_outlives_a_renewal_that_fails(db: str) -> None:
+    client = _OneRenewalLost(db, db)
+    with RegistryLock(client, _model(), lease=0.6, ttl=60) as lock:
+        time.sleep(1.5)  # 2.5 leases: held only because a later beat renewed it
+        assert client.failed
+        assert lock.held
