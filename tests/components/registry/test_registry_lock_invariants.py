@@ -8,7 +8,9 @@ test_registry_lock.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import pathlib
 import shutil
 import threading
@@ -17,7 +19,10 @@ import uuid
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
+from ctrflow.components.registry import _registry_lock
 from ctrflow.components.registry._registry_lock import (
     LOCK_SUFFIX,
     TAG_EXPIRES,
@@ -41,9 +46,14 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 @pytest.fixture
-def client(template: pathlib.Path, tmp_path: pathlib.Path) -> MlflowClient:
-    db = shutil.copy(template, tmp_path / "mlflow.db")
-    return MlflowClient(f"sqlite:///{db}", f"sqlite:///{db}")
+def db(template: pathlib.Path, tmp_path: pathlib.Path) -> str:
+    path = shutil.copy(template, tmp_path / "mlflow.db")
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def client(db: str) -> MlflowClient:
+    return MlflowClient(db, db)
 
 
 def _model() -> str:
@@ -128,7 +138,8 @@ def test_acquire_writes_owner_and_expiry_and_release_deletes_it(client: MlflowCl
         assert entered is lock and lock.held
         tags = client.get_registered_model(lock.name).tags
         assert tags[TAG_OWNER] == lock.token
-        assert before + 30 <= float(tags[TAG_EXPIRES]) <= time.time() + 30
+        # written with 3 decimals: rounded by up to half a millisecond either way
+        assert before + 30 - 0.0005 <= float(tags[TAG_EXPIRES]) <= time.time() + 30 + 0.0005
         other = RegistryLock(client, model, wait=0, poll=0.05)
         with pytest.raises(LockTimeoutError) as err:
             other.acquire()
@@ -163,17 +174,40 @@ def test_a_waiter_gets_the_lock_once_it_is_released(client: MlflowClient) -> Non
 # between pytest-xdist's workers, which must collect the same test ids.
 @pytest.mark.parametrize("expires", ["expired", "soon", ""])
 def test_an_expired_or_unreadable_lock_is_broken_by_a_rename(
-    client: MlflowClient, expires: str
+    client: MlflowClient, expires: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     if expires == "expired":
         expires = f"{time.time() - 5:.3f}"
     model = _model()
     _plant(client, model, "dead-host.1.x", expires)
     stale = _stale_name(client, model, "dead-host.1.x")
-    with RegistryLock(client, model, wait=0, poll=0.05) as lock:
+    with (
+        caplog.at_level(logging.WARNING, logger=_registry_lock.__name__),
+        RegistryLock(client, model, wait=0, poll=0.05) as lock,
+    ):
         assert client.get_registered_model(lock.name).tags[TAG_OWNER] == lock.token
     assert stale in _names(client)  # kept as evidence
     assert client.get_registered_model(stale).tags[TAG_OWNER] == "dead-host.1.x"
+    assert (
+        f"broke the dead promotion lock of dead-host.1.x (expiry {expires or 'none'}); "
+        f"kept as {stale}"
+    ) in caplog.messages
+
+
+def test_a_lock_without_tags_is_broken_after_a_lease_and_logged_as_unknown(
+    client: MlflowClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = _model()
+    client.create_registered_model(lock_name(model))  # neither owner nor expiry
+    stale = _stale_name(client, model, "")
+    with (
+        caplog.at_level(logging.WARNING, logger=_registry_lock.__name__),
+        RegistryLock(client, model, wait=30, poll=0.05, lease=0.6) as lock,
+    ):
+        assert lock.held
+    assert f"broke the dead promotion lock of an unknown owner (expiry none); kept as {stale}" in (
+        caplog.messages
+    )
 
 
 def test_a_lock_silent_for_a_whole_lease_is_broken(client: MlflowClient) -> None:
@@ -250,3 +284,167 @@ def test_a_lock_deleted_under_its_holder_is_not_held(client: MlflowClient) -> No
     assert not lock.held
     lock.release()
     assert lock.name not in _names(client)
+
+
+def test_the_defaults_are_a_ten_second_lease_within_five_minutes() -> None:
+    lock = RegistryLock(None, "m")
+    assert (lock.ttl, lock.wait, lock.poll, lock.lease) == (300.0, 600.0, 0.5, 10.0)
+
+
+def test_a_holder_read_is_a_frozen_value() -> None:
+    holder = _Holder(owner="x", expires_at=1.0, created_ms=5, beat="1.000")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        holder.owner = "y"  # type: ignore[misc]
+    assert hash(holder) == hash(_Holder(owner="x", expires_at=1.0, created_ms=5, beat="1.000"))
+
+
+@pytest.mark.parametrize(
+    ("renewed", "now", "held"),
+    [
+        (125.0, 129.5, True),  # renewed 4.5 s ago, 29.5 s after acquiring: within both bounds
+        (125.0, 130.0, False),  # exactly ttl after acquiring: over, however recent the renewal
+        (110.0, 120.0, False),  # exactly a lease after the last renewal: lapsed
+        (110.0, 121.0, False),  # lapsed, although the ttl is far off
+    ],
+)
+def test_held_means_renewed_within_a_lease_and_within_the_ttl(
+    monkeypatch: pytest.MonkeyPatch, renewed: float, now: float, held: bool
+) -> None:
+    lock = RegistryLock(None, "m", ttl=30, lease=10)
+    lock._acquired_at, lock._renewed_at = 100.0, renewed
+    monkeypatch.setattr(_registry_lock.time, "monotonic", lambda: now)
+    assert lock.held is held
+
+
+def test_the_heartbeat_is_a_daemon_so_a_holder_that_exits_is_not_kept_alive(
+    client: MlflowClient,
+) -> None:
+    with RegistryLock(client, _model(), lease=30) as lock:
+        (heart,) = [t for t in threading.enumerate() if t.name == f"lease {lock.name}"]
+        assert heart.daemon
+
+
+def test_the_heartbeat_that_sees_a_takeover_drops_the_lock_before_its_lease_lapses(
+    client: MlflowClient,
+) -> None:
+    model = _model()
+    lock = RegistryLock(client, model, lease=4.5, ttl=60)
+    lock.acquire()
+    acquired = time.monotonic()
+    client.delete_registered_model(lock.name)
+    _plant(client, model, "next-holder.2.y", f"{time.time() + 60:.3f}")
+    assert lock._heart is not None
+    lock._heart.join(10)  # its first beat, after lease/3 s, sees the other owner and stops
+    assert not lock._heart.is_alive()
+    assert time.monotonic() - acquired < lock.lease  # the own lease alone would still hold
+    assert not lock.held
+    lock.release()
+    assert client.get_registered_model(lock.name).tags[TAG_OWNER] == "next-holder.2.y"
+
+
+class _DeletedJustBefore(MlflowClient):
+    """Another party deletes the lock between the holder's last read and its own delete."""
+
+    def delete_registered_model(self, name: str) -> None:
+        super().delete_registered_model(name)
+        super().delete_registered_model(name)  # ours: RESOURCE_DOES_NOT_EXIST
+
+
+class _DeleteRefused(MlflowClient):
+    def delete_registered_model(self, name: str) -> None:
+        raise MlflowException(f"may not delete {name}", PERMISSION_DENIED)
+
+
+def test_a_lock_already_gone_at_its_delete_is_released_quietly(db: str) -> None:
+    lock = RegistryLock(_DeletedJustBefore(db, db), _model(), lease=30)
+    lock.acquire()
+    lock.release()
+    assert not lock.held
+    assert lock.name not in _names(MlflowClient(db, db))
+
+
+def test_any_other_error_of_the_delete_is_raised(db: str) -> None:
+    lock = RegistryLock(_DeleteRefused(db, db), _model(), lease=30)
+    lock.acquire()
+    with pytest.raises(MlflowException, match="may not delete") as err:
+        lock.release()
+    assert err.value.error_code == "PERMISSION_DENIED"
+    assert not lock.held
+
+
+def test_an_unreadable_expiry_reads_as_the_epoch(client: MlflowClient) -> None:
+    model = _model()
+    client.create_registered_model(lock_name(model), tags={TAG_EXPIRES: "soon"})  # no owner yet
+    with pytest.raises(LockTimeoutError, match=r"is held by  \(until 1970-01-01T00:00:00Z\)"):
+        RegistryLock(client, model, wait=0, poll=0.05).acquire()
+
+
+def test_a_wait_of_zero_looks_once_and_never_sleeps(
+    client: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _model()
+    _plant(client, model, "live-host.1.x", f"{time.time() + 60:.3f}")
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds} s with no time left to wait")
+
+    monkeypatch.setattr(_registry_lock.time, "monotonic", lambda: 1000.0)  # a clock that stands
+    monkeypatch.setattr(_registry_lock.time, "sleep", no_sleep)
+    with pytest.raises(LockTimeoutError, match="waited 0 s"):
+        RegistryLock(client, model, wait=0).acquire()
+
+
+def test_waiters_poll_with_a_jitter_of_half_to_one_and_a_half_polls(
+    client: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _model()
+    _plant(client, model, "live-host.1.x", f"{time.time() + 3600:.3f}")
+    clock, slept = [1000.0], []
+
+    def sleep(seconds: float) -> None:  # a waiting that only moves the clock
+        slept.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(_registry_lock.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_registry_lock.time, "sleep", sleep)
+    with pytest.raises(LockTimeoutError, match="waited 80 s"):
+        RegistryLock(client, model, wait=80, poll=2, lease=100).acquire()
+    assert len(slept) >= 20
+    assert min(slept) >= 1.0 and max(slept) <= 3.0  # poll * [0.5, 1.5]
+    assert max(slept) - min(slept) > 1.0  # spread: waiters do not march in step
+
+
+class _BrokenJustBefore(MlflowClient):
+    """Another waiter renames the same dead lock a moment before this one."""
+
+    def rename_registered_model(self, name: str, new_name: str) -> None:
+        super().rename_registered_model(name, new_name)
+        super().rename_registered_model(name, new_name)  # ours: the lock is gone
+
+
+def test_a_dead_lock_broken_by_another_waiter_first_is_retried(db: str) -> None:
+    model = _model()
+    _plant(MlflowClient(db, db), model, "dead-host.1.x", f"{time.time() - 5:.3f}")
+    with RegistryLock(_BrokenJustBefore(db, db), model, wait=0, poll=0.05) as lock:
+        assert lock.held
+    assert any(".stale-" in n for n in _names(MlflowClient(db, db)))
+
+
+class _OneRenewalLost(MlflowClient):
+    """The registry is unreachable for the heartbeat's first renewal, then back."""
+
+    failed = False
+
+    def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("registry unreachable")
+        super().set_registered_model_tag(name, key, value)
+
+
+def test_the_heartbeat_outlives_a_renewal_that_fails(db: str) -> None:
+    client = _OneRenewalLost(db, db)
+    with RegistryLock(client, _model(), lease=0.6, ttl=60) as lock:
+        time.sleep(1.5)  # 2.5 leases: held only because a later beat renewed it
+        assert client.failed
+        assert lock.held
