@@ -22,6 +22,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from ctrflow.components.hpo.search_space import default_params
 from ctrflow.pipelines.k8s.requirements import STORAGE_SECRET, STORAGE_SECRET_KEY
 from tests.testkit.hpo_data import tiny_dataset
 from tests.testkit.podman import Podman, PodRun, pod_as_podman_run
@@ -116,12 +117,18 @@ def test_worker_containers_share_a_study_and_a_killed_one_is_retried(
     workers = [_start(podman, run) for run in runs]
     victim, survivors = workers[0], workers[1:]
     try:
-        # Kill when every worker is inside a trial: then the victim surely is.
+        # Kill when every worker is inside a trial whose parameters are all chosen: then the
+        # victim surely is, and its retry must run those parameters again. (A kill between the
+        # trial's start and its suggestions leaves nothing to repeat: its retry samples anew.)
         deadline = time.monotonic() + 240
         while True:
             for proc in workers:
                 assert proc.poll() is None, proc.communicate()[1][-3000:]
-            running = {t.number for t in _states(postgres_url, study) if t.state.name == "RUNNING"}
+            running = {
+                t.number
+                for t in _states(postgres_url, study)
+                if t.state.name == "RUNNING" and set(t.params) == set(default_params("ffm"))
+            }
             if len(running) == WORKERS:
                 break
             assert time.monotonic() < deadline, "the workers never ran a trial each at once"
