@@ -158,14 +158,21 @@ def _start_epoch(start: datetime.date | None) -> int:
 
 
 def iter_tables(
-    *, rows: int, days: int = 7, seed: int = 0, start: datetime.date | None = None
+    *,
+    rows: int,
+    days: int = 7,
+    seed: int = 0,
+    start: datetime.date | None = None,
+    model_seed: int | None = None,
 ) -> Iterator[pa.Table]:
     """The synthetic log as Arrow tables of up to CHUNK_ROWS rows (categoricals as dictionaries).
-    ``start`` only moves the timestamps: the rows are those of (rows, days, seed)."""
+    ``start`` only moves the timestamps: the rows are those of (rows, days, seed).
+    ``model_seed`` (default ``seed``) picks the planted click model: files of one log, e.g. one per
+    day, share it and differ in ``seed``; with different models they would be unrelated logs."""
     if rows < 1 or days < 1:
         raise ValueError(f"rows and days must be >= 1, got rows={rows}, days={days}")
     origin = _start_epoch(start)
-    model = _build_model(seed, days)
+    model = _build_model(seed if model_seed is None else model_seed, days)
     for chunk, first in enumerate(range(0, rows, CHUNK_ROWS)):
         n = min(CHUNK_ROWS, rows - first)
         rng = np.random.default_rng([seed, 3, chunk])
@@ -208,6 +215,7 @@ def write_synth(
     seed: int = 0,
     fmt: str | None = None,
     start: datetime.date | None = None,
+    model_seed: int | None = None,
 ) -> str:
     """Write the synthetic log to `out` (local path or pyarrow URI); returns `out`.
 
@@ -221,7 +229,7 @@ def write_synth(
     parent = path.rsplit("/", 1)[0]
     if parent:
         filesystem.create_dir(parent, recursive=True)
-    tables = iter_tables(rows=rows, days=days, seed=seed, start=start)
+    tables = iter_tables(rows=rows, days=days, seed=seed, start=start, model_seed=model_seed)
     if fmt == "parquet":
         _write_parquet(filesystem, path, tables)
     else:

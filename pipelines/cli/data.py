@@ -47,6 +47,7 @@ def _synth(args: argparse.Namespace) -> int:
             seed=args.seed,
             fmt=args.format,
             start=args.start,
+            model_seed=args.model_seed,
         )
     except (ValueError, OSError) as exc:
         print(f"ctrflow data synth: {exc}", file=sys.stderr)
@@ -102,7 +103,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     synth.add_argument("out", help="output file (local path or pyarrow URI)")
     synth.add_argument("--rows", type=int, default=100_000)
     synth.add_argument("--days", type=int, default=7, help="days the timestamps span")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="seed of the rows")
+    synth.add_argument(
+        "--model-seed",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="seed of the planted click model (default: --seed); the days of one log share it "
+        "and differ in --seed, or each day is a log of its own with nothing to learn across days",
+    )
     synth.add_argument(
         "--start",
         type=_day,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,28 @@ def test_planted_signal_is_learnable_after_prepare(tmp_path: Path) -> None:
     model = LogisticRegression(C=0.5, max_iter=300).fit(train.to_csr_matrix(), train.labels)
     auc = roc_auc_score(test.labels, model.predict_proba(test.to_csr_matrix())[:, 1])
     assert auc > 0.7, auc  # a label independent of the features would give 0.5
+
+
+@pytest.mark.parametrize("shared_model", [True, False])
+def test_daily_files_of_one_log_share_the_planted_model(tmp_path: Path, shared_model: bool) -> None:
+    """The README's data-window example: one file per day, other rows each day (--seed), one
+    click model (--model-seed). What is learnt on three days predicts the fourth; with a model
+    per day (the seed alone) the days are unrelated logs and the test day looks like noise."""
+    days = ["2026-11-27", "2026-11-28", "2026-11-29", "2026-11-30"]
+    for seed, day in enumerate(days, start=1):
+        write_synth(
+            str(tmp_path / "logs" / day / "part.parquet"), rows=8_000, days=1, seed=seed,
+            start=datetime.date.fromisoformat(day), model_seed=0 if shared_model else None,
+        )  # fmt: skip
+    prepare_data(
+        input_uri=[str(tmp_path / "logs" / day / "*.parquet") for day in days],
+        output_dir=str(tmp_path / "out"),
+    )
+    train = ffm_ext.Dataset.load(tmp_path / "out" / "train")
+    test = ffm_ext.Dataset.load(tmp_path / "out" / "test")
+    model = LogisticRegression(C=0.5, max_iter=300).fit(train.to_csr_matrix(), train.labels)
+    auc = roc_auc_score(test.labels, model.predict_proba(test.to_csr_matrix())[:, 1])
+    if shared_model:
+        assert auc > 0.65, auc
+    else:
+        assert auc < 0.6, auc

@@ -196,7 +196,7 @@ def test_local_run_reads_the_days_of_a_range_and_records_the_window(tmp_path: pa
     for seed, (day, n) in enumerate(rows.items()):
         synth = run_ctrflow(
             "data", "synth", f"{tmp_path}/logs/{day}/part-0.parquet", "--rows", str(n),
-            "--days", "1", "--start", day, "--seed", str(seed),
+            "--days", "1", "--start", day, "--seed", str(seed), "--model-seed", "0",
         )  # fmt: skip
         assert synth.returncode == 0, synth.stderr
     window = ["2026-11-27", "2026-11-28", "2026-11-29"]
