@@ -39,12 +39,8 @@ class Engine:
         normalize: bool,
         n_threads: int,
     ) -> npt.NDArray[np.float32]: ...
-    def margin_one(
-        self,
-        fields: npt.NDArray[np.int32],
-        features: npt.NDArray[np.int32],
-        values: npt.NDArray[np.float32],
-        normalize: bool,
+    def probability_one(
+        self, fields: npt.ArrayLike, features: npt.ArrayLike, values: npt.ArrayLike, normalize: bool
     ) -> float: ...
 
 def isa() -> str: ...

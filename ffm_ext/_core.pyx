@@ -2,6 +2,7 @@
 # is owned by small Python objects that NumPy arrays keep as their base, so arrays view it
 # without a copy and it is freed when the last view goes.
 from libc.stdint cimport int16_t, int32_t, int64_t, uint64_t
+from libc.math cimport exp
 from libc.stdlib cimport free, realloc
 
 cimport numpy as cnp
@@ -384,24 +385,47 @@ cdef class Engine:
             raise MemoryError("cannot allocate per-thread scratch memory")
         return out
 
-    def margin_one(self, const int32_t[::1] fields, const int32_t[::1] features,
-                   const float[::1] values, bint normalize) -> float:
-        """phi(x) of one row given as parallel arrays (the serving path)."""
-        cdef int64_t length = fields.shape[0]
-        if features.shape[0] != length or values.shape[0] != length:
+    def probability_one(self, object fields, object features, object values,
+                        bint normalize) -> float:
+        """P(click) of one row given as parallel 1-D arrays (the serving path). int32 / int32 /
+        float32 C arrays in native byte order are read in place; anything else is converted
+        first. One call, no memoryviews: at about 2 us a row their set-up was a third of it."""
+        if not _native_vector(fields, cnp.NPY_INT32):
+            fields = np.ascontiguousarray(fields, dtype=np.int32)
+        if not _native_vector(features, cnp.NPY_INT32):
+            features = np.ascontiguousarray(features, dtype=np.int32)
+        if not _native_vector(values, cnp.NPY_FLOAT32):
+            values = np.ascontiguousarray(values, dtype=np.float32)
+        cdef cnp.ndarray f = fields, j = features, v = values
+        if f.ndim != 1 or j.ndim != 1 or v.ndim != 1:
+            raise ValueError(
+                f"fields, features and values must be 1-D, got {f.ndim}-D, {j.ndim}-D, {v.ndim}-D")
+        cdef int64_t length = cnp.PyArray_SIZE(f)
+        if cnp.PyArray_SIZE(j) != length or cnp.PyArray_SIZE(v) != length:
             raise ValueError(
                 f"fields, features and values must have the same length, got "
-                f"{fields.shape[0]}, {features.shape[0]}, {values.shape[0]}")
+                f"{length}, {cnp.PyArray_SIZE(j)}, {cnp.PyArray_SIZE(v)}")
         if length == 0:
-            return 0.0
+            return 0.5
+        cdef const int32_t *field_ids = <const int32_t *>cnp.PyArray_DATA(f)
         cdef int64_t i
         for i in range(length):
-            if fields[i] < 0 or fields[i] >= self.model.m:
+            if field_ids[i] < 0 or field_ids[i] >= self.model.m:
                 raise ValueError(
-                    f"field {fields[i]} at position {i} is outside the model's fields "
+                    f"field {field_ids[i]} at position {i} is outside the model's fields "
                     f"0..{self.model.m - 1}")
-        return ffm_margin_one(&self.model, &fields[0], &features[0], &values[0], length,
-                              normalize)
+        cdef double t = ffm_margin_one(&self.model, field_ids, <const int32_t *>cnp.PyArray_DATA(j),
+                                       <const float *>cnp.PyArray_DATA(v), length, normalize)
+        return 1.0 / (1.0 + exp(-t)) if t > -700.0 else 0.0
+
+
+cdef inline bint _native_vector(object array, int typenum):
+    """A C-contiguous, aligned array of `typenum` in native byte order."""
+    if not cnp.PyArray_Check(array):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>array
+    return (cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_ISBEHAVED_RO(a))
 
 
 def logloss_from_margins(const float[::1] margins, const float[::1] labels) -> float:

@@ -315,14 +315,7 @@ class FFM:
         if engine is None:
             self._fitted()
             raise AssertionError  # unreachable: _fitted raised
-        if type(fields) is not np.ndarray or fields.dtype != np.int32:
-            fields = np.ascontiguousarray(fields, dtype=np.int32)
-        if type(features) is not np.ndarray or features.dtype != np.int32:
-            features = np.ascontiguousarray(features, dtype=np.int32)
-        if type(values) is not np.ndarray or values.dtype != np.float32:
-            values = np.ascontiguousarray(values, dtype=np.float32)
-        t = engine.margin_one(fields, features, values, self.normalize)
-        return 1.0 / (1.0 + math.exp(-t)) if t > -700 else 0.0
+        return engine.probability_one(fields, features, values, self.normalize)
 
     # -- files --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -43,6 +43,22 @@ def test_one_row_path_equals_batch_path(
     assert model.predict_one(f.tolist(), j.tolist(), v.tolist()) == pytest.approx(float(batch[0]))
 
 
+def test_one_row_reads_every_array_layout_as_its_values(
+    model_and_data: tuple[ffm_ext.FFM, ffm_ext.Dataset],
+) -> None:
+    """Native int32/float32 C arrays are read in place, anything else converted first."""
+    model, data = model_and_data
+    f, j, v = next(rows_of(data))
+    expected = model.predict_one(f, j, v)
+    swapped = (f.astype(">i4"), j.astype(">i4"), v.astype(">f4"))
+    strided = tuple(np.repeat(a, 2)[::2] for a in (f, j, v))
+    wider = (f.astype(np.int64), j.astype(np.int64), v.astype(np.float64))
+    for arrays in (swapped, strided, wider):
+        assert model.predict_one(*arrays) == expected
+    with pytest.raises(ValueError, match="must be 1-D, got 2-D"):
+        model.predict_one(f[None, :], j[None, :], v[None, :])
+
+
 def test_threads_give_the_same_predictions(
     model_and_data: tuple[ffm_ext.FFM, ffm_ext.Dataset], monkeypatch: pytest.MonkeyPatch
 ) -> None:
