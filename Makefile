@@ -40,10 +40,6 @@ export REQUIREMENTS_PY
 
 install: $(STAMP)
 
-## The main job on this machine: the whole weekly pipeline, locally, with embedded defaults.
-run: $(STAMP) $(WHEEL_STAMP)
-	CTRFLOW_WHEEL=$(WHEEL_DIR) $(BIN)/ctrflow run
-
 # The wheel that models from `make run` carry, so that stock `mlflow models serve` (its own
 # virtualenv, PyPI only) can install them. Rebuilt whenever a source changes: the version alone
 # cannot tell a stale wheel from a current one.
@@ -55,6 +51,10 @@ $(WHEEL_STAMP): $(STAMP) $(WHEEL_SOURCES)
 	rm -rf $(WHEEL_DIR)
 	$(BIN)/pip wheel -q --no-build-isolation --no-deps -w $(WHEEL_DIR) .
 	touch $@
+
+## The main job on this machine: the whole weekly pipeline, locally, with embedded defaults.
+run: $(STAMP) $(WHEEL_STAMP)
+	CTRFLOW_WHEEL=$(WHEEL_DIR) $(BIN)/ctrflow run
 
 ## Lint, type-check and run the whole test suite.
 test: lint typecheck unit

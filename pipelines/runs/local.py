@@ -277,6 +277,16 @@ def check_runner(runner: str, storage_url: str | None, mlflow_uri: str | None) -
         )
 
 
+def _wheel_environment() -> dict[str, str]:
+    """$CTRFLOW_WHEEL as an absolute path to the wheel itself: the steps run in other working
+    directories, and a wrong setting should fail now rather than at the register step."""
+    from ctrflow.components.names import WHEEL_ENV
+    from ctrflow.components.registry.serving_model import find_wheel
+
+    wheel = find_wheel(None)
+    return {} if wheel is None else {WHEEL_ENV: str(wheel.resolve())}
+
+
 def _newest_run_dir(root: pathlib.Path, before: set[str]) -> str | None:
     fresh = [p for p in root.glob("*") if p.is_dir() and p.name not in before]
     return str(max(fresh, key=lambda p: p.stat().st_mtime)) if fresh else None
@@ -292,6 +302,7 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
 
     started = time.perf_counter()
     check_runner(config.runner, config.storage_url, config.mlflow_uri)
+    wheel_env = _wheel_environment() if config.runner != "container" else {}
     workdir = config.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     params = dict(config.params)
@@ -334,6 +345,7 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
 
     arguments = {**params, "data_uri": data_uri, "mlflow_tracking_uri": mlflow_uri}
     env = {STORAGE_ENV: storage_url, TRACKING_ENV: mlflow_uri}
+    env.update(wheel_env)
     try:
         with contextlib.ExitStack() as stack:
             if config.runner == "container":

@@ -27,10 +27,11 @@ def dry_run(*arguments: str) -> str:
     ).stdout  # fmt: skip
 
 
-def test_make_run_hands_the_wheel_to_the_run() -> None:
-    lines = dry_run("run").splitlines()
-    (run,) = [line for line in lines if line.endswith("ctrflow run")]
-    assert run.startswith("CTRFLOW_WHEEL=.venv/wheel ")
+def test_make_run_builds_the_wheel_and_hands_it_to_the_run() -> None:
+    lines = dry_run("-W", "components/serving/predictor.py", "run").splitlines()
+    (build,) = [i for i, line in enumerate(lines) if "pip wheel" in line]
+    (run,) = [i for i, line in enumerate(lines) if line.endswith("ctrflow run")]
+    assert build < run and lines[run].startswith("CTRFLOW_WHEEL=.venv/wheel ")
 
 
 @pytest.mark.parametrize(

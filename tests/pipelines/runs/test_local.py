@@ -23,6 +23,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import log_loss
 
+import ctrflow
 from ctrflow.components.data.feature_spec import FeatureSpec
 from ctrflow.components.hpo._study_config import StudyConfig
 from ctrflow.components.registry.promotion import download_version
@@ -192,7 +193,9 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_two_local_xgboost_runs_keep_integer_params_and_warm_start(tmp_path: pathlib.Path) -> None:
+def test_two_local_xgboost_runs_keep_integer_params_and_warm_start(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The second model type end to end: its int parameters (max_depth) cross KFP's parameter
     passing (numbers become doubles there) and still train, log and register as ints."""
     workdir, model = tmp_path / "work", "ctr-xgb-e2e"
@@ -221,8 +224,22 @@ def test_two_local_xgboost_runs_keep_integer_params_and_warm_start(tmp_path: pat
     assert decision == ("promoted" if out2["promoted"] else "kept_champion")
 
     # A team switching types: an FFM challenger against the XGBoost champion, on the same rows.
-    switched = _ctrflow("run", *common[:-2], "--model-type", "ffm", "--budget", "2")
+    # Its model carries the wheel $CTRFLOW_WHEEL names, given relative to where `ctrflow run`
+    # starts (the README's `export CTRFLOW_WHEEL=dist`) though the steps run elsewhere. The file
+    # is only copied into the model here; tests/serving/test_stock_mlflow_serve.py installs one.
+    wheel = tmp_path / "dist" / f"ctrflow-{ctrflow.__version__}-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"carried by the model, not installed by this test")
+    monkeypatch.chdir(tmp_path)
+    switched = _ctrflow(
+        "run", *common[:-2], "--model-type", "ffm", "--budget", "2", env={"CTRFLOW_WHEEL": "dist"}
+    )
     assert switched.returncode == 0, switched.stderr[-3000:]
+    carried = pathlib.Path(
+        download_version(mlflow, first["mlflow_uri"], model, "3", str(tmp_path / "v3"))
+    )
+    assert (carried / "artifacts" / wheel.name).read_bytes() == wheel.read_bytes()
+    assert f"./artifacts/{wheel.name}" in (carried / "requirements.txt").read_text()
     assert f"{model} version 3 (ffm):" in switched.stdout
     v3 = mlflow.get_model_version(model, "3").tags
     assert v3["ctrflow.model_type"] == "ffm"
@@ -247,7 +264,7 @@ def test_failing_step_is_named_with_its_error(tmp_path: pathlib.Path) -> None:
 
 
 def test_bad_parameters_fail_before_anything_runs(
-    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workdir = tmp_path / "work"
     for args, message in (
@@ -256,7 +273,11 @@ def test_bad_parameters_fail_before_anything_runs(
         (("--model-type", "svm"), "--model-type 'svm'"),
         (("--rows", "10"), "--rows must be at least 1000"),
         (("--data", str(tmp_path / "missing.csv")), "missing.csv: no such file or directory"),
+        (("--wheel-dir-is-empty",), f"{tmp_path}: no single ctrflow-{ctrflow.__version__}-*.whl"),
     ):
+        if args == ("--wheel-dir-is-empty",):  # $CTRFLOW_WHEEL names no wheel: refused up front
+            monkeypatch.setenv("CTRFLOW_WHEEL", str(tmp_path))
+            args = ()
         code = cli.main(["run", "--workdir", str(workdir), *args])
         err = capsys.readouterr().err
         assert code == 2, args  # a usage error (#16)
