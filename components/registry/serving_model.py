@@ -36,6 +36,7 @@ from mlflow.types.schema import AnyType, ColSpec, Schema, TensorSpec
 
 from ctrflow.components.data.feature_spec import FittedFeatureSpec
 from ctrflow.components.serving._errors import BadRequestError
+from ctrflow.components.serving._installed_engine import prefer_installed_ffm_ext
 from ctrflow.components.serving.predictor import (
     ARTIFACT_MODEL,
     ARTIFACT_SPEC,
@@ -78,6 +79,7 @@ class CtrModel(PythonModel):
         return instance
 
     def load_context(self, context: Any) -> None:
+        prefer_installed_ffm_ext()  # the server may have started in a ctrflow checkout
         spec = FittedFeatureSpec.load(context.artifacts[ARTIFACT_SPEC])
         self._predictor = Predictor(spec, load_trained_model(context.artifacts[ARTIFACT_MODEL]))
 

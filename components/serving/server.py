@@ -32,6 +32,7 @@ from importlib.metadata import version
 from typing import Any
 
 from ctrflow.components.serving._errors import BadRequestError
+from ctrflow.components.serving._installed_engine import prefer_installed_ffm_ext
 from ctrflow.components.serving.predictor import Predictor
 from ctrflow.components.serving.requests import MAX_BODY_BYTES, parse_request
 
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    prefer_installed_ffm_ext()  # `python -m` started in a ctrflow checkout puts it on sys.path
     try:
         predictor = load_predictor(args.model)
     except Exception as exc:  # a clear line, not a trace: the URI or the files are wrong

@@ -57,14 +57,20 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory) -> SavedModel:
 
 @contextlib.contextmanager
 def running(
-    command: list[str], log: pathlib.Path, port: int, *, wait: float = 180
+    command: list[str],
+    log: pathlib.Path,
+    port: int,
+    *,
+    wait: float = 180,
+    cwd: pathlib.Path | None = None,
 ) -> Iterator[str]:
-    """Start a server process, wait for GET /ping, yield its base URL, stop it."""
+    """Start a server process (in `cwd`, default the log's folder), wait for GET /ping, yield
+    its base URL, stop it."""
     bin_dir = pathlib.Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or log.parent
         )
     url = f"http://127.0.0.1:{port}"
     try:

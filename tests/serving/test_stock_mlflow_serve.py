@@ -81,7 +81,9 @@ def test_champion_serves_with_stock_mlflow_models_serve_from_its_own_wheel(
     mlflow_cli = str(pathlib.Path(sys.executable).parent / "mlflow")
     command = [mlflow_cli, "models", "serve", "-m", f"models:/{name}@{CHAMPION_ALIAS}",
                "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    with running(command, tmp_path / "serve.log", port, wait=1500) as url:
+    # Started in the checkout, as a user following the README does: uvicorn puts that folder
+    # first on sys.path, where ffm_ext/ is the uncompiled source (it once shadowed the wheel's).
+    with running(command, tmp_path / "serve.log", port, wait=1500, cwd=REPO_ROOT) as url:
         rows = [{c: row[c] for c in saved.predictor.columns} for row in saved.rows[:5]]
         body = json.dumps({"dataframe_records": rows}).encode()
         status, text = post_bytes(f"{url}/invocations", body, "application/json")
