@@ -213,6 +213,7 @@ def _check_data_template(params: dict[str, Any]) -> None:
 def _check_params(params: dict[str, Any]) -> None:
     """Fail here, in a second, for what the pipeline would reject minutes later."""
     from ctrflow.components.names import MAX_WORKERS, MODEL_TYPES
+    from ctrflow.components.registry.margin import check_margin
 
     refuse_credentials(params)
     if "data_uri" in params:
@@ -228,6 +229,11 @@ def _check_params(params: dict[str, Any]) -> None:
         raise ValueError("--budget must be >= 1")
     if params.get("n_workers", 0) > params.get("trial_budget", 10**9):
         raise ValueError("--workers exceeds --budget: the extra workers would have no trial")
+    if "promotion_margin" in params:
+        try:
+            check_margin(params["promotion_margin"])
+        except ValueError as exc:
+            raise ValueError(f"--promotion-margin {exc}") from None
     if params.get("keep_studies", 0) < 0:
         raise ValueError("--keep-studies must be >= 0 (0 keeps every study)")
     if "model_name" in params and not str(params["model_name"]).strip():
