@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ctrflow.components.names import KFP_ENDPOINT_ENV
-from ctrflow.pipelines.cli._parsing import EXIT_USAGE, UsageError, shown_default
+from ctrflow.pipelines.cli._parsing import EXIT_USAGE, UsageError, logs_progress, shown_default
 
 if TYPE_CHECKING:
     from ctrflow.pipelines.runs.data_window import DataWindow
@@ -604,6 +604,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     run.set_defaults(func=_run)
+    logs_progress(run)  # kfp.local's task lines, the steps' logs in the log file
     _add_params(run, cluster=False, local_defaults=LOCAL_DEFAULTS)
 
     submit = subparsers.add_parser(
