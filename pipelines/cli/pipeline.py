@@ -316,6 +316,8 @@ def summary_text(result: Any, model_name: str, model_type: str = "ffm") -> str:
     ]
     if result.mlflow_ui:
         lines.append(f"  MLflow UI     {result.mlflow_ui}   # then open http://127.0.0.1:5000")
+    for i, (name, path) in enumerate(result.reports.items()):
+        lines.append(f"  {'reports' if i == 0 else '':14}{path}   # {name}")
     if result.log_file:
         lines.append(f"  step logs     {result.log_file}")
     return "\n".join(lines)
