@@ -54,7 +54,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--backoff", type=float, default=0.5, metavar="S", help="first retry delay, doubling"
     )
     parser.add_argument("--heartbeat-interval", type=int, default=10, metavar="S")
-    parser.add_argument("--grace-period", type=int, default=30, metavar="S")
+    parser.add_argument(
+        "--grace-period",
+        type=int,
+        default=None,
+        metavar="S",
+        help="a running trial without a heartbeat for this long is taken for a dead worker's "
+        "and retried (default: longer than the storage outage limit plus a heartbeat interval "
+        "and a backoff step, 81 s with the defaults: a worker riding out an outage keeps its "
+        "trial)",
+    )
 
 
 def _emit(data: dict[str, Any], out: str | None) -> None:
