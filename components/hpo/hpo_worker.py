@@ -10,7 +10,9 @@ A PostgreSQL outage is ridden out (``_outage``): a trial in flight waits in its 
 goes on once the database is back; a loss while the study lock is held (the server dropped the
 lock with the session) abandons that iteration, which starts over under a new lock. Past the
 limit the worker stops with ``StorageOutageError`` (``ctrflow hpo worker`` exits 3); its trial
-stays RUNNING and is retried by the heartbeat machinery of the workers that remain.
+stays RUNNING and is retried by the heartbeat machinery of the workers that remain. The
+stale-trial grace period is derived from that limit (``StorageSettings.stale_after``), so a
+worker that rides out an outage keeps its trial: no other worker takes it for dead meanwhile.
 """
 
 from __future__ import annotations

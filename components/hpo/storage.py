@@ -18,6 +18,7 @@ locally: a long busy timeout, since several worker processes write the same file
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -59,10 +60,12 @@ class StorageSettings:
     """Connection and liveness settings for one process (a worker, the create step, ...)."""
 
     # Heartbeat: a running trial writes a heartbeat every `heartbeat_interval` s; a trial whose
-    # last heartbeat is older than `grace_period` s is failed by the next worker that looks, and
-    # RetryHeartbeatStaleTrialCallback enqueues it again (WAITING) with the same parameters.
+    # last heartbeat is older than the grace period (`stale_after()`) is failed by the next
+    # worker that looks, and RetryHeartbeatStaleTrialCallback enqueues it again (WAITING) with
+    # the same parameters. `grace_period` None: derived from the outage limit (81 s with the
+    # defaults), so a worker riding out an outage is never taken for dead.
     heartbeat_interval: int | None = 10
-    grace_period: int | None = 30
+    grace_period: int | None = None
     max_retry: int | None = 3
     pool_size: int = 1
     max_overflow: int = 1
@@ -80,6 +83,19 @@ class StorageSettings:
             raise ValueError("connect_attempts must be >= 1")
         if self.heartbeat_interval is None and self.grace_period is not None:
             raise ValueError("grace_period needs heartbeat_interval")
+
+    def stale_after(self) -> int | None:
+        """Seconds without a heartbeat after which a RUNNING trial is taken for a dead worker's:
+        ``grace_period`` if given, else longer than any outage a live worker rides out (its
+        last heartbeat can be one interval older than the outage it sees, which lasts up to
+        the limit, and its first one after comes up to one backoff step, +20% jitter, later).
+        None without heartbeats."""
+        if self.heartbeat_interval is None:
+            return None
+        if self.grace_period is not None:
+            return self.grace_period
+        silent = limit_setting(self.outage_limit) + self.heartbeat_interval
+        return math.ceil(silent + 1.2 * self.backoff_max) + 1
 
 
 def storage_url_from_env(value: str | None = None) -> str:
@@ -174,7 +190,7 @@ def make_storage(
                     skip_compatibility_check=existing,
                     skip_table_creation=existing,
                     heartbeat_interval=settings.heartbeat_interval,
-                    grace_period=settings.grace_period,
+                    grace_period=settings.stale_after(),
                     heartbeat_stale_trial_callback=callback,
                 )
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:

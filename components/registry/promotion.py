@@ -73,6 +73,7 @@ from ctrflow.components.registry._rollback_records import (
     read_records,
     settle_interrupted,
 )
+from ctrflow.components.registry.margin import check_margin
 from ctrflow.components.registry.model_names import name_filter
 from ctrflow.components.registry.run_heartbeat import ORPHAN_AFTER, is_dead
 from ctrflow.components.registry.serving_model import CtrModel
@@ -396,8 +397,10 @@ def promote(
     """Decide and apply; see the module docstring. ``challenger_logloss`` (and ``_auc``, which
     is only reported) is the challenger's on ``test`` (from evaluate); ``test_raw`` holds the raw
     test rows with labels."""
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
+    try:
+        check_margin(margin)
+    except ValueError as exc:
+        raise ValueError(f"margin {exc}") from None
     event = on_event or (lambda _name: None)
     version = str(version)
     lock = RegistryLock(client, model_name, ttl=lock_ttl, wait=lock_wait)

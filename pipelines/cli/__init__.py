@@ -25,6 +25,7 @@ from ctrflow.pipelines.cli import (
     status,
 )
 from ctrflow.pipelines.cli._parsing import (
+    LOG_LEVEL,
     HelpFormatter,
     Parser,
     UsageError,
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # named after the sub-command, not "ctrflow" as argparse would
         return report(command_name(args), f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else getattr(args, LOG_LEVEL, logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not hasattr(args, "func"):

@@ -8,6 +8,10 @@ once and gives every parser the same behaviour:
 - `-v/--verbose` is accepted after the sub-command too (`ctrflow run -v`), not only before it;
 - help shows each option's default, unless it is None or False (nothing to show).
 
+Logging: a command prints its result and nothing else; INFO records reach stderr only with
+`-v` (which shows DEBUG too). Commands whose log is their progress (the pipeline's steps as
+commands, minutes long, often in a Job) keep INFO: `logs_progress(parser)`.
+
 `UsageError` is the same kind of error found after parsing (a value out of range, an option
 missing for an action): `main` reports it the same way.
 """
@@ -15,10 +19,18 @@ missing for an action): `main` reports it the same way.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any, NoReturn
 
 EXIT_USAGE = 2
+#: The namespace attribute holding a command's log level without -v (default WARNING).
+LOG_LEVEL = "log_level"
+
+
+def logs_progress(parser: argparse.ArgumentParser) -> None:
+    """Log at INFO without -v: the command's log is its progress."""
+    parser.set_defaults(**{LOG_LEVEL: logging.INFO})
 
 
 class UsageError(ValueError):

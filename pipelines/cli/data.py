@@ -13,6 +13,7 @@ import sys
 import time
 
 from ctrflow.components.names import MIN_SPLIT_ROWS
+from ctrflow.pipelines.cli._parsing import logs_progress
 
 EXIT_BAD_INPUT = 1
 EXIT_INTERNAL = 2
@@ -174,3 +175,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     prepare.add_argument("--json", action="store_true", help="print the stats as JSON")
     prepare.set_defaults(func=_prepare)
+    logs_progress(prepare)

@@ -21,6 +21,7 @@ from ctrflow.components.names import (
     OPTUNA_FAST_PATH_ENV,
     STORAGE_OUTAGE_LIMIT_ENV,
 )
+from ctrflow.pipelines.cli._parsing import logs_progress
 
 _log = logging.getLogger(__name__)
 
@@ -53,7 +54,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--backoff", type=float, default=0.5, metavar="S", help="first retry delay, doubling"
     )
     parser.add_argument("--heartbeat-interval", type=int, default=10, metavar="S")
-    parser.add_argument("--grace-period", type=int, default=30, metavar="S")
+    parser.add_argument(
+        "--grace-period",
+        type=int,
+        default=None,
+        metavar="S",
+        help="a running trial without a heartbeat for this long is taken for a dead worker's "
+        "and retried (default: longer than the storage outage limit plus a heartbeat interval "
+        "and a backoff step, 81 s with the defaults: a worker riding out an outage keeps its "
+        "trial)",
+    )
 
 
 def _emit(data: dict[str, Any], out: str | None) -> None:
@@ -171,6 +181,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.add_argument("--seed", type=int, default=0)
     create.add_argument("--out", default=None, help="also write the study info JSON here")
     create.set_defaults(func=lambda a: _run(a, _create))
+    logs_progress(create)
 
     worker = hpo_sub.add_parser("worker", help="run trials until the global budget is reached")
     _add_common(worker)
@@ -197,11 +208,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     worker.add_argument("--out", default=None, help="also write the worker result JSON here")
     worker.set_defaults(func=lambda a: _run(a, _worker))
+    logs_progress(worker)
 
     finalize = hpo_sub.add_parser("finalize", help="best params, study.db export, plots")
     _add_common(finalize)
     finalize.add_argument("--out-dir", required=True)
     finalize.set_defaults(func=lambda a: _run(a, _finalize))
+    logs_progress(finalize)
 
     from ctrflow.pipelines.k8s import launch
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ctrflow.components.names import KFP_ENDPOINT_ENV
-from ctrflow.pipelines.cli._parsing import EXIT_USAGE, UsageError, shown_default
+from ctrflow.pipelines.cli._parsing import EXIT_USAGE, UsageError, logs_progress, shown_default
 
 if TYPE_CHECKING:
     from ctrflow.pipelines.runs.data_window import DataWindow
@@ -213,6 +213,7 @@ def _check_data_template(params: dict[str, Any]) -> None:
 def _check_params(params: dict[str, Any]) -> None:
     """Fail here, in a second, for what the pipeline would reject minutes later."""
     from ctrflow.components.names import MAX_WORKERS, MODEL_TYPES
+    from ctrflow.components.registry.margin import check_margin
 
     refuse_credentials(params)
     if "data_uri" in params:
@@ -228,6 +229,11 @@ def _check_params(params: dict[str, Any]) -> None:
         raise ValueError("--budget must be >= 1")
     if params.get("n_workers", 0) > params.get("trial_budget", 10**9):
         raise ValueError("--workers exceeds --budget: the extra workers would have no trial")
+    if "promotion_margin" in params:
+        try:
+            check_margin(params["promotion_margin"])
+        except ValueError as exc:
+            raise ValueError(f"--promotion-margin {exc}") from None
     if params.get("keep_studies", 0) < 0:
         raise ValueError("--keep-studies must be >= 0 (0 keeps every study)")
     if "model_name" in params and not str(params["model_name"]).strip():
@@ -310,6 +316,8 @@ def summary_text(result: Any, model_name: str, model_type: str = "ffm") -> str:
     ]
     if result.mlflow_ui:
         lines.append(f"  MLflow UI     {result.mlflow_ui}   # then open http://127.0.0.1:5000")
+    for i, (name, path) in enumerate(result.reports.items()):
+        lines.append(f"  {'reports' if i == 0 else '':14}{path}   # {name}")
     if result.log_file:
         lines.append(f"  step logs     {result.log_file}")
     return "\n".join(lines)
@@ -598,6 +606,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     run.set_defaults(func=_run)
+    logs_progress(run)  # kfp.local's task lines, the steps' logs in the log file
     _add_params(run, cluster=False, local_defaults=LOCAL_DEFAULTS)
 
     submit = subparsers.add_parser(

@@ -84,6 +84,7 @@ class LocalRunResult:
     run_dir: str | None
     log_file: str | None
     seconds: float
+    reports: dict[str, str] = field(default_factory=dict)  # what it is -> path (report_files)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -287,6 +288,23 @@ def _wheel_environment() -> dict[str, str]:
     return {} if wheel is None else {WHEEL_ENV: str(wheel.resolve())}
 
 
+#: The pages the KFP UI shows as a run's Visualizations, as kfp.local writes them: run dir /
+#: task / output artifact (a file without suffix).
+REPORTS = {
+    "HPO study (HTML)": ("finalize-study", "hpo_report"),
+    "evaluation (HTML)": ("evaluate", "evaluation_report"),
+    "promotion (Markdown)": ("register", "promotion_report"),
+}
+
+
+def report_files(run_dir: str | None) -> dict[str, str]:
+    """The reports a run wrote, by what they are; a step that wrote none is left out."""
+    if run_dir is None:
+        return {}
+    paths = {name: pathlib.Path(run_dir, *parts) for name, parts in REPORTS.items()}
+    return {name: str(path) for name, path in paths.items() if path.is_file()}
+
+
 def _newest_run_dir(root: pathlib.Path, before: set[str]) -> str | None:
     fresh = [p for p in root.glob("*") if p.is_dir() and p.name not in before]
     return str(max(fresh, key=lambda p: p.stat().st_mtime)) if fresh else None
@@ -380,6 +398,7 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
             + where
             + (f"\nlast lines:\n{excerpt}" if excerpt else "")
         ) from None
+    run_dir = _newest_run_dir(runs, before)
     return LocalRunResult(
         outputs=outputs,
         workdir=str(workdir),
@@ -389,7 +408,8 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
         storage_url=redact_url(storage_url),
         mlflow_uri=mlflow_uri,
         mlflow_ui=mlflow_ui,
-        run_dir=_newest_run_dir(runs, before),
+        run_dir=run_dir,
         log_file=str(log_file) if log_file else None,
         seconds=round(time.perf_counter() - started, 1),
+        reports=report_files(run_dir),
     )

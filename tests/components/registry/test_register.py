@@ -43,6 +43,7 @@ from ctrflow.components.registry.promotion import (
 from ctrflow.components.registry.register import DATA_WINDOW_ARTIFACT, RegisterResult, register
 from ctrflow.components.training.evaluate import logloss
 from ctrflow.pipelines.cli import main as cli_main
+from ctrflow.pipelines.runs.local import _local_mlflow
 from tests.components.registry.conftest import Candidate, train_candidate
 from tests.testkit.ctr_data import Week, prepared_week
 
@@ -611,11 +612,18 @@ def test_bad_inputs_fail_before_anything_is_written(
 
 
 def test_register_on_a_plain_sqlite_store_as_ctrflow_run_uses_it(
-    week: Week, study: FinalizeResult, models: dict[str, Candidate], tmp_path: pathlib.Path
-) -> None:
-    """No server: the step's writes and its heartbeat thread's share one SQLite file."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    week: Week, study: FinalizeResult, models: dict[str, Candidate], tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """No server: the step's writes and its heartbeat thread's share one SQLite file. The store
+    and the experiment are made as `ctrflow run` makes them, artifacts under the work dir: the
+    step writes nothing in the directory it runs in (an SQLite store alone puts them in
+    ./mlruns there, which this test left in the checkout)."""
     name = f"ctr-{uuid.uuid4().hex[:8]}"
+    uri, _ = _local_mlflow(tmp_path / "work", name)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     _register(uri, name, week, study, models["mediocre"])
     # Beats every 0.25 s (orphan_after / 4) while the step runs, as often as its own writes.
     won = _register(uri, name, week, study, models["better"], orphan_after=1.0)
@@ -625,3 +633,5 @@ def test_register_on_a_plain_sqlite_store_as_ctrflow_run_uses_it(
     assert run.info.status == "FINISHED"
     assert float(run.data.tags["ctrflow.register.heartbeat"]) > run.info.start_time / 1000
     assert [h["version"] for h in promotion_history(client, name)] == ["1", "2"]
+    assert list(cwd.iterdir()) == []
+    assert list((tmp_path / "work" / "mlartifacts" / name).iterdir())

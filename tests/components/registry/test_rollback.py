@@ -181,7 +181,16 @@ def test_next_register_scores_the_rolled_back_champion_and_history_stays_in_orde
     client = MlflowClient(registry)
     _register(registry, name, week, study, models["mediocre"])  # v1
     _register(registry, name, week, study, models["better"])  # v2 beats it
-    rollback(client, name, "1", "v2 misbehaves in serving", by="carol")
+    # As a user runs it: a successful rollback prints its result line and nothing else
+    # (its INFO log line reaches stderr only with -v).
+    done = subprocess.run(
+        [sys.executable, "-m", "ctrflow.pipelines.cli", "model", "rollback", name, "--to", "1",
+         "--reason", "v2 misbehaves in serving", "--by", "carol", "--mlflow-uri", registry],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr[-2000:]
+    assert done.stdout.startswith(f"{name}: champion rolled back from version 2 to 1 at ")
+    assert done.stdout.count("\n") == 1, done.stdout
     won = _register(registry, name, week, study, models["xgboost"])  # v3 beats v1
     assert won.decision["previous_champion"] == "1" and won.promoted
     history = promotion_history(client, name)

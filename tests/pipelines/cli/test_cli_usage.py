@@ -180,3 +180,40 @@ def test_hpo_worker_logs_each_trial_once(tmp_path: pathlib.Path) -> None:
     per_trial = [line for line in proc.stderr.splitlines() if re.search(r"[Tt]rial \d", line)]
     numbers = [re.search(r"[Tt]rial (\d+)", line).group(1) for line in per_trial]  # type: ignore[union-attr]
     assert sorted(numbers) == ["0", "1", "2"], proc.stderr
+
+
+@pytest.mark.parametrize("margin", ["nan", "inf", "-inf", "-0.01"])
+def test_run_refuses_a_promotion_margin_the_gate_would_refuse(
+    margin: str, tmp_path: pathlib.Path
+) -> None:
+    # The register step, minutes later, would refuse it (or, for NaN and inf, keep every
+    # champion forever). The missing --data would be the error if the margin were not checked.
+    work = tmp_path / "work"
+    proc = ctrflow(
+        "run", f"--promotion-margin={margin}", "--data", tmp_path / "none.csv", "--workdir", work
+    )
+    message = usage_error(proc, "run")
+    assert message == f"--promotion-margin must be a finite number >= 0, got {float(margin)}"
+    assert not work.exists()
+
+
+def test_run_and_submit_accept_a_zero_margin_and_submit_refuses_nan(tmp_path: pathlib.Path) -> None:
+    missing = tmp_path / "none.csv"
+    assert "no such file" in usage_error(
+        ctrflow("run", "--promotion-margin", "0", "--data", missing, "--workdir", tmp_path / "w"),
+        "run",
+    )
+    # Refused before any connection: nothing listens on this host.
+    message = usage_error(
+        ctrflow(
+            "submit",
+            "--promotion-margin",
+            "nan",
+            "--data",
+            "gs://b/x",
+            "--host",
+            "http://127.0.0.1:9",
+        ),
+        "submit",
+    )
+    assert message == "--promotion-margin must be a finite number >= 0, got nan"

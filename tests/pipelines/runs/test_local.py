@@ -105,6 +105,11 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
     assert study_page.title == f"HPO study {hpo['study_name']} (ffm)"
     report = (run_dir / "register" / "promotion_report").read_text(encoding="utf-8")
     assert report.startswith(f"# Promotion of {MODEL} version 1: promoted\n")
+    assert first["reports"] == {
+        "HPO study (HTML)": str(run_dir / "finalize-study" / "hpo_report"),
+        "evaluation (HTML)": str(run_dir / "evaluate" / "evaluation_report"),
+        "promotion (Markdown)": str(run_dir / "register" / "promotion_report"),
+    }
 
     mlflow = MlflowClient(tracking_uri=first["mlflow_uri"], registry_uri=first["mlflow_uri"])
     assert str(mlflow.get_model_version_by_alias(MODEL, "champion").version) == "1"
@@ -283,3 +288,36 @@ def test_bad_parameters_fail_before_anything_runs(
         assert code == 2, args  # a usage error (#16)
         assert message in err, err
     assert not (workdir / "runs").exists()  # no pipeline started
+
+
+def test_run_summary_names_the_report_files_the_run_wrote(tmp_path: pathlib.Path) -> None:
+    from ctrflow.pipelines.cli.pipeline import summary_text
+    from ctrflow.pipelines.runs.local import LocalRunResult, report_files
+
+    # kfp.local's layout: run dir / task / output (test_local.py reads the same files).
+    run_dir = tmp_path / "ctr-pipeline-2026-12-02"
+    written = {
+        "HPO study (HTML)": run_dir / "finalize-study" / "hpo_report",
+        "evaluation (HTML)": run_dir / "evaluate" / "evaluation_report",
+        "promotion (Markdown)": run_dir / "register" / "promotion_report",
+    }
+    for path in written.values():
+        path.parent.mkdir(parents=True)
+        path.write_text("page\n")
+    reports = report_files(str(run_dir))
+    assert reports == {name: str(path) for name, path in written.items()}
+    (run_dir / "register" / "promotion_report").unlink()  # a step that wrote none: not named
+    assert list(report_files(str(run_dir))) == ["HPO study (HTML)", "evaluation (HTML)"]
+    assert report_files(None) == {}
+
+    result = LocalRunResult(
+        outputs={}, workdir="/w", data_uri="/l/x.csv", data_uris=["/l/x.csv"],
+        data_generated=False, storage_url="sqlite:///o.db", mlflow_uri="sqlite:///m.db",
+        mlflow_ui=None, run_dir=str(run_dir), log_file=None, seconds=1.0, reports=reports,
+    )  # fmt: skip
+    lines = summary_text(result, "ctr-ffm").splitlines()
+    at = lines.index(f"  reports       {written['HPO study (HTML)']}   # HPO study (HTML)")
+    assert lines[at + 1 : at + 3] == [
+        f"                {written['evaluation (HTML)']}   # evaluation (HTML)",
+        f"                {written['promotion (Markdown)']}   # promotion (Markdown)",
+    ]
