@@ -143,7 +143,7 @@ PARAMETER_DESCRIPTIONS = {
     "mlflow_secret": "Optional Kubernetes Secret with MLFLOW_TRACKING_USERNAME/PASSWORD or "
     "MLFLOW_TRACKING_TOKEN, for an MLflow server with authentication.",
     "promotion_margin": "The challenger becomes champion only if its test logloss beats the "
-    "champion's, on the same rows, by at least this much (>= 0).",
+    "champion's, on the same rows, by at least this much (a finite number >= 0).",
     "mirror_production_stage": "Also move MLflow's legacy Production stage when the champion "
     "alias moves.",
     "seed": "Seed of the data split, the HPO samplers and the final training.",
