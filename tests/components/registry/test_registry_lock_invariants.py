@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import pathlib
-import shutil
 import threading
 import time
 import uuid
@@ -37,23 +35,9 @@ from ctrflow.components.registry._registry_lock import (
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """A migrated MLflow database, made once: the migrations take most of the setup."""
-    path = tmp_path_factory.mktemp("registry") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}", f"sqlite:///{path}").search_registered_models()
-    return path
-
-
 @pytest.fixture
-def db(template: pathlib.Path, tmp_path: pathlib.Path) -> str:
-    path = shutil.copy(template, tmp_path / "mlflow.db")
-    return f"sqlite:///{path}"
-
-
-@pytest.fixture
-def client(db: str) -> MlflowClient:
-    return MlflowClient(db, db)
+def client(registry_db: str) -> MlflowClient:
+    return MlflowClient(registry_db, registry_db)
 
 
 def _model() -> str:
@@ -355,16 +339,16 @@ class _DeleteRefused(MlflowClient):
         raise MlflowException(f"may not delete {name}", PERMISSION_DENIED)
 
 
-def test_a_lock_already_gone_at_its_delete_is_released_quietly(db: str) -> None:
-    lock = RegistryLock(_DeletedJustBefore(db, db), _model(), lease=30)
+def test_a_lock_already_gone_at_its_delete_is_released_quietly(registry_db: str) -> None:
+    lock = RegistryLock(_DeletedJustBefore(registry_db, registry_db), _model(), lease=30)
     lock.acquire()
     lock.release()
     assert not lock.held
-    assert lock.name not in _names(MlflowClient(db, db))
+    assert lock.name not in _names(MlflowClient(registry_db, registry_db))
 
 
-def test_any_other_error_of_the_delete_is_raised(db: str) -> None:
-    lock = RegistryLock(_DeleteRefused(db, db), _model(), lease=30)
+def test_any_other_error_of_the_delete_is_raised(registry_db: str) -> None:
+    lock = RegistryLock(_DeleteRefused(registry_db, registry_db), _model(), lease=30)
     lock.acquire()
     with pytest.raises(MlflowException, match="may not delete") as err:
         lock.release()
@@ -422,12 +406,14 @@ class _BrokenJustBefore(MlflowClient):
         super().rename_registered_model(name, new_name)  # ours: the lock is gone
 
 
-def test_a_dead_lock_broken_by_another_waiter_first_is_retried(db: str) -> None:
+def test_a_dead_lock_broken_by_another_waiter_first_is_retried(registry_db: str) -> None:
     model = _model()
-    _plant(MlflowClient(db, db), model, "dead-host.1.x", f"{time.time() - 5:.3f}")
-    with RegistryLock(_BrokenJustBefore(db, db), model, wait=0, poll=0.05) as lock:
+    _plant(MlflowClient(registry_db, registry_db), model, "dead-host.1.x", f"{time.time() - 5:.3f}")
+    with RegistryLock(
+        _BrokenJustBefore(registry_db, registry_db), model, wait=0, poll=0.05
+    ) as lock:
         assert lock.held
-    assert any(".stale-" in n for n in _names(MlflowClient(db, db)))
+    assert any(".stale-" in n for n in _names(MlflowClient(registry_db, registry_db)))
 
 
 class _OneRenewalLost(MlflowClient):
@@ -442,8 +428,8 @@ class _OneRenewalLost(MlflowClient):
         super().set_registered_model_tag(name, key, value)
 
 
-def test_the_heartbeat_outlives_a_renewal_that_fails(db: str) -> None:
-    client = _OneRenewalLost(db, db)
+def test_the_heartbeat_outlives_a_renewal_that_fails(registry_db: str) -> None:
+    client = _OneRenewalLost(registry_db, registry_db)
     with RegistryLock(client, _model(), lease=0.6, ttl=60) as lock:
         time.sleep(1.5)  # 2.5 leases: held only because a later beat renewed it
         assert client.failed
