@@ -8,13 +8,16 @@ tests); the whole weekly flow against real servers is test_warm_start.py."""
 
 from __future__ import annotations
 
+import logging
 import pathlib
+import sqlite3
 import uuid
 
 import optuna
 import pytest
 from mlflow import MlflowClient
 
+from ctrflow.components.hpo import _warm_start
 from ctrflow.components.hpo._warm_start import find_warm_start
 from ctrflow.components.hpo.search_space import get_space
 from ctrflow.components.names import CHAMPION_ALIAS, TAG_SPACE_VERSION, TAG_STUDY_NAME
@@ -85,3 +88,29 @@ def test_a_champion_without_a_run_starts_cold(registry_db: str, tmp_path: pathli
     name = _champion(registry_db, tmp_path, {}, run=False)
     cold = _find(registry_db, name, tmp_path)
     assert cold.reason == "model version 1 has no run" and not cold.warm
+
+
+def test_a_registry_that_fails_mid_lookup_starts_cold_with_the_errors_first_line(
+    registry_db: str, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The registry's database answers the champion run's read with an SQL error (a column
+    gone, as after a half-applied migration): MLflow raises it as a multi-line MlflowException
+    (the error, the SQL, its parameters). The run starts cold; the reason keeps the first line,
+    the log the whole message."""
+    name = _champion(registry_db, tmp_path, {TAG_SPACE_VERSION: VERSION, TAG_STUDY_NAME: "x"})
+    db = sqlite3.connect(registry_db.removeprefix("sqlite:///"))
+    with db:
+        db.execute("ALTER TABLE tags RENAME COLUMN value TO value_gone")
+    db.close()
+    with caplog.at_level(logging.WARNING, logger=_warm_start.__name__):
+        cold = _find(registry_db, name, tmp_path)
+    assert not cold.warm
+    assert (
+        cold.reason == "MLflow lookup failed: (sqlite3.OperationalError) no such column: tags.value"
+    )
+    # what was found before the failure stays in the record
+    assert (cold.model_name, cold.model_version, cold.found_via) == (name, "1", "alias:champion")
+    assert cold.run_id and cold.source_space_version is None
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == _warm_start.__name__]
+    assert warning.startswith("warm-start lookup failed, starting cold: (sqlite3.OperationalError)")
+    assert "\n[SQL: SELECT " in warning
