@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import pathlib
-import shutil
 import threading
 import time
 import uuid
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
@@ -37,23 +36,9 @@ from ctrflow.components.registry._registry_lock import (
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """A migrated MLflow database, made once: the migrations take most of the setup."""
-    path = tmp_path_factory.mktemp("registry") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}", f"sqlite:///{path}").search_registered_models()
-    return path
-
-
 @pytest.fixture
-def db(template: pathlib.Path, tmp_path: pathlib.Path) -> str:
-    path = shutil.copy(template, tmp_path / "mlflow.db")
-    return f"sqlite:///{path}"
-
-
-@pytest.fixture
-def client(db: str) -> MlflowClient:
-    return MlflowClient(db, db)
+def client(registry_db: str) -> MlflowClient:
+    return MlflowClient(registry_db, registry_db)
 
 
 def _model() -> str:
@@ -355,16 +340,16 @@ class _DeleteRefused(MlflowClient):
         raise MlflowException(f"may not delete {name}", PERMISSION_DENIED)
 
 
-def test_a_lock_already_gone_at_its_delete_is_released_quietly(db: str) -> None:
-    lock = RegistryLock(_DeletedJustBefore(db, db), _model(), lease=30)
+def test_a_lock_already_gone_at_its_delete_is_released_quietly(registry_db: str) -> None:
+    lock = RegistryLock(_DeletedJustBefore(registry_db, registry_db), _model(), lease=30)
     lock.acquire()
     lock.release()
     assert not lock.held
-    assert lock.name not in _names(MlflowClient(db, db))
+    assert lock.name not in _names(MlflowClient(registry_db, registry_db))
 
 
-def test_any_other_error_of_the_delete_is_raised(db: str) -> None:
-    lock = RegistryLock(_DeleteRefused(db, db), _model(), lease=30)
+def test_any_other_error_of_the_delete_is_raised(registry_db: str) -> None:
+    lock = RegistryLock(_DeleteRefused(registry_db, registry_db), _model(), lease=30)
     lock.acquire()
     with pytest.raises(MlflowException, match="may not delete") as err:
         lock.release()
@@ -422,12 +407,14 @@ class _BrokenJustBefore(MlflowClient):
         super().rename_registered_model(name, new_name)  # ours: the lock is gone
 
 
-def test_a_dead_lock_broken_by_another_waiter_first_is_retried(db: str) -> None:
+def test_a_dead_lock_broken_by_another_waiter_first_is_retried(registry_db: str) -> None:
     model = _model()
-    _plant(MlflowClient(db, db), model, "dead-host.1.x", f"{time.time() - 5:.3f}")
-    with RegistryLock(_BrokenJustBefore(db, db), model, wait=0, poll=0.05) as lock:
+    _plant(MlflowClient(registry_db, registry_db), model, "dead-host.1.x", f"{time.time() - 5:.3f}")
+    with RegistryLock(
+        _BrokenJustBefore(registry_db, registry_db), model, wait=0, poll=0.05
+    ) as lock:
         assert lock.held
-    assert any(".stale-" in n for n in _names(MlflowClient(db, db)))
+    assert any(".stale-" in n for n in _names(MlflowClient(registry_db, registry_db)))
 
 
 class _OneRenewalLost(MlflowClient):
@@ -442,9 +429,184 @@ class _OneRenewalLost(MlflowClient):
         super().set_registered_model_tag(name, key, value)
 
 
-def test_the_heartbeat_outlives_a_renewal_that_fails(db: str) -> None:
-    client = _OneRenewalLost(db, db)
-    with RegistryLock(client, _model(), lease=0.6, ttl=60) as lock:
+def test_the_heartbeat_outlives_a_renewal_that_fails(
+    registry_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = _OneRenewalLost(registry_db, registry_db)
+    with (
+        caplog.at_level(logging.WARNING, logger=_registry_lock.__name__),
+        RegistryLock(client, _model(), lease=0.6, ttl=60) as lock,
+    ):
         time.sleep(1.5)  # 2.5 leases: held only because a later beat renewed it
         assert client.failed
         assert lock.held
+    # the warning carries the traceback: "could not renew" alone does not say why
+    (failure,) = [
+        r for r in caplog.records if r.getMessage() == f"could not renew promotion lock {lock.name}"
+    ]
+    assert failure.levelno == logging.WARNING
+    assert failure.exc_info and failure.exc_info[0] is ConnectionError
+    assert "ConnectionError: registry unreachable" in caplog.text
+
+
+class _TimedStop(threading.Event):
+    """The heartbeat's stop signal, recording the timeout of every wait for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+        self.three_beats = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.timeouts.append(timeout)
+        if len(self.timeouts) >= 3:
+            self.three_beats.set()
+        return super().wait(timeout)
+
+
+def test_the_heartbeat_renews_every_third_of_a_lease(client: MlflowClient) -> None:
+    """Three beats per lease: a renewal lost now and then still leaves the lease current."""
+    lock = RegistryLock(client, _model(), lease=0.6, ttl=60)
+    lock._stop = stop = _TimedStop()
+    with lock:
+        assert stop.three_beats.wait(20)
+    assert stop.timeouts[:3] == [0.6 / 3] * 3
+    assert set(stop.timeouts) == {0.6 / 3}
+
+
+# The boundaries, with the module's clock pinned. The holder stops counting itself as held at
+# exactly a lease after its last renewal and exactly ttl after acquiring (`held`); a waiter
+# breaks a lock only once it is strictly past its expiry or silent for strictly more than a
+# lease, so that at no instant both count on the same lock.
+
+
+def test_a_lock_expires_only_once_its_expiry_has_passed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_registry_lock.time, "time", lambda: 1000.0)
+    assert not _Holder(owner="x", expires_at=1000.0).expired()  # due now: not yet past
+    assert _Holder(owner="x", expires_at=999.999).expired()
+
+
+@pytest.mark.parametrize(
+    ("wait", "broken"),
+    [
+        (10.0, False),  # silent for exactly a lease when the wait ends: still alive
+        (15.0, True),  # the next look, silent 15 s > the 10 s lease: broken and taken
+    ],
+)
+def test_a_lock_silent_for_more_than_a_lease_is_broken(
+    client: MlflowClient, monkeypatch: pytest.MonkeyPatch, wait: float, broken: bool
+) -> None:
+    model = _model()
+    _plant(client, model, "paused-host.1.x", f"{time.time() + 3600:.3f}")  # a clock far ahead
+    clock = [1000.0]
+
+    def sleep(seconds: float) -> None:  # every poll moves the waiter's clock 5 s on
+        clock[0] += 5.0
+
+    monkeypatch.setattr(_registry_lock.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_registry_lock.time, "sleep", sleep)
+    lock = RegistryLock(client, model, wait=wait, poll=5, lease=10)
+    if broken:
+        with lock:
+            assert client.get_registered_model(lock.name).tags[TAG_OWNER] == lock.token
+        assert clock[0] == 1015.0
+        assert any(".stale-" in n for n in _names(client))
+    else:
+        with pytest.raises(LockTimeoutError, match="waited 10 s"):
+            lock.acquire()
+        assert clock[0] == 1010.0
+        assert client.get_registered_model(lock.name).tags[TAG_OWNER] == "paused-host.1.x"
+        assert not any(".stale-" in n for n in _names(client))
+
+
+def test_the_heartbeat_stops_renewing_at_exactly_the_ttl(
+    client: MlflowClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def clock() -> float:  # the heartbeat looks at exactly ttl after the acquisition at 1000
+        return 1030.0 if threading.current_thread().name.startswith("lease ") else 1000.0
+
+    monkeypatch.setattr(_registry_lock.time, "monotonic", clock)
+    lock = RegistryLock(client, _model(), lease=0.3, ttl=30)
+    with caplog.at_level(logging.WARNING, logger=_registry_lock.__name__):
+        lock.acquire()
+        written = client.get_registered_model(lock.name).tags[TAG_EXPIRES]
+        assert lock._heart is not None
+        lock._heart.join(10)  # its first beat, after lease/3 s, gives up
+        assert not lock._heart.is_alive()
+    assert f"promotion lock {lock.name} held for its whole ttl: no longer renewed" in (
+        caplog.messages
+    )
+    assert client.get_registered_model(lock.name).tags[TAG_EXPIRES] == written  # never renewed
+    lock.release()
+
+
+class _ReleasedBeforeOurRead(MlflowClient):
+    """The other holder releases the lock between our failed create and our read of it."""
+
+    released = False
+
+    def get_registered_model(self, name: str) -> Any:
+        if not self.released:
+            self.released = True
+            super().delete_registered_model(name)
+        return super().get_registered_model(name)
+
+
+def test_a_lock_released_between_our_create_and_our_read_is_taken(registry_db: str) -> None:
+    model = _model()
+    _plant(
+        MlflowClient(registry_db, registry_db), model, "live-host.1.x", f"{time.time() + 60:.3f}"
+    )
+    client = _ReleasedBeforeOurRead(registry_db, registry_db)
+    with RegistryLock(client, model, wait=0, poll=0.05) as lock:
+        assert client.released
+        assert lock.held
+        tags = MlflowClient(registry_db, registry_db).get_registered_model(lock.name).tags
+        assert tags[TAG_OWNER] == lock.token
+
+
+class _SlowRenewal(MlflowClient):
+    """The heartbeat's first read of the lock is slow to answer (a second); the writes to the
+    lock are recorded with the thread that made them."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri, uri)
+        self.writes: list[str] = []
+        self.reading = threading.Event()  # the heartbeat's read has begun
+        self.checked = threading.Event()  # the test has looked: the slow answer may come
+
+    @staticmethod
+    def _in_heartbeat() -> bool:
+        return threading.current_thread().name.startswith("lease ")
+
+    def get_registered_model(self, name: str) -> Any:
+        if self._in_heartbeat() and not self.reading.is_set():
+            self.reading.set()
+            self.checked.wait(1.0)
+        return super().get_registered_model(name)
+
+    def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
+        self.writes.append(f"{'heartbeat' if self._in_heartbeat() else 'caller'} renew")
+        super().set_registered_model_tag(name, key, value)
+
+    def delete_registered_model(self, name: str) -> None:
+        self.writes.append(f"{'heartbeat' if self._in_heartbeat() else 'caller'} delete")
+        super().delete_registered_model(name)
+
+
+def test_release_waits_for_a_renewal_in_progress(registry_db: str) -> None:
+    """A renewal still running after release() could land after the delete, on the next
+    holder's lock: release returns only once the heartbeat has ended."""
+    client = _SlowRenewal(registry_db)
+    lock = RegistryLock(client, _model(), lease=3, ttl=60)  # a beat each second
+    lock.acquire()
+    heart = lock._heart
+    assert heart is not None and client.reading.wait(20)
+    try:
+        lock.release()  # while the heartbeat waits for its read's answer
+        alive = heart.is_alive()
+    finally:
+        client.checked.set()
+    assert not alive
+    assert client.writes == ["heartbeat renew", "caller delete"]
+    assert lock.name not in _names(MlflowClient(registry_db, registry_db))
