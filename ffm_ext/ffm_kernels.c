@@ -296,7 +296,8 @@ static int cpu_isa(void) {
     isa = best;
     /* AMD's AVX-512 (Zen 4) runs 512-bit operations as two 256-bit halves, so the AVX-512
      * build's four-pair lane inserts and extracts cost more than they save: on the reference
-     * workload its epochs took 15-20% more CPU time than the AVX2 build's. */
+     * workload its epochs took 15-20% more CPU time than the AVX2 build's, and 24% more since
+     * the AVX2 build updates four pairs with 32-byte accesses (docs/performance.md). */
     if (isa == ISA_AVX512 && __builtin_cpu_is("amd")) isa = ISA_AVX2;
 #else
     isa = best;
