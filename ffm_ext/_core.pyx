@@ -21,7 +21,6 @@ cdef extern from "ffm_kernels.h" nogil:
         int64_t m
         int64_t k
         int64_t kp
-        int64_t fs
         int64_t js
         float *w
         float *g
@@ -46,9 +45,9 @@ cdef extern from "ffm_kernels.h" nogil:
     void ffm_prefault_finish(ffm_prefault *job)
     void ffm_init(ffm_model *model, uint64_t seed)
     void ffm_fill(float *p, int64_t count, float value)
-    void ffm_pack(float *state, const float *weights, int64_t vectors, int64_t kp)
-    void ffm_unpack(float *weights, const float *state, int64_t vectors, int64_t kp)
-    void ffm_compact_in_place(float *state, int64_t vectors, int64_t kp)
+    void ffm_pack(float *state, const float *weights, int64_t features, int64_t block)
+    void ffm_unpack(float *weights, const float *state, int64_t features, int64_t block)
+    void ffm_compact_in_place(float *state, int64_t features, int64_t block)
     void ffm_copy(float *dst, const float *src, int64_t count)
     void ffm_permutation(int64_t *order, int64_t count, uint64_t seed)
     void ffm_permute_rows(const ffm_rows *src, const int64_t *order, int64_t *indptr,
@@ -203,8 +202,8 @@ cdef class Engine:
     """Weights of one FFM in C memory, and while training, its AdaGrad accumulators.
 
     Outside training the weights are one contiguous (n, m, kp) buffer. Training works on a
-    second layout where each weight vector is followed by its accumulators, so an update's
-    weight and accumulator share a cache line; stop_training() returns to the compact one.
+    second layout where each feature's m weight vectors are followed by their m accumulator
+    vectors (an (n, 2, m, kp) buffer); stop_training() returns to the compact one.
     """
     cdef ffm_model model
     cdef _AlignedFloats _weights  # compact layout; None while training
@@ -243,7 +242,6 @@ cdef class Engine:
     cdef void _use_compact(self):
         self.model.w = self._weights.ptr
         self.model.g = NULL
-        self.model.fs = self.model.kp
         self.model.js = self.model.m * self.model.kp
 
     @property
@@ -262,17 +260,19 @@ cdef class Engine:
         (e.g. in an epoch callback) it is a strided view of the training layout.
         """
         if self._state is not None:
-            return self._view(self._state, 2 * self.model.kp)
-        return self._view(self._weights, self.model.kp)
+            return self._view(self._state, 2)[:, 0]
+        return self._view(self._weights, 1)[:, 0]
 
-    cdef object _view(self, _AlignedFloats buf, int64_t width):
-        cdef cnp.npy_intp dims[3]
+    cdef object _view(self, _AlignedFloats buf, int64_t halves):
+        """(n, halves, m, k) view: halves = 2 in the training layout (weights, accumulators)."""
+        cdef cnp.npy_intp dims[4]
         dims[0] = self.model.n
-        dims[1] = self.model.m
-        dims[2] = width
-        arr = cnp.PyArray_SimpleNewFromData(3, dims, cnp.NPY_FLOAT32, buf.ptr)
+        dims[1] = halves
+        dims[2] = self.model.m
+        dims[3] = self.model.kp
+        arr = cnp.PyArray_SimpleNewFromData(4, dims, cnp.NPY_FLOAT32, buf.ptr)
         cnp.set_array_base(arr, buf)
-        return arr if width == self.model.k else arr[:, :, :self.model.k]
+        return arr if self.model.kp == self.model.k else arr[:, :, :, :self.model.k]
 
     def initialize(self, uint64_t seed):
         """LIBFFM's random initialisation of the weights."""
@@ -287,8 +287,7 @@ cdef class Engine:
 
     cdef void _use_training(self):
         self.model.w = self._state.ptr
-        self.model.g = self._state.ptr + self.model.kp
-        self.model.fs = 2 * self.model.kp
+        self.model.g = self._state.ptr + self.model.m * self.model.kp
         self.model.js = 2 * self.model.m * self.model.kp
 
     def start_training(self):
@@ -297,7 +296,7 @@ cdef class Engine:
             return
         self._state = _aligned_floats(2 * self._vectors * self.model.kp, zero=False)
         with nogil:
-            ffm_pack(self._state.ptr, self._weights.ptr, self._vectors, self.model.kp)
+            ffm_pack(self._state.ptr, self._weights.ptr, self.model.n, self.model.m * self.model.kp)
         self._weights = None  # the training layout holds the weights now
         self._use_training()
 
@@ -313,7 +312,7 @@ cdef class Engine:
             self._weights = restore
         else:  # in place: a second buffer would cost memory and its first-touch page faults
             with nogil:
-                ffm_compact_in_place(self._state.ptr, self._vectors, self.model.kp)
+                ffm_compact_in_place(self._state.ptr, self.model.n, self.model.m * self.model.kp)
             self._state.size = self._vectors * self.model.kp
             self._weights = self._state
         self._state = None
@@ -336,7 +335,7 @@ cdef class Engine:
             into.settle()
         if self._state is not None:
             with nogil:
-                ffm_unpack(into.ptr, self._state.ptr, self._vectors, self.model.kp)
+                ffm_unpack(into.ptr, self._state.ptr, self.model.n, self.model.m * self.model.kp)
         else:
             with nogil:
                 ffm_copy(into.ptr, self._weights.ptr, self._vectors * self.model.kp)

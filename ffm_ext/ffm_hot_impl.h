@@ -16,12 +16,15 @@
 
 typedef float v4 __attribute__((vector_size(16), aligned(16), may_alias));
 
-/* Valid tokens of one row into `out`; returns their count and sets *scale to r. */
+/* Valid tokens of one row into `out`; returns their count, sets *scale to r and *dense to 1
+ * when their fields are consecutive (f, f+1, f+2, ...), as in rows that have every field in
+ * order: then the vectors w[j_a, f_b] of consecutive b are adjacent in memory. */
 static inline int64_t gather(const ffm_model *model, const int32_t *fields,
                              const int32_t *features, const float *values, int64_t len,
-                             int normalize, ffm_token *out, float *scale) {
+                             int normalize, ffm_token *out, float *scale, int *dense) {
     int64_t count = 0;
     float norm = 0.0f;
+    int consecutive = 1;
     for (int64_t p = 0; p < len; ++p) {
         /* Unsigned compares also drop negative ids read from an unchecked buffer. */
         const uint64_t j = (uint64_t)(uint32_t)features[p], f = (uint64_t)(uint32_t)fields[p];
@@ -41,36 +44,40 @@ static inline int64_t gather(const ffm_model *model, const int32_t *fields,
         }
         out[count].field = (int32_t)f;
         out[count].value = v;
+        consecutive &= (int64_t)f == (int64_t)out[0].field + count;
         norm += v * v;
         ++count;
     }
     *scale = (normalize && norm > 0.0f) ? 1.0f / norm : 1.0f;
+    *dense = consecutive;
     return count;
 }
 
 static inline float hsum4(v4 x) { return (x[0] + x[1]) + (x[2] + x[3]); }
 
-static inline v4 rsqrt4(v4 x) {
+/* eta / sqrt(x). rsqrtps (12 bits) refined by one Newton step to ~22 bits: 1/sqrt at a fraction
+ * of sqrt+div's cost; eta goes into the step's constants, which saves the multiplication by eta
+ * of every update (one FP operation in ten; the update loop is bound by them). */
+static inline v4 eta_rsqrt4(v4 x, float eta) {
 #ifdef FFM_SSE
-    /* rsqrtps (12 bits) refined by one Newton step to ~22 bits: 1/sqrt at a fraction of
-     * sqrt+div's cost. */
     const v4 y = (v4)_mm_rsqrt_ps((__m128)x);
-    return y * (1.5f - 0.5f * x * y * y);
+    /* Grouped as eta_rsqrt8 below, so that with FMA both round alike. */
+    return y * (1.5f * eta - (0.5f * eta * x) * (y * y));
 #else
     v4 y;
-    for (int d = 0; d < 4; ++d) y[d] = 1.0f / sqrtf(x[d]);
+    for (int d = 0; d < 4; ++d) y[d] = eta / sqrtf(x[d]);
     return y;
 #endif
 }
 
-/* AdaGrad step of one pair on the lanes [0, kp): w1 = w[j_a, f_b], w2 = w[j_b, f_a], each
- * followed (at +kp) by its accumulators. When w1 and w2 are the same vector the second store
+/* AdaGrad step of one pair on the lanes [0, kp): w1 = w[j_a, f_b], w2 = w[j_b, f_a], their
+ * accumulators gs floats further on. When w1 and w2 are the same vector the second store
  * wins, as in a sequential reading of the algorithm. */
-static inline void update_pair(float *w1p, float *w2p, int64_t kp, float kv, float eta,
-                               float lambda) {
+static inline void update_pair(float *w1p, float *w2p, int64_t kp, int64_t gs, float kv,
+                               float eta, float lambda) {
     for (int64_t d = 0; d < kp; d += 4) {
         v4 *w1 = (v4 *)(w1p + d), *w2 = (v4 *)(w2p + d);
-        v4 *g1 = (v4 *)(w1p + kp + d), *g2 = (v4 *)(w2p + kp + d);
+        v4 *g1 = (v4 *)(w1p + gs + d), *g2 = (v4 *)(w2p + gs + d);
         const v4 x1 = *w1, x2 = *w2;
         const v4 d1 = lambda * x1 + kv * x2;
         const v4 d2 = lambda * x2 + kv * x1;
@@ -78,8 +85,8 @@ static inline void update_pair(float *w1p, float *w2p, int64_t kp, float kv, flo
         const v4 s2 = *g2 + d2 * d2;
         *g1 = s1;
         *g2 = s2;
-        *w1 = x1 - eta * d1 * rsqrt4(s1);
-        *w2 = x2 - eta * d2 * rsqrt4(s2);
+        *w1 = x1 - d1 * eta_rsqrt4(s1, eta);
+        *w2 = x2 - d2 * eta_rsqrt4(s2, eta);
     }
 }
 
@@ -88,6 +95,28 @@ static inline void update_pair(float *w1p, float *w2p, int64_t kp, float kv, flo
 #ifdef __AVX2__
 static inline __m256 values2(const ffm_token *t) {
     return _mm256_permute_ps(_mm256_loadu_ps((const float *)t), 0xFF);
+}
+
+static inline __m256 load2(const float *lo, const float *hi) {
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_load_ps(lo)), _mm_load_ps(hi), 1);
+}
+
+static inline void store2(float *lo, float *hi, __m256 x) {
+    _mm_store_ps(lo, _mm256_castps256_ps128(x));
+    _mm_store_ps(hi, _mm256_extractf128_ps(x, 1));
+}
+
+/* Two 4-lane vectors in one register; `adjacent` (a constant where inlined): hi == lo + 4, so
+ * one 32-byte access does it. */
+static inline __m256 load_two(const float *lo, const float *hi, int adjacent) {
+    return adjacent ? _mm256_loadu_ps(lo) : load2(lo, hi);
+}
+
+static inline void store_two(float *lo, float *hi, __m256 x, int adjacent) {
+    if (adjacent)
+        _mm256_storeu_ps(lo, x);
+    else
+        store2(lo, hi, x);
 }
 #endif
 #ifdef __AVX512F__
@@ -108,12 +137,69 @@ static inline void store4(float *p, float *q, float *r, float *s, __m512 x) {
     _mm_store_ps(r, _mm512_extractf32x4_ps(x, 2));
     _mm_store_ps(s, _mm512_extractf32x4_ps(x, 3));
 }
+
+/* Four 4-lane vectors; `adjacent`: each follows the one before, one 64-byte access. */
+static inline __m512 load_four(float *const p[4], int64_t off, int adjacent) {
+    return adjacent ? _mm512_loadu_ps(p[0] + off)
+                    : load4(p[0] + off, p[1] + off, p[2] + off, p[3] + off);
+}
+
+static inline void store_four(float *const p[4], int64_t off, __m512 x, int adjacent) {
+    if (adjacent)
+        _mm512_storeu_ps(p[0] + off, x);
+    else
+        store4(p[0] + off, p[1] + off, p[2] + off, p[3] + off, x);
+}
+#endif
+
+#if defined(__AVX2__) && !defined(__AVX512F__)
+/* [x.lo | y.lo] and [x.hi | y.hi]: a 2x2 transpose of 4-lane vectors. */
+static inline __m256 low_halves(__m256 x, __m256 y) { return _mm256_permute2f128_ps(x, y, 0x20); }
+static inline __m256 high_halves(__m256 x, __m256 y) { return _mm256_permute2f128_ps(x, y, 0x31); }
+
+/* pair_sum of a dense row with k <= 4: the pairs (a, b), (a, b+1), (a+1, b), (a+1, b+1) at a
+ * time, as in update_two_rows_dense, on two accumulators. */
+static inline float pair_sum_dense(const ffm_token *t, int64_t count) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    v4 acc = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t a = 0; a + 1 < count; a += 2) {
+        const float *wa = t[a].base, *wa1 = t[a + 1].base;
+        const int64_t fa = (int64_t)t[a].field * 4;
+        const float va = t[a].value, va1 = t[a + 1].value;
+        acc += *(const v4 *)(wa + fa + 4) * *(const v4 *)(wa1 + fa) * (va * t[a + 1].value);
+        const __m256 va8 = _mm256_set1_ps(va), va18 = _mm256_set1_ps(va1);
+        const float *pa = wa + fa + 8, *pa1 = wa1 + fa + 8; /* w[j_a, f_a+2], w[j_a+1, f_a+2] */
+        int64_t b = a + 2;
+        for (; b + 1 < count; b += 2, pa += 8, pa1 += 8) {
+            /* Fields f_a.. of the other rows' blocks come one line at a time, each from another
+             * block: no hardware prefetcher guesses the next, so ask for the line after. */
+            __builtin_prefetch(t[b].base + fa + 16, 0, 3);
+            __builtin_prefetch(t[b + 1].base + fa + 16, 0, 3);
+            const __m256 b0 = _mm256_loadu_ps(t[b].base + fa), b1 = _mm256_loadu_ps(t[b + 1].base + fa);
+            const __m256 vb = values2(t + b);
+            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(pa), low_halves(b0, b1)),
+                                   _mm256_mul_ps(va8, vb), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(pa1), high_halves(b0, b1)),
+                                   _mm256_mul_ps(va18, vb), acc1);
+        }
+        if (b < count) { /* (a, b) and (a+1, b) */
+            const __m256 kv = _mm256_mul_ps(_mm256_setr_m128(_mm_set1_ps(va), _mm_set1_ps(va1)),
+                                            _mm256_set1_ps(t[b].value));
+            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(t[b].base + fa), load2(pa, pa1)),
+                                   kv, acc0);
+        }
+    }
+    acc0 = _mm256_add_ps(acc0, acc1);
+    acc += (v4)_mm256_castps256_ps128(acc0) + (v4)_mm256_extractf128_ps(acc0, 1);
+    return hsum4(acc);
+}
 #endif
 
 /* sum_{a<b} <w[j_a, f_b], w[j_b, f_a]> x_a x_b, without r. With k <= 4 a pair is one 4-lane
- * vector, so AVX2 / AVX-512 builds take 2 / 4 pairs per register. */
-static inline float pair_sum(const float *W, int64_t kp, int64_t fs, const ffm_token *t,
-                             int64_t count) {
+ * vector, so AVX2 / AVX-512 builds take 2 / 4 pairs per register; in `dense` rows (a constant
+ * where inlined) the w[j_a, f_b] of those pairs are adjacent and come in one load. */
+static inline __attribute__((always_inline)) float pair_sum(int64_t kp, const ffm_token *t,
+                                                            int64_t count, int dense) {
     v4 acc = {0.0f, 0.0f, 0.0f, 0.0f};
 #ifdef __AVX512F__
     __m512 acc16 = _mm512_setzero_ps();
@@ -123,15 +209,17 @@ static inline float pair_sum(const float *W, int64_t kp, int64_t fs, const ffm_t
 #endif
     for (int64_t a = 0; a < count; ++a) {
         const float *wa = t[a].base;
-        const int64_t fa = (int64_t)t[a].field * fs;
+        const int64_t fa = (int64_t)t[a].field * kp;
         const float va = t[a].value;
         int64_t b = a + 1;
 #ifdef __AVX512F__
         if (kp == 4) {
             const __m512 va16 = _mm512_set1_ps(va);
             for (; b + 3 < count; b += 4) {
-                const __m512 x1 = load4(wa + t[b].field * fs, wa + t[b + 1].field * fs,
-                                        wa + t[b + 2].field * fs, wa + t[b + 3].field * fs);
+                float *const p1[4] = {(float *)wa + t[b].field * 4, (float *)wa + t[b + 1].field * 4,
+                                      (float *)wa + t[b + 2].field * 4,
+                                      (float *)wa + t[b + 3].field * 4};
+                const __m512 x1 = load_four(p1, 0, dense);
                 const __m512 x2 = load4(t[b].base + fa, t[b + 1].base + fa,
                                         t[b + 2].base + fa, t[b + 3].base + fa);
                 acc16 = _mm512_fmadd_ps(_mm512_mul_ps(x1, x2), _mm512_mul_ps(va16, values4(t + b)),
@@ -142,20 +230,20 @@ static inline float pair_sum(const float *W, int64_t kp, int64_t fs, const ffm_t
 #ifdef __AVX2__
         if (kp == 4) {
             const __m256 va8 = _mm256_set1_ps(va);
-            for (; b + 1 < count; b += 2) {
-                const __m256 x1 = _mm256_insertf128_ps(
-                    _mm256_castps128_ps256(_mm_load_ps(wa + t[b].field * fs)),
-                    _mm_load_ps(wa + t[b + 1].field * fs), 1);
-                const __m256 x2 = _mm256_insertf128_ps(
-                    _mm256_castps128_ps256(_mm_load_ps(t[b].base + fa)),
-                    _mm_load_ps(t[b + 1].base + fa), 1);
+            const float *next = wa + fa + 4 * (b - a); /* dense rows: w[j_a, f_b] */
+            for (; b + 1 < count; b += 2, next += 8) {
+                const __m256 x1 = dense ? _mm256_loadu_ps(next)
+                                        : load2(wa + t[b].field * 4, wa + t[b + 1].field * 4);
+                const __m256 x2 = load2(t[b].base + fa, t[b + 1].base + fa);
                 acc8 = _mm256_fmadd_ps(_mm256_mul_ps(x1, x2), _mm256_mul_ps(va8, values2(t + b)),
                                        acc8);
             }
         }
+#else
+        (void)dense;
 #endif
         for (; b < count; ++b) {
-            const v4 *w1 = (const v4 *)(wa + (int64_t)t[b].field * fs);
+            const v4 *w1 = (const v4 *)(wa + (int64_t)t[b].field * kp);
             const v4 *w2 = (const v4 *)(t[b].base + fa);
             const float v = va * t[b].value;
             for (int64_t d = 0; d < kp / 4; ++d) acc += w1[d] * w2[d] * v;
@@ -172,58 +260,137 @@ static inline float pair_sum(const float *W, int64_t kp, int64_t fs, const ffm_t
 }
 
 #ifdef __AVX2__
-static inline __m256 load2(const float *lo, const float *hi) {
-    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_load_ps(lo)), _mm_load_ps(hi), 1);
-}
-
-static inline void store2(float *lo, float *hi, __m256 x) {
-    _mm_store_ps(lo, _mm256_castps256_ps128(x));
-    _mm_store_ps(hi, _mm256_extractf128_ps(x, 1));
-}
-
-static inline __m256 rsqrt8(__m256 x) {
+/* eta / sqrt(x), as eta_rsqrt4. */
+static inline __m256 eta_rsqrt8(__m256 x, __m256 eta) {
     const __m256 y = _mm256_rsqrt_ps(x);
     const __m256 yy = _mm256_mul_ps(y, y);
-    return _mm256_mul_ps(y, _mm256_fnmadd_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), yy,
-                                             _mm256_set1_ps(1.5f)));
+    const __m256 half = _mm256_mul_ps(_mm256_set1_ps(0.5f), eta);
+    return _mm256_mul_ps(y, _mm256_fnmadd_ps(_mm256_mul_ps(half, x), yy,
+                                             _mm256_mul_ps(_mm256_set1_ps(1.5f), eta)));
 }
 
-/* AdaGrad steps of two pairs (k <= 4) that touch four distinct vectors, in one register. */
-static inline void update_two_pairs(float *p1, float *p2, float *q1, float *q2, __m256 kv,
-                                    __m256 eta, __m256 lambda) {
-    const __m256 x1 = load2(p1, q1), x2 = load2(p2, q2);
-    const __m256 d1 = _mm256_fmadd_ps(lambda, x1, _mm256_mul_ps(kv, x2));
-    const __m256 d2 = _mm256_fmadd_ps(lambda, x2, _mm256_mul_ps(kv, x1));
-    const __m256 s1 = _mm256_fmadd_ps(d1, d1, load2(p1 + 4, q1 + 4));
-    const __m256 s2 = _mm256_fmadd_ps(d2, d2, load2(p2 + 4, q2 + 4));
-    store2(p1 + 4, q1 + 4, s1);
-    store2(p2 + 4, q2 + 4, s2);
-    store2(p1, q1, _mm256_fnmadd_ps(_mm256_mul_ps(eta, d1), rsqrt8(s1), x1));
-    store2(p2, q2, _mm256_fnmadd_ps(_mm256_mul_ps(eta, d2), rsqrt8(s2), x2));
+/* AdaGrad steps of the two pairs in a pair of registers (k <= 4): lanes 0-3 of x1 and x2 are one
+ * pair's w[j_a, f_b] and w[j_b, f_a], lanes 4-7 another's; g1, g2 their accumulators. */
+static inline __attribute__((always_inline)) void adagrad8(__m256 *x1, __m256 *x2, __m256 *g1,
+                                                           __m256 *g2, __m256 kv, __m256 eta,
+                                                           __m256 lambda) {
+    const __m256 w1 = *x1, w2 = *x2;
+    const __m256 d1 = _mm256_fmadd_ps(lambda, w1, _mm256_mul_ps(kv, w2));
+    const __m256 d2 = _mm256_fmadd_ps(lambda, w2, _mm256_mul_ps(kv, w1));
+    const __m256 s1 = _mm256_fmadd_ps(d1, d1, *g1);
+    const __m256 s2 = _mm256_fmadd_ps(d2, d2, *g2);
+    *g1 = s1;
+    *g2 = s2;
+    *x1 = _mm256_fnmadd_ps(d1, eta_rsqrt8(s1, eta), w1);
+    *x2 = _mm256_fnmadd_ps(d2, eta_rsqrt8(s2, eta), w2);
+}
+
+/* AdaGrad steps of two pairs (k <= 4) that touch four distinct vectors, in one register:
+ * w[j_a, f_b] at p1 and q1, w[j_b, f_a] at p2 and q2, accumulators gs floats further on. */
+static inline __attribute__((always_inline)) void
+update_two_pairs(float *p1, float *p2, float *q1, float *q2, int64_t gs, __m256 kv, __m256 eta,
+                 __m256 lambda, int adjacent) {
+    __m256 x1 = load_two(p1, q1, adjacent), x2 = load2(p2, q2);
+    __m256 g1 = load_two(p1 + gs, q1 + gs, adjacent), g2 = load2(p2 + gs, q2 + gs);
+    adagrad8(&x1, &x2, &g1, &g2, kv, eta, lambda);
+    store_two(p1 + gs, q1 + gs, g1, adjacent);
+    store2(p2 + gs, q2 + gs, g2);
+    store_two(p1, q1, x1, adjacent);
+    store2(p2, q2, x2);
+}
+#endif
+
+#if defined(__AVX2__) && !defined(__AVX512F__)
+
+/* AdaGrad steps of the pairs (a, b), (a, b+1), (a+1, b), (a+1, b+1) of a dense row, which touch
+ * eight distinct vectors when j_a != j_a+1 and j_b != j_b+1: w[j_a, f_b..f_b+1] at pa,
+ * w[j_a+1, f_b..] at pa1, w[j_b, f_a..f_a+1] at pb, w[j_b+1, f_a..] at pb1, each two adjacent
+ * vectors, so every access is one 32-byte load or store; kv0 / kv1 the step factors of a's /
+ * a+1's two pairs. */
+static inline __attribute__((always_inline)) void
+update_four_dense(float *pa, float *pa1, float *pb, float *pb1, int64_t gs, __m256 kv0,
+                  __m256 kv1, __m256 eta, __m256 lambda) {
+    __m256 x1 = _mm256_loadu_ps(pa), y1 = _mm256_loadu_ps(pa1);
+    __m256 gx1 = _mm256_loadu_ps(pa + gs), gy1 = _mm256_loadu_ps(pa1 + gs);
+    const __m256 b0 = _mm256_loadu_ps(pb), b1 = _mm256_loadu_ps(pb1);
+    const __m256 h0 = _mm256_loadu_ps(pb + gs), h1 = _mm256_loadu_ps(pb1 + gs);
+    /* x1's partners are w[j_b, f_a] and w[j_b+1, f_a]; y1's the same at f_a+1. */
+    __m256 x2 = low_halves(b0, b1), y2 = high_halves(b0, b1);
+    __m256 gx2 = low_halves(h0, h1), gy2 = high_halves(h0, h1);
+    adagrad8(&x1, &x2, &gx1, &gx2, kv0, eta, lambda);
+    adagrad8(&y1, &y2, &gy1, &gy2, kv1, eta, lambda);
+    _mm256_storeu_ps(pa + gs, gx1);
+    _mm256_storeu_ps(pa1 + gs, gy1);
+    _mm256_storeu_ps(pb + gs, low_halves(gx2, gy2));
+    _mm256_storeu_ps(pb1 + gs, high_halves(gx2, gy2));
+    _mm256_storeu_ps(pa, x1);
+    _mm256_storeu_ps(pa1, y1);
+    _mm256_storeu_ps(pb, low_halves(x2, y2));
+    _mm256_storeu_ps(pb1, high_halves(x2, y2));
+}
+
+/* Every pair (a, *) and (a+1, *) of a dense row with k <= 4 (j_a != j_a+1), four at a time.
+ * The order differs from a, then a+1, only between pairs that share no vector (the fields are
+ * distinct), so the result is the same. */
+static inline void update_two_rows_dense(const ffm_token *t, int64_t a, int64_t count, int64_t gs,
+                                         float kr, float eta, float lambda) {
+    const __m256 eta8 = _mm256_set1_ps(eta), lambda8 = _mm256_set1_ps(lambda);
+    float *wa = t[a].base, *wa1 = t[a + 1].base;
+    const int64_t fa = (int64_t)t[a].field * 4;
+    const float va = kr * t[a].value, va1 = kr * t[a + 1].value;
+    update_pair(wa + fa + 4, wa1 + fa, 4, gs, va * t[a + 1].value, eta, lambda);
+    const __m256 va8 = _mm256_set1_ps(va), va18 = _mm256_set1_ps(va1);
+    float *pa = wa + fa + 8, *pa1 = wa1 + fa + 8; /* w[j_a, f_a+2], w[j_a+1, f_a+2] */
+    int64_t b = a + 2;
+    for (; b + 1 < count; b += 2, pa += 8, pa1 += 8) {
+        float *pb = t[b].base + fa, *pb1 = t[b + 1].base + fa;
+        const __m256 vb = values2(t + b);
+        __builtin_prefetch(pb + 16, 1, 3); /* as in pair_sum_dense, weights and accumulators */
+        __builtin_prefetch(pb1 + 16, 1, 3);
+        __builtin_prefetch(pb + gs + 16, 1, 3);
+        __builtin_prefetch(pb1 + gs + 16, 1, 3);
+        if (t[b].base != t[b + 1].base) {
+            update_four_dense(pa, pa1, pb, pb1, gs, _mm256_mul_ps(va8, vb),
+                              _mm256_mul_ps(va18, vb), eta8, lambda8);
+        } else { /* one feature in fields b and b+1: one pair at a time, in order */
+            update_pair(pa, pb, 4, gs, va * t[b].value, eta, lambda);
+            update_pair(pa + 4, pb1, 4, gs, va * t[b + 1].value, eta, lambda);
+            update_pair(pa1, pb + 4, 4, gs, va1 * t[b].value, eta, lambda);
+            update_pair(pa1 + 4, pb1 + 4, 4, gs, va1 * t[b + 1].value, eta, lambda);
+        }
+    }
+    if (b < count) { /* (a, b) and (a+1, b): w[j_b, f_a] and w[j_b, f_a+1] are adjacent */
+        const __m256 kv = _mm256_mul_ps(_mm256_setr_m128(_mm_set1_ps(va), _mm_set1_ps(va1)),
+                                        _mm256_set1_ps(t[b].value));
+        update_two_pairs(t[b].base + fa, pa, t[b].base + fa + 4, pa1, gs, kv, eta8, lambda8, 1);
+    }
 }
 #endif
 
 #ifdef __AVX512F__
-static inline __m512 rsqrt16(__m512 x) {
+/* eta / sqrt(x), as eta_rsqrt4 (rsqrt14: 14 bits before the Newton step). */
+static inline __m512 eta_rsqrt16(__m512 x, __m512 eta) {
     const __m512 y = _mm512_rsqrt14_ps(x);
     const __m512 yy = _mm512_mul_ps(y, y);
-    return _mm512_mul_ps(y, _mm512_fnmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), yy,
-                                             _mm512_set1_ps(1.5f)));
+    const __m512 half = _mm512_mul_ps(_mm512_set1_ps(0.5f), eta);
+    return _mm512_mul_ps(y, _mm512_fnmadd_ps(_mm512_mul_ps(half, x), yy,
+                                             _mm512_mul_ps(_mm512_set1_ps(1.5f), eta)));
 }
 
 /* AdaGrad steps of four pairs (k <= 4) that touch eight distinct vectors, in one register. */
-static inline void update_four_pairs(float *const p1[4], float *const p2[4], __m512 kv,
-                                     __m512 eta, __m512 lambda) {
-    const __m512 x1 = load4(p1[0], p1[1], p1[2], p1[3]);
+static inline __attribute__((always_inline)) void
+update_four_pairs(float *const p1[4], float *const p2[4], int64_t gs, __m512 kv, __m512 eta,
+                  __m512 lambda, int adjacent) {
+    const __m512 x1 = load_four(p1, 0, adjacent);
     const __m512 x2 = load4(p2[0], p2[1], p2[2], p2[3]);
     const __m512 d1 = _mm512_fmadd_ps(lambda, x1, _mm512_mul_ps(kv, x2));
     const __m512 d2 = _mm512_fmadd_ps(lambda, x2, _mm512_mul_ps(kv, x1));
-    const __m512 s1 = _mm512_fmadd_ps(d1, d1, load4(p1[0] + 4, p1[1] + 4, p1[2] + 4, p1[3] + 4));
-    const __m512 s2 = _mm512_fmadd_ps(d2, d2, load4(p2[0] + 4, p2[1] + 4, p2[2] + 4, p2[3] + 4));
-    store4(p1[0] + 4, p1[1] + 4, p1[2] + 4, p1[3] + 4, s1);
-    store4(p2[0] + 4, p2[1] + 4, p2[2] + 4, p2[3] + 4, s2);
-    store4(p1[0], p1[1], p1[2], p1[3], _mm512_fnmadd_ps(_mm512_mul_ps(eta, d1), rsqrt16(s1), x1));
-    store4(p2[0], p2[1], p2[2], p2[3], _mm512_fnmadd_ps(_mm512_mul_ps(eta, d2), rsqrt16(s2), x2));
+    const __m512 s1 = _mm512_fmadd_ps(d1, d1, load_four(p1, gs, adjacent));
+    const __m512 s2 = _mm512_fmadd_ps(d2, d2, load4(p2[0] + gs, p2[1] + gs, p2[2] + gs, p2[3] + gs));
+    store_four(p1, gs, s1, adjacent);
+    store4(p2[0] + gs, p2[1] + gs, p2[2] + gs, p2[3] + gs, s2);
+    store_four(p1, 0, _mm512_fnmadd_ps(d1, eta_rsqrt16(s1, eta), x1), adjacent);
+    store4(p2[0], p2[1], p2[2], p2[3], _mm512_fnmadd_ps(d2, eta_rsqrt16(s2, eta), x2));
 }
 #endif
 
@@ -239,11 +406,13 @@ static inline int distinct_fields(const ffm_token *t, int64_t count, int64_t *st
     return 1;
 }
 
-/* AdaGrad step on every pair of the row for dloss/dphi = kappa (kr = kappa * r). Pairs run
- * in the order a < b, or batched where the batch's pairs touch disjoint vectors (`simple`
- * rows), which gives the same result. */
-static inline void pair_update(float *W, int64_t kp, int64_t fs, const ffm_token *t,
-                               int64_t count, float kr, float eta, float lambda, int simple) {
+/* AdaGrad step on every pair of the row for dloss/dphi = kappa (kr = kappa * r), accumulators
+ * gs floats after their weights. Pairs run in the order a < b, or batched where the batch's
+ * pairs touch disjoint vectors (`simple` rows: no field repeats), which gives the same result;
+ * `dense` (a constant where inlined) as in pair_sum. */
+static inline __attribute__((always_inline)) void
+pair_update(int64_t kp, int64_t gs, const ffm_token *t, int64_t count, float kr, float eta,
+            float lambda, int simple, int dense) {
 #ifdef __AVX512F__
     const __m512 eta16 = _mm512_set1_ps(eta), lambda16 = _mm512_set1_ps(lambda);
 #endif
@@ -251,8 +420,15 @@ static inline void pair_update(float *W, int64_t kp, int64_t fs, const ffm_token
     const __m256 eta8 = _mm256_set1_ps(eta), lambda8 = _mm256_set1_ps(lambda);
 #endif
     for (int64_t a = 0; a < count; ++a) {
+#if defined(__AVX2__) && !defined(__AVX512F__)
+        if (kp == 4 && dense && a + 1 < count && t[a].base != t[a + 1].base) {
+            update_two_rows_dense(t, a, count, gs, kr, eta, lambda);
+            ++a;
+            continue;
+        }
+#endif
         float *wa = t[a].base;
-        const int64_t fa = (int64_t)t[a].field * fs;
+        const int64_t fa = (int64_t)t[a].field * kp;
         const float va = kr * t[a].value;
         int64_t b = a + 1;
 #ifdef __AVX512F__
@@ -260,16 +436,16 @@ static inline void pair_update(float *W, int64_t kp, int64_t fs, const ffm_token
             const __m512 va16 = _mm512_set1_ps(va);
             for (; b + 3 < count; b += 4) {
                 const float *o0 = t[b].base, *o1 = t[b + 1].base, *o2 = t[b + 2].base, *o3 = t[b + 3].base;
-                float *const p1[4] = {wa + t[b].field * fs, wa + t[b + 1].field * fs,
-                                      wa + t[b + 2].field * fs, wa + t[b + 3].field * fs};
+                float *const p1[4] = {wa + t[b].field * 4, wa + t[b + 1].field * 4,
+                                      wa + t[b + 2].field * 4, wa + t[b + 3].field * 4};
                 float *const p2[4] = {t[b].base + fa, t[b + 1].base + fa, t[b + 2].base + fa,
                                       t[b + 3].base + fa};
                 if (o0 != o1 && o0 != o2 && o0 != o3 && o1 != o2 && o1 != o3 && o2 != o3) {
-                    update_four_pairs(p1, p2, _mm512_mul_ps(va16, values4(t + b)), eta16,
-                                      lambda16);
+                    update_four_pairs(p1, p2, gs, _mm512_mul_ps(va16, values4(t + b)), eta16,
+                                      lambda16, dense);
                 } else {
                     for (int q = 0; q < 4; ++q)
-                        update_pair(p1[q], p2[q], 4, va * t[b + q].value, eta, lambda);
+                        update_pair(p1[q], p2[q], 4, gs, va * t[b + q].value, eta, lambda);
                 }
             }
         }
@@ -277,25 +453,28 @@ static inline void pair_update(float *W, int64_t kp, int64_t fs, const ffm_token
 #ifdef __AVX2__
         if (kp == 4 && simple) {
             const __m256 va8 = _mm256_set1_ps(va);
-            for (; b + 1 < count; b += 2) {
-                float *p1 = wa + (int64_t)t[b].field * fs, *p2 = t[b].base + fa;
-                float *q1 = wa + (int64_t)t[b + 1].field * fs, *q2 = t[b + 1].base + fa;
+            float *next = wa + fa + 4 * (b - a); /* dense rows: w[j_a, f_b] */
+            for (; b + 1 < count; b += 2, next += 8) {
+                float *p1 = dense ? next : wa + (int64_t)t[b].field * 4, *p2 = t[b].base + fa;
+                float *q1 = dense ? next + 4 : wa + (int64_t)t[b + 1].field * 4;
+                float *q2 = t[b + 1].base + fa;
                 if (t[b].base != t[b + 1].base) {
-                    update_two_pairs(p1, p2, q1, q2, _mm256_mul_ps(va8, values2(t + b)), eta8,
-                                     lambda8);
+                    update_two_pairs(p1, p2, q1, q2, gs, _mm256_mul_ps(va8, values2(t + b)), eta8,
+                                     lambda8, dense);
                 } else {
-                    update_pair(p1, p2, 4, va * t[b].value, eta, lambda);
-                    update_pair(q1, q2, 4, va * t[b + 1].value, eta, lambda);
+                    update_pair(p1, p2, 4, gs, va * t[b].value, eta, lambda);
+                    update_pair(q1, q2, 4, gs, va * t[b + 1].value, eta, lambda);
                 }
             }
         }
 #else
         (void)simple;
+        (void)dense;
 #endif
         for (; b < count; ++b) {
-            float *w1 = wa + (int64_t)t[b].field * fs;
+            float *w1 = wa + (int64_t)t[b].field * kp;
             float *w2 = t[b].base + fa;
-            update_pair(w1, w2, kp, va * t[b].value, eta, lambda);
+            update_pair(w1, w2, kp, gs, va * t[b].value, eta, lambda);
         }
     }
 }
@@ -305,11 +484,19 @@ static inline double log1pexp_neg(double z) {
     return z > 0 ? log1p(exp(-z)) : -z + log1p(exp(z));
 }
 
-/* A literal 4 lets the compiler drop the lane loop for the common k <= 4. */
+/* Literal 4s let the compiler drop the lane loop for the common k <= 4. */
 static inline float margin_of(const ffm_model *model, const ffm_token *t, int64_t count,
-                              float r) {
-    return r * (model->kp == 4 ? pair_sum(model->w, 4, model->fs, t, count)
-                               : pair_sum(model->w, model->kp, model->fs, t, count));
+                              float r, int dense) {
+    float sum;
+    if (model->kp == 4)
+#if defined(__AVX2__) && !defined(__AVX512F__)
+        sum = dense ? pair_sum_dense(t, count) : pair_sum(4, t, count, 0);
+#else
+        sum = dense ? pair_sum(4, t, count, 1) : pair_sum(4, t, count, 0);
+#endif
+    else
+        sum = pair_sum(model->kp, t, count, 0);
+    return r * sum;
 }
 
 /* Rows come in shuffled order, so each row's tokens sit somewhere cold in three arrays; ask for
@@ -336,26 +523,32 @@ double FFM_NAME(ffm_train_slice)(ffm_model *model, const ffm_rows *rows, const i
                                  int64_t lo, int64_t hi, float eta, float lambda, int normalize,
                                  ffm_token *scratch, int64_t *stamp) {
     for (int64_t f = 0; f < model->m; ++f) stamp[f] = -1;
+    /* Training layout: a feature's weights of every field, then their accumulators. */
+    const int64_t gs = model->g - model->w;
     double loss = 0.0;
     for (int64_t i = lo; i < hi; ++i) {
         const int64_t row = order ? order[i] : i;
         prefetch_rows(rows, order, i, hi);
         const int64_t begin = rows->indptr[row];
         float r;
+        int dense;
         const int64_t count =
             gather(model, rows->fields + begin, rows->features + begin, rows->values + begin,
-                   rows->indptr[row + 1] - begin, normalize, scratch, &r);
-        const float t = margin_of(model, scratch, count, r);
+                   rows->indptr[row + 1] - begin, normalize, scratch, &r, &dense);
+        const float t = margin_of(model, scratch, count, r, dense);
         const float y = rows->labels[row] > 0.5f ? 1.0f : -1.0f;
         const float z = y * t;
         loss += log1pexp_neg(z);
         const float kappa = -y / (1.0f + expf(z)); /* d loss / d phi */
-        const int simple = distinct_fields(scratch, count, stamp, i);
-        if (model->kp == 4)
-            pair_update(model->w, 4, model->fs, scratch, count, kappa * r, eta, lambda, simple);
+        const float kr = kappa * r;
+        if (model->kp != 4)
+            pair_update(model->kp, gs, scratch, count, kr, eta, lambda,
+                        distinct_fields(scratch, count, stamp, i), 0);
+        else if (dense) /* consecutive fields are also distinct */
+            pair_update(4, gs, scratch, count, kr, eta, lambda, 1, 1);
         else
-            pair_update(model->w, model->kp, model->fs, scratch, count, kappa * r, eta, lambda,
-                        simple);
+            pair_update(4, gs, scratch, count, kr, eta, lambda,
+                        distinct_fields(scratch, count, stamp, i), 0);
     }
     return loss;
 }
@@ -365,10 +558,11 @@ void FFM_NAME(ffm_margin_slice)(const ffm_model *model, const ffm_rows *rows, in
     for (int64_t row = lo; row < hi; ++row) {
         const int64_t begin = rows->indptr[row];
         float r;
+        int dense;
         const int64_t count =
             gather(model, rows->fields + begin, rows->features + begin, rows->values + begin,
-                   rows->indptr[row + 1] - begin, normalize, scratch, &r);
-        out[row] = margin_of(model, scratch, count, r);
+                   rows->indptr[row + 1] - begin, normalize, scratch, &r, &dense);
+        out[row] = margin_of(model, scratch, count, r, dense);
     }
 }
 
@@ -376,6 +570,8 @@ float FFM_NAME(ffm_margin_tokens)(const ffm_model *model, const int32_t *fields,
                                   const int32_t *features, const float *values, int64_t len,
                                   int normalize, ffm_token *scratch) {
     float r;
-    const int64_t count = gather(model, fields, features, values, len, normalize, scratch, &r);
-    return margin_of(model, scratch, count, r);
+    int dense;
+    const int64_t count =
+        gather(model, fields, features, values, len, normalize, scratch, &r, &dense);
+    return margin_of(model, scratch, count, r, dense);
 }

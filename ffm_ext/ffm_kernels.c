@@ -225,40 +225,35 @@ void ffm_init(ffm_model *model, uint64_t seed) {
     const float coef = 1.0f / sqrtf((float)model->k);
     for (int64_t j = 0; j < model->n; ++j)
         for (int64_t f = 0; f < model->m; ++f) {
-            float *w = model->w + j * model->js + f * model->fs;
+            float *w = model->w + j * model->js + f * model->kp;
             for (int64_t d = 0; d < model->kp; ++d)
                 w[d] = d < model->k ? coef * rng_uniform(&rng) : 0.0f;
-            if (model->g) ffm_fill(model->g + j * model->js + f * model->fs, model->kp, 1.0f);
+            if (model->g) ffm_fill(model->g + j * model->js + f * model->kp, model->kp, 1.0f);
         }
 }
 
-void ffm_pack(float *state, const float *weights, int64_t vectors, int64_t kp) {
-    for (int64_t v = 0; v < vectors; ++v) {
-        memcpy(state + 2 * v * kp, weights + v * kp, (size_t)kp * sizeof(float));
-        ffm_fill(state + 2 * v * kp + kp, kp, 1.0f);
+void ffm_pack(float *state, const float *weights, int64_t features, int64_t block) {
+    for (int64_t j = 0; j < features; ++j) {
+        memcpy(state + 2 * j * block, weights + j * block, (size_t)block * sizeof(float));
+        ffm_fill(state + 2 * j * block + block, block, 1.0f);
     }
 }
 
-void ffm_unpack(float *weights, const float *state, int64_t vectors, int64_t kp) {
-    if (kp == 4) { /* one 16-byte move per vector, not a memcpy call */
-        typedef float v4f __attribute__((vector_size(16), aligned(16), may_alias));
-        for (int64_t v = 0; v < vectors; ++v)
-            *(v4f *)(weights + 4 * v) = *(const v4f *)(state + 8 * v);
-        return;
-    }
-    for (int64_t v = 0; v < vectors; ++v)
-        memcpy(weights + v * kp, state + 2 * v * kp, (size_t)kp * sizeof(float));
+void ffm_unpack(float *weights, const float *state, int64_t features, int64_t block) {
+    for (int64_t j = 0; j < features; ++j)
+        memcpy(weights + j * block, state + 2 * j * block, (size_t)block * sizeof(float));
 }
 
-void ffm_compact_in_place(float *state, int64_t vectors, int64_t kp) {
-    /* Vector v moves from 2 v kp down to v kp: front to back, never onto one not yet moved. */
-    for (int64_t v = 1; v < vectors; ++v)
-        memmove(state + v * kp, state + 2 * v * kp, (size_t)kp * sizeof(float));
+void ffm_compact_in_place(float *state, int64_t features, int64_t block) {
+    /* Feature j's weights move from 2 j block down to j block: front to back, never onto ones
+     * not yet moved. */
+    for (int64_t j = 1; j < features; ++j)
+        memmove(state + j * block, state + 2 * j * block, (size_t)block * sizeof(float));
 #if defined(__linux__) && defined(MADV_DONTNEED)
     /* Hand the second half's whole pages back to the kernel (they read as zeros if touched). */
     const uintptr_t page = 4096;
-    const uintptr_t from = ((uintptr_t)(state + vectors * kp) + page - 1) / page * page;
-    const uintptr_t to = (uintptr_t)(state + 2 * vectors * kp) / page * page;
+    const uintptr_t from = ((uintptr_t)(state + features * block) + page - 1) / page * page;
+    const uintptr_t to = (uintptr_t)(state + 2 * features * block) / page * page;
     if (to > from) madvise((void *)from, to - from, MADV_DONTNEED);
 #endif
 }
@@ -301,7 +296,8 @@ static int cpu_isa(void) {
     isa = best;
     /* AMD's AVX-512 (Zen 4) runs 512-bit operations as two 256-bit halves, so the AVX-512
      * build's four-pair lane inserts and extracts cost more than they save: on the reference
-     * workload its epochs took 15-20% more CPU time than the AVX2 build's. */
+     * workload its epochs took 15-20% more CPU time than the AVX2 build's, and 24% more since
+     * the AVX2 build updates four pairs with 32-byte accesses (docs/performance.md). */
     if (isa == ISA_AVX512 && __builtin_cpu_is("amd")) isa = ISA_AVX2;
 #else
     isa = best;

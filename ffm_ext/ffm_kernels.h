@@ -22,10 +22,11 @@ typedef struct {
     int64_t m;  /* fields */
     int64_t k;  /* latent factors */
     int64_t kp; /* k rounded up to FFM_LANES */
-    /* Vector (j, f) starts at w + j * js + f * fs. Serving layout: contiguous weights (fs = kp).
-     * Training layout: each weight vector followed by its accumulators (fs = 2 kp, g = w + kp),
-     * so the update's weight and accumulator share a cache line (half the misses). */
-    int64_t fs;
+    /* Vector (j, f) starts at w + j * js + f * kp: a feature's vectors of consecutive fields are
+     * adjacent, so in rows that have every field in order the hot loops move two (or four) of
+     * them with one access. Serving layout: contiguous weights (js = m kp). Training layout:
+     * per feature its m weight vectors, then their m accumulator vectors (js = 2 m kp,
+     * g = w + m kp), so a feature's weights and accumulators share its block of pages. */
     int64_t js;
     float *w;
     float *g; /* AdaGrad accumulators (training layout), or NULL */
@@ -64,14 +65,15 @@ void ffm_prefault_finish(ffm_prefault *job);
  * training layout also every accumulator = 1. Same weights in either layout for a seed. */
 void ffm_init(ffm_model *model, uint64_t seed);
 
-/* Serving layout (vectors of kp) -> training layout (vectors of 2 kp, accumulators = 1). */
-void ffm_pack(float *state, const float *weights, int64_t vectors, int64_t kp);
+/* Serving layout (blocks of m kp floats per feature) -> training layout (blocks of 2 m kp:
+ * the weights, then accumulators = 1); `block` = m kp. */
+void ffm_pack(float *state, const float *weights, int64_t features, int64_t block);
 /* Training layout -> serving layout (weights only). */
-void ffm_unpack(float *weights, const float *state, int64_t vectors, int64_t kp);
+void ffm_unpack(float *weights, const float *state, int64_t features, int64_t block);
 void ffm_fill(float *p, int64_t count, float value);
 /* Training layout -> serving layout in the same buffer (its first half), returning the second
  * half's memory to the kernel: stopping training needs no second copy of the weights. */
-void ffm_compact_in_place(float *state, int64_t vectors, int64_t kp);
+void ffm_compact_in_place(float *state, int64_t features, int64_t block);
 
 /* Longest row, to size per-thread scratch. */
 int64_t ffm_max_row_length(const ffm_rows *rows);

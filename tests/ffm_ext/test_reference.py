@@ -20,14 +20,25 @@ from tests.testkit.paths import REPO_ROOT
 
 
 def random_dataset(
-    rng: np.random.Generator, rows: int, n_features: int, n_fields: int, *, repeat_fields: bool
+    rng: np.random.Generator,
+    rows: int,
+    n_features: int,
+    n_fields: int,
+    *,
+    repeat_fields: bool,
+    consecutive: bool = False,
 ) -> ffm_ext.Dataset:
-    """Rows of 3..8 tokens; with repeat_fields a row may use a field (and a feature) twice."""
-    lengths = rng.integers(3, 9, size=rows)
+    """Rows of 3..8 tokens; with repeat_fields a row may use a field (and a feature) twice.
+    With consecutive, each row's fields are a run f, f+1, ... (the hot loops' `dense` rows, as
+    in data that has every field), of odd and even lengths up to all n_fields."""
+    lengths = rng.integers(3, (n_fields if consecutive else 8) + 1, size=rows)
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     fields, features = [], []
     for length in lengths:
-        if repeat_fields:
+        if consecutive:
+            start = rng.integers(0, n_fields - length + 1)
+            f = np.arange(start, start + length)
+        elif repeat_fields:
             f = rng.integers(0, n_fields, size=length)
         else:
             f = np.sort(rng.choice(n_fields, size=length, replace=False))
@@ -52,20 +63,28 @@ def train_c(
 
 
 CASES = [
-    # k, epochs, normalize, repeat_fields
-    (4, 1, True, False),
-    (4, 4, True, False),
-    (4, 3, False, False),
-    (4, 3, True, True),
-    (6, 2, True, False),  # k padded to 8 lanes
-    (2, 2, False, True),
+    # k, epochs, normalize, fields of a row: distinct, repeated, or a consecutive run
+    (4, 1, True, "distinct"),
+    (4, 4, True, "distinct"),
+    (4, 3, False, "distinct"),
+    (4, 3, True, "repeated"),
+    (6, 2, True, "distinct"),  # k padded to 8 lanes
+    (2, 2, False, "repeated"),
+    (4, 3, True, "consecutive"),
+    (4, 2, False, "consecutive"),
+    (6, 2, True, "consecutive"),
 ]
 
 
-@pytest.mark.parametrize(("k", "epochs", "normalize", "repeat_fields"), CASES)
-def test_matches_reference(k: int, epochs: int, normalize: bool, repeat_fields: bool) -> None:
+@pytest.mark.parametrize(("k", "epochs", "normalize", "fields"), CASES)
+def test_matches_reference(k: int, epochs: int, normalize: bool, fields: str) -> None:
     rng = np.random.default_rng(k * 100 + epochs)
-    data = random_dataset(rng, rows=60, n_features=40, n_fields=9, repeat_fields=repeat_fields)
+    # Consecutive rows draw from few features, so that one repeats in neighbouring fields
+    # (the batched updates must then fall back to one pair at a time).
+    data = random_dataset(
+        rng, rows=60, n_features=12 if fields == "consecutive" else 40, n_fields=9,
+        repeat_fields=fields == "repeated", consecutive=fields == "consecutive",
+    )  # fmt: skip
     w0, trained = train_c(data, k, epochs, normalize)
     expected = reference_train(data, w0, eta=0.1, lam=1e-3, epochs=epochs, normalize=normalize)
     assert not np.array_equal(trained, w0), "training changed nothing"
@@ -82,6 +101,10 @@ rng = np.random.default_rng(7)
 data = random_dataset(rng, rows=80, n_features=50, n_fields=10, repeat_fields=False)
 w0, trained = train_c(data, 4, 3, True)
 np.save({out!r}, trained)
+dense = random_dataset(rng, rows=80, n_features=12, n_fields=10, repeat_fields=False,
+                       consecutive=True)
+w0, trained = train_c(dense, 4, 3, True)
+np.save({out_dense!r}, trained)
 print(json.dumps({{"isa": _core.isa()}}))
 """
 
@@ -89,8 +112,8 @@ print(json.dumps({{"isa": _core.isa()}}))
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_every_isa_build_matches(isa: str, tmp_path: pathlib.Path) -> None:
     """Each hot-loop build (forced with FFM_ISA) trains the same weights as the reference."""
-    out = tmp_path / "w.npy"
-    code = _SUBPROCESS.format(out=str(out))
+    out, out_dense = tmp_path / "w.npy", tmp_path / "dense.npy"
+    code = _SUBPROCESS.format(out=str(out), out_dense=str(out_dense))
     env = dict(os.environ, FFM_ISA=isa)
     done = subprocess.run(  # from the repository root, where `tests` imports as a package
         [sys.executable, "-c", code],
@@ -105,13 +128,20 @@ def test_every_isa_build_matches(isa: str, tmp_path: pathlib.Path) -> None:
     w0, _ = train_c(data, 4, 1, True)  # same seed -> same initial weights
     expected = reference_train(data, w0, eta=0.1, lam=1e-3, epochs=3, normalize=True)
     np.testing.assert_allclose(np.load(out), expected, rtol=2e-4, atol=2e-6)
+    dense = random_dataset(rng, rows=80, n_features=12, n_fields=10, repeat_fields=False,
+                           consecutive=True)  # fmt: skip
+    w0, _ = train_c(dense, 4, 1, True)
+    expected = reference_train(dense, w0, eta=0.1, lam=1e-3, epochs=3, normalize=True)
+    np.testing.assert_allclose(np.load(out_dense), expected, rtol=2e-4, atol=2e-6)
 
 
-def test_margins_match_reference() -> None:
+@pytest.mark.parametrize("consecutive", [False, True])
+def test_margins_match_reference(consecutive: bool) -> None:
     from tests.testkit.ffm_reference import margin, row_tokens
 
     rng = np.random.default_rng(11)
-    data = random_dataset(rng, rows=30, n_features=25, n_fields=7, repeat_fields=True)
+    data = random_dataset(rng, rows=30, n_features=25, n_fields=7, repeat_fields=not consecutive,
+                          consecutive=consecutive)  # fmt: skip
     model = ffm_ext.FFM(k=4, seed=5)
     model.init_weights(data.n_features, data.n_fields)
     w = model.weights.astype(np.float64)

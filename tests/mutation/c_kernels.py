@@ -54,46 +54,46 @@ class Mutation:
 
 
 # Hot-loop snippets as they are in ffm_hot_impl.h (checked before anything is changed).
-_PAIR_W = "        *w1 = x1 - eta * d1 * rsqrt4(s1);\n        *w2 = x2 - eta * d2 * rsqrt4(s2);\n"
+_PAIR_W = (
+    "        *w1 = x1 - d1 * eta_rsqrt4(s1, eta);\n        *w2 = x2 - d2 * eta_rsqrt4(s2, eta);\n"
+)
 _PAIR_G = "        const v4 s1 = *g1 + d1 * d1;\n        const v4 s2 = *g2 + d2 * d2;\n"
 _AVX2_G = (
-    "    const __m256 s1 = _mm256_fmadd_ps(d1, d1, load2(p1 + 4, q1 + 4));\n"
-    "    const __m256 s2 = _mm256_fmadd_ps(d2, d2, load2(p2 + 4, q2 + 4));\n"
+    "    const __m256 s1 = _mm256_fmadd_ps(d1, d1, *g1);\n"
+    "    const __m256 s2 = _mm256_fmadd_ps(d2, d2, *g2);\n"
 )
 _AVX512_G = (
-    "    const __m512 s1 = _mm512_fmadd_ps(d1, d1, load4(p1[0] + 4, p1[1] + 4, p1[2] + 4, "
-    "p1[3] + 4));\n"
-    "    const __m512 s2 = _mm512_fmadd_ps(d2, d2, load4(p2[0] + 4, p2[1] + 4, p2[2] + 4, "
-    "p2[3] + 4));\n"
+    "    const __m512 s1 = _mm512_fmadd_ps(d1, d1, load_four(p1, gs, adjacent));\n"
+    "    const __m512 s2 = _mm512_fmadd_ps(d2, d2, load4(p2[0] + gs, p2[1] + gs, p2[2] + gs, "
+    "p2[3] + gs));\n"
 )
 _FOLD = "            const float merged = shared[i] + (rep[i] - was[i]);\n"
 _SCALE = "    *scale = (normalize && norm > 0.0f) ? 1.0f / norm : 1.0f;\n"
-_UPDATE_4 = "pair_update(model->w, 4, model->fs, scratch, count, kappa * r, eta, lambda, simple);"
-_UPDATE_K = "pair_update(model->w, model->kp, model->fs, scratch, count, kappa * r, eta, lambda,"
+_GS = "    const int64_t gs = model->g - model->w;\n"
+_KR = "        const float kr = kappa * r;\n"
 
 MUTATIONS: tuple[Mutation, ...] = (
     # ---- AdaGrad update: w -= eta * g / sqrt(G), G += g * g, G starting at 1
     Mutation(
         "adagrad: no 1/sqrt(G) scaling (pair update)", "adagrad", HOT,
-        ((_PAIR_W, _PAIR_W.replace(" * rsqrt4(s1)", "").replace(" * rsqrt4(s2)", "")),),
+        ((_PAIR_W, _PAIR_W.replace("eta_rsqrt4(s1, eta)", "eta").replace("eta_rsqrt4(s2, eta)",
+                                                                           "eta")),),
         KERNEL_TESTS,
     ),
     Mutation(
         "adagrad: 1/G instead of 1/sqrt(G) (pair update)", "adagrad", HOT,
-        ((_PAIR_W, _PAIR_W.replace("rsqrt4(s1)", "(1.0f / s1)").replace("rsqrt4(s2)",
-                                                                         "(1.0f / s2)")),),
+        ((_PAIR_W, _PAIR_W.replace("eta_rsqrt4(s1, eta)", "(eta / s1)")
+          .replace("eta_rsqrt4(s2, eta)", "(eta / s2)")),),
         KERNEL_TESTS,
     ),
     Mutation(
-        "adagrad: no 1/sqrt(G) scaling (AVX2 two-pair update)", "adagrad", HOT,
-        (("rsqrt8(s1), x1));", "_mm256_set1_ps(1.0f), x1));"),
-         ("rsqrt8(s2), x2));", "_mm256_set1_ps(1.0f), x2));")),
+        "adagrad: no 1/sqrt(G) scaling (AVX2 two- and four-pair updates)", "adagrad", HOT,
+        (("eta_rsqrt8(s1, eta), w1);", "eta, w1);"), ("eta_rsqrt8(s2, eta), w2);", "eta, w2);")),
         KERNEL_TESTS, isa="avx2",
     ),
     Mutation(
         "adagrad: no 1/sqrt(G) scaling (AVX-512 four-pair update)", "adagrad", HOT,
-        (("rsqrt16(s1), x1));", "_mm512_set1_ps(1.0f), x1));"),
-         ("rsqrt16(s2), x2));", "_mm512_set1_ps(1.0f), x2));")),
+        (("eta_rsqrt16(s1, eta), x1)", "eta, x1)"), ("eta_rsqrt16(s2, eta), x2)", "eta, x2)")),
         KERNEL_TESTS, isa="avx512",
     ),
     Mutation(
@@ -101,7 +101,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         ((_PAIR_G, _PAIR_G.replace("d1 * d1", "d1").replace("d2 * d2", "d2")),), KERNEL_TESTS,
     ),
     Mutation(
-        "adagrad: G += g instead of g*g (AVX2 two-pair update)", "adagrad", HOT,
+        "adagrad: G += g instead of g*g (AVX2 two- and four-pair updates)", "adagrad", HOT,
         ((_AVX2_G, _AVX2_G.replace("_mm256_fmadd_ps(d1, d1, ", "_mm256_add_ps(d1, ")
           .replace("_mm256_fmadd_ps(d2, d2, ", "_mm256_add_ps(d2, ")),),
         KERNEL_TESTS, isa="avx2",
@@ -118,15 +118,14 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "adagrad: accumulators start at 0, not 1", "adagrad", KERNELS,
-        (("ffm_fill(state + 2 * v * kp + kp, kp, 1.0f);",
-          "ffm_fill(state + 2 * v * kp + kp, kp, 0.0f);"),
-         ("model->fs, model->kp, 1.0f);", "model->fs, model->kp, 0.0f);")),
+        (("ffm_fill(state + 2 * j * block + block, block, 1.0f);",
+          "ffm_fill(state + 2 * j * block + block, block, 0.0f);"),
+         ("f * model->kp, model->kp, 1.0f);", "f * model->kp, model->kp, 0.0f);")),
         KERNEL_TESTS,
     ),
     Mutation(
         "adagrad: eta halved", "adagrad", HOT,
-        ((_UPDATE_4, _UPDATE_4.replace(", eta, ", ", 0.5f * eta, ")),
-         (_UPDATE_K, _UPDATE_K.replace(", eta, ", ", 0.5f * eta, "))),
+        ((_GS, _GS + "    eta *= 0.5f;\n"),),
         KERNEL_TESTS,
     ),
     Mutation(
@@ -150,13 +149,12 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "normalisation: r left out of the margin", "normalisation", HOT,
-        (("    return r * (model->kp == 4 ?", "    (void)r;\n    return (model->kp == 4 ?"),),
+        (("    return r * sum;\n", "    (void)r;\n    return sum;\n"),),
         KERNEL_TESTS,
     ),
     Mutation(
         "normalisation: r left out of the gradient", "normalisation", HOT,
-        ((_UPDATE_4, _UPDATE_4.replace("kappa * r", "kappa")),
-         (_UPDATE_K, _UPDATE_K.replace("kappa * r", "kappa"))),
+        ((_KR, _KR.replace("kappa * r", "kappa")),),
         KERNEL_TESTS,
     ),
     # ---- label parsing: exactly 0, 1, -1 (-> 0) and +1 (-> 1)
