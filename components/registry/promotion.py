@@ -90,7 +90,9 @@ __all__ = [
     "promote",
     "promotion_history",
     "record_failure",
+    "registered_model_exists",
     "repair_interrupted",
+    "verify_champion",
 ]
 
 _log = logging.getLogger(__name__)
@@ -153,6 +155,27 @@ def champion_version(client: Any, model_name: str) -> str | None:
         ):
             return None
         raise
+
+
+def verify_champion(client: Any, model_name: str, version: str) -> None:
+    """Read alias champion back right after setting it (MLflow has no compare-and-set on
+    aliases): PromotionConflictError when another writer moved it without the lock."""
+    seen = champion_version(client, model_name)
+    if seen != version:
+        raise PromotionConflictError(
+            f"alias {CHAMPION_ALIAS!r} of {model_name!r} points at version {seen} right after "
+            f"being set to {version}: something moved it without the promotion lock"
+        )
+
+
+def registered_model_exists(client: Any, model_name: str) -> bool:
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
 
 
 def download_version(
@@ -314,12 +337,7 @@ def _move_champion(
     mirrored = False
     try:
         on_event("champion_set")
-        seen = champion_version(client, name)
-        if seen != version:
-            raise PromotionConflictError(
-                f"alias {CHAMPION_ALIAS!r} of {name!r} points at version {seen} right after "
-                f"being set to {version}: something moved it without the promotion lock"
-            )
+        verify_champion(client, name, version)
         _write_history(client, name, version, previous, decided_at)
         if mirror_stage:
             _mirror_stage(client, name, version)

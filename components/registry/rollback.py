@@ -54,7 +54,9 @@ from ctrflow.components.registry.promotion import (
     _mirror_stage,
     champion_version,
     promotion_history,
+    registered_model_exists,
     repair_interrupted,
+    verify_champion,
 )
 
 __all__ = ["RollbackRefusedError", "RollbackResult", "default_requester", "rollback"]
@@ -113,12 +115,8 @@ def _check_request(model_name: str, version: str, reason: str, by: str) -> None:
 def _check_target(client: Any, model_name: str, version: str, force: bool) -> str:
     """Raise RollbackRefusedError unless ``version`` may become champion; returns the current
     champion."""
-    try:
-        client.get_registered_model(model_name)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise RollbackRefusedError(f"no registered model {model_name!r}") from None
-        raise
+    if not registered_model_exists(client, model_name):
+        raise RollbackRefusedError(f"no registered model {model_name!r}")
     try:
         target = client.get_model_version(model_name, version)
     except MlflowException as exc:
@@ -216,12 +214,7 @@ def rollback(
         client.set_registered_model_alias(model_name, CHAMPION_ALIAS, to_version)
         try:
             event("champion_set")
-            now_on = champion_version(client, model_name)
-            if now_on != to_version:
-                raise RuntimeError(
-                    f"alias {CHAMPION_ALIAS!r} of {model_name!r} points at version {now_on} right "
-                    f"after being set to {to_version}: something moved it without the lock"
-                )
+            verify_champion(client, model_name, to_version)
             if mirror:
                 _mirror_stage(client, model_name, to_version)
             write_record(client, model_name, replace(record, state=STATE_DONE))

@@ -50,22 +50,17 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def print_history(args: argparse.Namespace, model_name: str) -> int:
-    from mlflow.exceptions import MlflowException
 
     from ctrflow.components.registry.model_names import check_model_name
-    from ctrflow.components.registry.promotion import promotion_history
+    from ctrflow.components.registry.promotion import promotion_history, registered_model_exists
 
     try:
         check_model_name(model_name)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     client = _client(args)
-    try:
-        client.get_registered_model(model_name)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise UsageError(f"no registered model {model_name!r}") from None
-        raise
+    if not registered_model_exists(client, model_name):
+        raise UsageError(f"no registered model {model_name!r}")
     history = promotion_history(client, model_name)
     if args.json:
         print(json.dumps(history, indent=2))
