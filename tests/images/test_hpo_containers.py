@@ -117,22 +117,12 @@ def test_worker_containers_share_a_study_and_a_killed_one_is_retried(
     workers = [_start(podman, run) for run in runs]
     victim, survivors = workers[0], workers[1:]
     try:
-        # Kill when every worker is inside a trial whose parameters are all chosen: then the
-        # victim surely is, and its retry must run those parameters again. (A kill between the
-        # trial's start and its suggestions leaves nothing to repeat: its retry samples anew.)
-        deadline = time.monotonic() + 240
-        while True:
-            for proc in workers:
-                assert proc.poll() is None, proc.communicate()[1][-3000:]
-            running = {
-                t.number
-                for t in _states(postgres_url, study)
-                if t.state.name == "RUNNING" and set(t.params) == set(default_params("ffm"))
-            }
-            if len(running) == WORKERS:
-                break
-            assert time.monotonic() < deadline, "the workers never ran a trial each at once"
-            time.sleep(0.1)
+        # Kill the victim only while it is inside a trial whose parameters are all chosen, so its
+        # retry must run those parameters again. Checking first and killing after is a race (the
+        # victim may finish that trial and start an unsampled one in between), so freeze it
+        # first: with the victim stopped, three running trials with all their parameters mean
+        # one of them is the victim's (each of the other two workers runs at most one).
+        running = _freeze_inside_a_sampled_trial(podman, postgres_url, study, names[0], workers)
         podman.run(["kill", "--signal", "KILL", names[0]])
         assert victim.wait(timeout=60) == 137  # 128 + SIGKILL: no clean shutdown, no tell()
         outputs = []
@@ -152,7 +142,7 @@ def test_worker_containers_share_a_study_and_a_killed_one_is_retried(
     assert states[TrialState.FAIL] == 1, states
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
     (failed,) = [t for t in trials if t.state == TrialState.FAIL]
-    assert failed.number in running or failed.number > max(running)
+    assert failed.number in running and set(failed.params) == set(default_params("ffm"))
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == failed.number]
     assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retries[0].params == failed.params
@@ -163,3 +153,35 @@ def test_worker_containers_share_a_study_and_a_killed_one_is_retried(
         f"trial {failed.number} retried as {retries[0].number}; survivors ran "
         f"{[out['trials_run'] for out in outputs]}"
     )
+
+
+def _freeze_inside_a_sampled_trial(
+    podman: Podman,
+    storage: str,
+    study: str,
+    victim: str,
+    workers: list[subprocess.Popen[str]],
+) -> set[int]:
+    """SIGSTOP the victim's container (its PID 1 is the worker) at a moment when it holds a
+    running trial with every parameter sampled; return the numbers of the running trials."""
+
+    def sampled_running_trials() -> set[int]:
+        return {
+            t.number
+            for t in _states(storage, study)
+            if t.state.name == "RUNNING" and set(t.params) == set(default_params("ffm"))
+        }
+
+    deadline = time.monotonic() + 240
+    while True:
+        for proc in workers:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+        # Stop only when the moment looks right (the containers exist by then), then look again.
+        if len(sampled_running_trials()) == WORKERS:
+            podman.run(["kill", "--signal", "STOP", victim])
+            running = sampled_running_trials()
+            if len(running) == WORKERS:
+                return running
+            podman.run(["kill", "--signal", "CONT", victim])
+        assert time.monotonic() < deadline, "the workers never ran a trial each at once"
+        time.sleep(0.1)
