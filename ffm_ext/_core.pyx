@@ -46,7 +46,8 @@ cdef extern from "ffm_kernels.h" nogil:
     void ffm_init(ffm_model *model, uint64_t seed)
     void ffm_fill(float *p, int64_t count, float value)
     void ffm_pack(float *state, const float *weights, int64_t features, int64_t block)
-    void ffm_unpack(float *weights, const float *state, int64_t features, int64_t block)
+    void ffm_unpack(float *weights, const float *state, int64_t features, int64_t block,
+                    int n_threads)
     void ffm_compact_in_place(float *state, int64_t features, int64_t block)
     void ffm_copy(float *dst, const float *src, int64_t count)
     void ffm_permutation(int64_t *order, int64_t count, uint64_t seed)
@@ -325,8 +326,9 @@ cdef class Engine:
         buf.prefault = ffm_prefault_start(buf.ptr, buf.size)
         return buf
 
-    def snapshot(self, _AlignedFloats into=None):
-        """Copy of the current weights in the compact layout (reusing `into` when given)."""
+    def snapshot(self, _AlignedFloats into=None, int n_threads=1):
+        """Copy of the current weights in the compact layout (reusing `into` when given),
+        copied by n_threads threads while training."""
         if into is None:
             into = _aligned_floats(self._vectors * self.model.kp, zero=False)
         elif into.size != self._vectors * self.model.kp:
@@ -335,7 +337,8 @@ cdef class Engine:
             into.settle()
         if self._state is not None:
             with nogil:
-                ffm_unpack(into.ptr, self._state.ptr, self.model.n, self.model.m * self.model.kp)
+                ffm_unpack(into.ptr, self._state.ptr, self.model.n, self.model.m * self.model.kp,
+                           n_threads)
         else:
             with nogil:
                 ffm_copy(into.ptr, self._weights.ptr, self._vectors * self.model.kp)

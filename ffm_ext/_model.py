@@ -221,7 +221,7 @@ class FFM:
                         history.best_epoch = epoch
                         bad_epochs = 0
                         if epoch < self.epochs:  # the last epoch's weights need no copy
-                            best = engine.snapshot(best)
+                            best = engine.snapshot(best, threads)
                     else:
                         bad_epochs += 1
                 else:

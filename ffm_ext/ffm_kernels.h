@@ -68,8 +68,9 @@ void ffm_init(ffm_model *model, uint64_t seed);
 /* Serving layout (blocks of m kp floats per feature) -> training layout (blocks of 2 m kp:
  * the weights, then accumulators = 1); `block` = m kp. */
 void ffm_pack(float *state, const float *weights, int64_t features, int64_t block);
-/* Training layout -> serving layout (weights only). */
-void ffm_unpack(float *weights, const float *state, int64_t features, int64_t block);
+/* Training layout -> serving layout (weights only), on n_threads threads. */
+void ffm_unpack(float *weights, const float *state, int64_t features, int64_t block,
+                int n_threads);
 void ffm_fill(float *p, int64_t count, float value);
 /* Training layout -> serving layout in the same buffer (its first half), returning the second
  * half's memory to the kernel: stopping training needs no second copy of the weights. */

@@ -231,20 +231,22 @@ def test_fresh_fit_equals_init_weights_then_warm_start() -> None:
     np.testing.assert_array_equal(fresh.weights, staged.weights)
 
 
-def test_buffers_touched_in_the_background_keep_their_weights() -> None:
+@pytest.mark.parametrize("copy_threads", [1, 3])
+def test_buffers_touched_in_the_background_keep_their_weights(copy_threads: int) -> None:
     """The training layout's and the snapshot's pages are faulted in by a background thread
     (buffers of 4 MiB and more) while the initialisation or training writes them: no value may
-    change, and a snapshot into such a buffer restores exactly the weights it copied."""
+    change, and a snapshot into such a buffer restores exactly the weights it copied, also when
+    several threads copy it (3 threads: slices of unequal size)."""
     from ffm_ext import _core
 
-    n, m, k = 40_000, 10, 4  # 12.8 MB training layout, 6.4 MB snapshot
+    n, m, k = 40_001, 10, 4  # 12.8 MB training layout, 6.4 MB snapshot
     compact = _core.Engine(n, m, k)
     compact.initialize(7)
     training = _core.Engine(n, m, k, training=True)
     training.initialize(7)
     np.testing.assert_array_equal(training.weights, compact.weights)
     buffer = training.snapshot_buffer()
-    snap = training.snapshot(buffer)
+    snap = training.snapshot(buffer, copy_threads)
     assert snap is buffer
     training.weights[...] = 0.5  # a strided view of the training layout: changes the weights
     with pytest.raises(ValueError, match="does not fit"):
