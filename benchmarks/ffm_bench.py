@@ -59,6 +59,7 @@ class Run:
     seconds: float
     rss_mb: float
     valid: list[float]
+    anon_mb: float = float("nan")  # peak anonymous RSS: rss_mb without file-backed pages
     epoch_timer: list[float] = field(default_factory=list)  # LIBFFM's own per-epoch seconds
 
     @property
@@ -68,12 +69,21 @@ class Run:
 
 def run_process(
     args: list[str], cwd: pathlib.Path, env: dict[str, str] | None = None
-) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and stdout of one child process."""
+) -> tuple[float, float, float, str]:
+    """Wall seconds, peak RSS (MB, from the kernel), peak anonymous RSS (MB, sampled every
+    50 ms) and stdout of one child process. Peak RSS counts the pages of a memory-mapped
+    dataset (file-backed page cache, which the kernel may drop and read again); the anonymous
+    peak is the memory the process itself holds, as a program that read()s its data has it."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         child = subprocess.Popen(args, stdout=out, stderr=err, cwd=cwd, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
+        anon_kb = 0
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            anon_kb = max(anon_kb, _anonymous_rss_kb(child.pid))
+            time.sleep(0.05)
         seconds = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -81,7 +91,16 @@ def run_process(
         stdout, stderr = out.read(), err.read()
     if child.returncode != 0:
         sys.exit(f"{' '.join(args)} failed ({child.returncode}): {stderr.strip()[-500:]}")
-    return seconds, usage.ru_maxrss / 1024, stdout
+    return seconds, usage.ru_maxrss / 1024, anon_kb / 1024, stdout
+
+
+def _anonymous_rss_kb(pid: int) -> int:
+    try:
+        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # exited meanwhile, or not Linux
+        return 0
+    found = re.search(r"^RssAnon:\s+(\d+) kB", status, re.M)
+    return int(found.group(1)) if found else 0
 
 
 class Libffm:
@@ -111,13 +130,12 @@ class Libffm:
         if auto_stop:
             args.append("--auto-stop")
         args += [str(self.data / "train.ffm"), str(self.work / "model")]
-        seconds, rss, stdout = run_process(args, self.work)
+        seconds, rss, anon, stdout = run_process(args, self.work)
         rows = [line.split() for line in stdout.splitlines()]
         epochs_rows = [f for f in rows if len(f) >= 4 and f[0].isdigit()]
         stamps = [float(f[-1]) for f in epochs_rows]
-        return Run(
-            seconds, rss, [float(f[2]) for f in epochs_rows], np.diff([0.0, *stamps]).tolist()
-        )
+        valid = [float(f[2]) for f in epochs_rows]
+        return Run(seconds, rss, valid, anon, np.diff([0.0, *stamps]).tolist())
 
 
 class Ctrflow:
@@ -130,18 +148,18 @@ class Ctrflow:
             if not (data / f"{name}.bin" / "meta.json").exists():
                 self._cli(["convert", str(data / f"{name}.ffm"), str(data / f"{name}.bin")])
 
-    def _cli(self, args: list[str]) -> tuple[float, float, str]:
+    def _cli(self, args: list[str]) -> tuple[float, float, float, str]:
         return run_process([sys.executable, "-m", "ctrflow.pipelines.cli", "ffm", *args], self.work)
 
     def train(self, epochs: int, threads: int, auto_stop: bool) -> Run:
-        seconds, rss, stdout = self._cli([
+        seconds, rss, anon, stdout = self._cli([
             "train", str(self.data / "train.bin"), "--valid", str(self.data / "valid.bin"),
             "-k", str(K), "--eta", str(ETA), "--lam", str(LAM), "--epochs", str(epochs),
             "--threads", str(threads), "--patience", "1" if auto_stop else str(epochs + 1),
             "-o", str(self.work / "model"),
         ])  # fmt: skip
         valid = [float(m) for m in re.findall(r"valid (\d+\.\d+)", stdout)]
-        return Run(seconds, rss, valid)
+        return Run(seconds, rss, valid, anon)
 
 
 def workload(directory: pathlib.Path, rows: int) -> pathlib.Path:
@@ -253,12 +271,12 @@ def bench_training(args: argparse.Namespace, data: pathlib.Path, tag: str, lib: 
         lj, lrss = med([r.seconds for r in ljob]), med([r.rss_mb for r in ljob])
         lbest, lep = med([r.best for r in ljob]), med([float(len(r.valid)) for r in ljob])
         print(
-            f"  LIBFFM {lj:.2f} s, {lep:.0f} epochs, best valid logloss {lbest:.4f}, peak RSS"
-            f" {lrss:.0f} MB"
+            f"  LIBFFM {lj:.2f} s, {lep:.0f} epochs, best valid logloss {lbest:.4f},"
+            f" {_memory(ljob)}"
         )
         print(
-            f"  ctrflow {oj:.2f} s, {oep:.0f} epochs, best valid logloss {obest:.4f}, peak RSS"
-            f" {orss:.0f} MB"
+            f"  ctrflow {oj:.2f} s, {oep:.0f} epochs, best valid logloss {obest:.4f},"
+            f" {_memory(ojob)}"
         )
         print(
             f"  time {ratio(lj, oj)} (target >= 2.0); peak RSS ctrflow/LIBFFM {orss / lrss:.2f}"
@@ -266,15 +284,21 @@ def bench_training(args: argparse.Namespace, data: pathlib.Path, tag: str, lib: 
         )
     else:
         print(
-            f"  ctrflow {oj:.2f} s, {oep:.0f} epochs, best valid logloss {obest:.4f}, peak RSS"
-            f" {orss:.0f} MB"
+            f"  ctrflow {oj:.2f} s, {oep:.0f} epochs, best valid logloss {obest:.4f},"
+            f" {_memory(ojob)}"
         )
 
 
 def bench_scale(args: argparse.Namespace, lib: Libffm | None) -> None:
     """Seconds per epoch (epoch difference of 2 and 4 epochs: both runs pay ctrflow's first
-    snapshot of the best weights, a one-off cost) and peak RSS as rows grow."""
-    print("\n== scale: seconds per epoch (wall(4) - wall(2)) / 2 and peak RSS, 1 thread")
+    snapshot of the best weights, a one-off cost) and peak RSS as rows grow, median of rounds;
+    then ctrflow's CPU time per row at each size in one process, epochs of the sizes taking
+    turns (the wall-clock differences above drift with the VM's phase)."""
+    print(
+        f"\n== scale: seconds per epoch (wall(4) - wall(2)) / 2 and peak RSS, 1 thread;"
+        f" {args.rounds} rounds"
+    )
+    per_epoch: dict[str, list[tuple[int, float]]] = {"ctrflow": [], "LIBFFM": []}
     for rows in args.scale:
         data = workload(args.dir, rows)
         ours = Ctrflow(data, args.dir / "work" / f"ctrflow-{rows}")
@@ -287,19 +311,66 @@ def bench_scale(args: argparse.Namespace, lib: Libffm | None) -> None:
             l_.train(1, 1, False)  # builds its binary caches, untimed
             jobs["lib 2"] = lambda l_=l_: l_.train(2, 1, False)
             jobs["lib 4"] = lambda l_=l_: l_.train(4, 1, False)
-        runs = alternating(1, jobs)
+        runs = alternating(args.rounds, jobs)
         o = epoch_difference(runs["ours 2"], runs["ours 4"], 2)
-        orss = runs["ours 4"][0].rss_mb
-        line = f"  {rows:>9,} rows: ctrflow {o:.2f} s/epoch, peak RSS {orss:.0f} MB"
-        line += f" (valid logloss {runs['ours 4'][0].valid[-1]:.4f})"
+        per_epoch["ctrflow"].append((rows, o))
+        line = f"  {rows:>9,} rows: ctrflow {o:.2f} s/epoch, {_memory(runs['ours 4'])}"
+        line += f" (valid logloss {med([r.valid[-1] for r in runs['ours 4']]):.4f})"
         if lib is not None:
             lt = epoch_difference(runs["lib 2"], runs["lib 4"], 2)
-            lrss = runs["lib 4"][0].rss_mb
+            per_epoch["LIBFFM"].append((rows, lt))
             line += (
-                f"; LIBFFM {lt:.2f} s/epoch, peak RSS {lrss:.0f} MB"
-                f" (valid logloss {runs['lib 4'][0].valid[-1]:.4f}): {ratio(lt, o)}"
+                f"; LIBFFM {lt:.2f} s/epoch, {_memory(runs['lib 4'])}"
+                f" (valid logloss {med([r.valid[-1] for r in runs['lib 4']]):.4f}): {ratio(lt, o)}"
             )
         print(line, flush=True)
+    for program, points in per_epoch.items():
+        if len(points) > 1:
+            (r0, t0), (r1, t1) = points[0], points[-1]
+            costs = ", ".join(f"{t / rows * 1e5:.3f}" for rows, t in points)
+            print(
+                f"  {program}: x{t1 / t0:.1f} the time per epoch for x{r1 / r0:.0f} the rows;"
+                f" seconds per 100k rows {costs}"
+            )
+    _cpu_per_row(args)
+
+
+def _memory(runs: list[Run]) -> str:
+    total, anon = med([r.rss_mb for r in runs]), med([r.anon_mb for r in runs])
+    return f"peak RSS {total:.0f} MB (anonymous {anon:.0f} MB)"
+
+
+def _cpu_per_row(args: argparse.Namespace) -> None:
+    """ctrflow's CPU seconds per 100k rows of a 1-thread epoch at each size, in this process:
+    one engine per size, their epochs taking turns, so every size sees the same phases."""
+    import resource
+
+    import ffm_ext
+    from ffm_ext import _core
+    from ffm_ext._epoch_rows import EpochRows
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    sizes = []
+    for rows in args.scale:
+        train = ffm_ext.Dataset.load(workload(args.dir, rows) / "train.bin")
+        engine = _core.Engine(train.n_features, train.n_fields, K, training=True)
+        engine.initialize(0)
+        engine.start_training()
+        sizes.append((rows, train, engine, EpochRows(train), []))
+    for epoch in range(1, 5):
+        for rows, _, engine, epoch_rows, costs in sizes:
+            arrays, order = epoch_rows.epoch(epoch)
+            began = cpu()
+            engine.train_epoch(*arrays, order, ETA, LAM, True, 1)
+            if epoch > 1:  # the first epoch also pays the model's first touch
+                costs.append((cpu() - began) / rows * 1e5)
+    figures = ", ".join(f"{rows:,}: {med(costs):.3f}" for rows, _, _, _, costs in sizes)
+    print(
+        f"  ctrflow CPU seconds per 100k rows (one process, sizes in turn, epochs 2-4): {figures}"
+    )
 
 
 def bench_predict(data: pathlib.Path) -> None:
