@@ -6,6 +6,14 @@ history = model.fit(train, valid=valid)            # early stopping keeps the be
 p = model.predict(test)                            # float32 probabilities, GIL released
 """
 
+try:
+    from ffm_ext import _core  # noqa: F401  (the compiled engine; everything below needs it)
+except ImportError as exc:  # e.g. the source folder of a checkout shadowing the installed one
+    raise ImportError(
+        f"ffm_ext's compiled core (_core) is missing beside {__file__}: install ctrflow"
+        " (`make install`, or pip install the wheel) and run with that interpreter"
+    ) from exc
+
 from ffm_ext._dataset import FORMAT_NAME, FORMAT_VERSION, Dataset, read_libffm
 from ffm_ext._errors import (
     FFMDatasetError,
