@@ -11,21 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import urllib3.exceptions
-from kubernetes import client
-from kubernetes.client.rest import ApiException
-
-from ctrflow.pipelines.k8s.client import (
-    Cluster,
-    ClusterError,
-    add_connection_arguments,
-    api_error_message,
-    connect,
-    read_json,
-)
+from ctrflow.pipelines.k8s.arguments import add_connection_arguments
 from ctrflow.pipelines.k8s.requirements import REQUIRED_PERMISSIONS, REQUIRED_SECRETS, Permission
+
+# The Kubernetes client library (0.3 s to import) is imported by the commands that use it, not
+# by `ctrflow` building its command line.
+if TYPE_CHECKING:
+    from kubernetes import client
+
+    from ctrflow.pipelines.k8s.client import Cluster
 
 __all__ = ["Finding", "check_cluster", "register"]
 
@@ -69,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _review(api: client.AuthorizationV1Api, namespace: str, need: Permission) -> Finding:
+    from ctrflow.pipelines.k8s.client import read_json
+
     attributes: dict[str, Any] = {
         "namespace": namespace,
         "verb": need.verb,
@@ -96,6 +94,10 @@ def _review(api: client.AuthorizationV1Api, namespace: str, need: Permission) ->
 
 
 def _secret(api: client.CoreV1Api, namespace: str, name: str, keys: tuple[str, ...]) -> Finding:
+    from kubernetes.client.rest import ApiException
+
+    from ctrflow.pipelines.k8s.client import read_json
+
     what = f"secret {name!r} with key(s) {', '.join(keys)}"
     try:
         secret = read_json(api.read_namespaced_secret(name, namespace, _preload_content=False))
@@ -113,6 +115,8 @@ def _secret(api: client.CoreV1Api, namespace: str, name: str, keys: tuple[str, .
 
 
 def check_cluster(cluster: Cluster) -> list[Finding]:
+    from kubernetes import client
+
     authz = client.AuthorizationV1Api(cluster.api)
     core = client.CoreV1Api(cluster.api)
     findings = [_review(authz, cluster.namespace, need) for need in REQUIRED_PERMISSIONS]
@@ -149,6 +153,11 @@ def run_mlflow_users(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    import urllib3.exceptions
+    from kubernetes.client.rest import ApiException
+
+    from ctrflow.pipelines.k8s.client import ClusterError, api_error_message, connect
+
     out = out or sys.stdout
     try:
         cluster = connect(args)

@@ -22,6 +22,7 @@ from ctrflow.components.names import (
     STORAGE_OUTAGE_LIMIT_ENV,
 )
 from ctrflow.pipelines.cli._parsing import logs_progress
+from ctrflow.pipelines.k8s.launch_arguments import register_launch
 
 _log = logging.getLogger(__name__)
 
@@ -216,6 +217,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     finalize.set_defaults(func=lambda a: _run(a, _finalize))
     logs_progress(finalize)
 
-    from ctrflow.pipelines.k8s import launch
-
-    launch.register_launch(hpo_sub)
+    register_launch(hpo_sub)

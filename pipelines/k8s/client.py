@@ -22,7 +22,6 @@ from kubernetes.config.config_exception import ConfigException
 __all__ = [
     "Cluster",
     "ClusterError",
-    "add_connection_arguments",
     "api_error_message",
     "connect",
     "read_json",
@@ -42,21 +41,6 @@ class Cluster:
     api: client.ApiClient
     namespace: str
     host: str
-
-
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Kubernetes connection")
-    group.add_argument(
-        "--kubeconfig",
-        help="kubeconfig file (default: in-cluster credentials inside a pod, else $KUBECONFIG "
-        "or ~/.kube/config)",
-    )
-    group.add_argument("--context", help="kubeconfig context (default: the current context)")
-    group.add_argument(
-        "--namespace",
-        "-n",
-        help="namespace (default: the context's namespace, the pod's own namespace, or 'default')",
-    )
 
 
 def _in_cluster() -> bool:

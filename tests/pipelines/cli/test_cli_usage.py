@@ -217,3 +217,19 @@ def test_run_and_submit_accept_a_zero_margin_and_submit_refuses_nan(tmp_path: pa
         "submit",
     )
     assert message == "--promotion-margin must be a finite number >= 0, got nan"
+
+
+def test_building_the_command_line_imports_no_kubernetes_client() -> None:
+    """Every `ctrflow` command builds the whole parser first; the Kubernetes client library
+    (0.3 s of import) belongs to the commands that talk to a cluster, not to, say, `ffm train`."""
+    probe = (
+        "import sys; from ctrflow.pipelines.cli import build_parser; build_parser();"
+        " print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert proc.stdout.strip() == "[]", proc.stdout
+    # ...and the commands that need it still have it: `cluster check` reaches its API call.
+    check = ctrflow("cluster", "check", "--kubeconfig", "/nonexistent/kubeconfig")
+    assert check.returncode == 1 and "does not exist" in check.stderr, check.stderr

@@ -29,7 +29,8 @@ import yaml
 from ctrflow.pipelines._image import default_image
 from ctrflow.pipelines.k8s.client import Cluster
 from ctrflow.pipelines.k8s.follow import JobFollower
-from ctrflow.pipelines.k8s.launch import build_job_from_args, register_launch
+from ctrflow.pipelines.k8s.launch import build_job_from_args
+from ctrflow.pipelines.k8s.launch_arguments import register_launch
 from ctrflow.pipelines.k8s.pods import pod_problems
 from tests.testkit import k8s_fake_api
 from tests.testkit.cli import ctrflow_in_process as _ctrflow
