@@ -291,37 +291,40 @@ def bench_training(args: argparse.Namespace, data: pathlib.Path, tag: str, lib: 
 
 def bench_scale(args: argparse.Namespace, lib: Libffm | None) -> None:
     """Seconds per epoch (epoch difference of 2 and 4 epochs: both runs pay ctrflow's first
-    snapshot of the best weights, a one-off cost) and peak RSS as rows grow, median of rounds;
-    then ctrflow's CPU time per row at each size in one process, epochs of the sizes taking
-    turns (the wall-clock differences above drift with the VM's phase)."""
+    snapshot of the best weights, a one-off cost) and peak RSS as rows grow, median of rounds.
+    Every round runs every size, jobs taking turns: sizes measured one after the other would
+    each get another phase of the VM, and the drift would read as growth. Then ctrflow's CPU
+    time per row at each size in one process, the sizes' epochs taking turns."""
     print(
         f"\n== scale: seconds per epoch (wall(4) - wall(2)) / 2 and peak RSS, 1 thread;"
-        f" {args.rounds} rounds"
+        f" {args.rounds} rounds, every size in every round"
     )
-    per_epoch: dict[str, list[tuple[int, float]]] = {"ctrflow": [], "LIBFFM": []}
+    jobs: dict[str, object] = {}
     for rows in args.scale:
         data = workload(args.dir, rows)
         ours = Ctrflow(data, args.dir / "work" / f"ctrflow-{rows}")
-        jobs: dict[str, object] = {
-            "ours 2": lambda ours=ours: ours.train(2, 1, False),
-            "ours 4": lambda ours=ours: ours.train(4, 1, False),
-        }
+        jobs[f"ours 2 {rows}"] = lambda ours=ours: ours.train(2, 1, False)
+        jobs[f"ours 4 {rows}"] = lambda ours=ours: ours.train(4, 1, False)
         if lib is not None:
             l_ = Libffm(lib.directory, data, args.dir / "work" / f"libffm-{rows}")
             l_.train(1, 1, False)  # builds its binary caches, untimed
-            jobs["lib 2"] = lambda l_=l_: l_.train(2, 1, False)
-            jobs["lib 4"] = lambda l_=l_: l_.train(4, 1, False)
-        runs = alternating(args.rounds, jobs)
-        o = epoch_difference(runs["ours 2"], runs["ours 4"], 2)
+            jobs[f"lib 2 {rows}"] = lambda l_=l_: l_.train(2, 1, False)
+            jobs[f"lib 4 {rows}"] = lambda l_=l_: l_.train(4, 1, False)
+    runs = alternating(args.rounds, jobs)
+    per_epoch: dict[str, list[tuple[int, float]]] = {"ctrflow": [], "LIBFFM": []}
+    for rows in args.scale:
+        short, long = runs[f"ours 2 {rows}"], runs[f"ours 4 {rows}"]
+        o = epoch_difference(short, long, 2)
         per_epoch["ctrflow"].append((rows, o))
-        line = f"  {rows:>9,} rows: ctrflow {o:.2f} s/epoch, {_memory(runs['ours 4'])}"
-        line += f" (valid logloss {med([r.valid[-1] for r in runs['ours 4']]):.4f})"
+        line = f"  {rows:>9,} rows: ctrflow {o:.2f} s/epoch, {_memory(long)}"
+        line += f" (valid logloss {med([r.valid[-1] for r in long]):.4f})"
         if lib is not None:
-            lt = epoch_difference(runs["lib 2"], runs["lib 4"], 2)
+            lshort, llong = runs[f"lib 2 {rows}"], runs[f"lib 4 {rows}"]
+            lt = epoch_difference(lshort, llong, 2)
             per_epoch["LIBFFM"].append((rows, lt))
             line += (
-                f"; LIBFFM {lt:.2f} s/epoch, {_memory(runs['lib 4'])}"
-                f" (valid logloss {med([r.valid[-1] for r in runs['lib 4']]):.4f}): {ratio(lt, o)}"
+                f"; LIBFFM {lt:.2f} s/epoch, {_memory(llong)}"
+                f" (valid logloss {med([r.valid[-1] for r in llong]):.4f}): {ratio(lt, o)}"
             )
         print(line, flush=True)
     for program, points in per_epoch.items():
