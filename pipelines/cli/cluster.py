@@ -10,27 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from ctrflow.pipelines.k8s.arguments import add_connection_arguments
-from ctrflow.pipelines.k8s.requirements import REQUIRED_PERMISSIONS, REQUIRED_SECRETS, Permission
 
-# The Kubernetes client library (0.3 s to import) is imported by the commands that use it, not
-# by `ctrflow` building its command line.
-if TYPE_CHECKING:
-    from kubernetes import client
-
-    from ctrflow.pipelines.k8s.client import Cluster
-
-__all__ = ["Finding", "check_cluster", "register"]
-
-
-@dataclass(frozen=True)
-class Finding:
-    ok: bool
-    what: str
-    detail: str
+__all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -64,66 +48,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     render.set_defaults(func=run_render)
 
 
-def _review(api: client.AuthorizationV1Api, namespace: str, need: Permission) -> Finding:
-    from ctrflow.pipelines.k8s.client import read_json
-
-    attributes: dict[str, Any] = {
-        "namespace": namespace,
-        "verb": need.verb,
-        "group": need.group,
-        "resource": need.resource,
-    }
-    if need.subresource:
-        attributes["subresource"] = need.subresource
-    if need.name:
-        attributes["name"] = need.name
-    body = {
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectAccessReview",
-        "spec": {"resourceAttributes": attributes},
-    }
-    status = (
-        read_json(api.create_self_subject_access_review(body, _preload_content=False)).get("status")
-        or {}
-    )
-    allowed = bool(status.get("allowed")) and not status.get("denied")
-    detail = need.why
-    if not allowed and status.get("reason"):
-        detail += f" ({status['reason']})"
-    return Finding(allowed, need.describe(), detail)
-
-
-def _secret(api: client.CoreV1Api, namespace: str, name: str, keys: tuple[str, ...]) -> Finding:
-    from kubernetes.client.rest import ApiException
-
-    from ctrflow.pipelines.k8s.client import read_json
-
-    what = f"secret {name!r} with key(s) {', '.join(keys)}"
-    try:
-        secret = read_json(api.read_namespaced_secret(name, namespace, _preload_content=False))
-    except ApiException as exc:
-        if exc.status == 404:
-            return Finding(False, what, "not found: apply an overlay (manifests/overlays/...)")
-        if exc.status == 403:
-            return Finding(False, what, "cannot read it (forbidden): grant get on this Secret")
-        raise
-    present = set(secret.get("data") or {}) | set(secret.get("stringData") or {})
-    missing = [k for k in keys if k not in present]
-    if missing:
-        return Finding(False, what, f"missing key(s): {', '.join(missing)}")
-    return Finding(True, what, "present")
-
-
-def check_cluster(cluster: Cluster) -> list[Finding]:
-    from kubernetes import client
-
-    authz = client.AuthorizationV1Api(cluster.api)
-    core = client.CoreV1Api(cluster.api)
-    findings = [_review(authz, cluster.namespace, need) for need in REQUIRED_PERMISSIONS]
-    findings += [_secret(core, cluster.namespace, n, k) for n, k in REQUIRED_SECRETS.items()]
-    return findings
-
-
 def run_render(args: argparse.Namespace) -> int:
     from ctrflow.pipelines.k8s.render import RenderError, render
 
@@ -153,10 +77,13 @@ def run_mlflow_users(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    # Imported here, not at the top: building `ctrflow`'s command line must not pay the
+    # Kubernetes client library's 0.3 s import.
     import urllib3.exceptions
     from kubernetes.client.rest import ApiException
 
     from ctrflow.pipelines.k8s.client import ClusterError, api_error_message, connect
+    from ctrflow.pipelines.k8s.cluster_check import check_cluster
 
     out = out or sys.stdout
     try:
