@@ -263,7 +263,6 @@ void ffm_pack(float *state, const float *weights, int64_t features, int64_t bloc
     }
 }
 
-
 void ffm_compact_in_place(float *state, int64_t features, int64_t block) {
     /* Feature j's weights move from 2 j block down to j block: front to back, never onto ones
      * not yet moved. */
