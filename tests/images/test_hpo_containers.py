@@ -3,8 +3,9 @@
 Each worker is the pod that `ctrflow hpo launch` would create: its command, args, env (the
 storage URL from the Secret reference), security context, emptyDir and data volume are read from
 `ctrflow hpo launch --dry-run` (the code that writes the Kubernetes Job) and translated to
-`podman run` flags. One worker is SIGKILLed in the middle of a trial: its trial must be failed by
-the heartbeat, retried once by a survivor, and the budget of finished trials stays exact.
+`podman run` flags. One worker, started first, is SIGKILLed in the middle of a trial once the
+others are at work: its trial must be failed by the heartbeat, retried once by a survivor with the
+same parameters, and the budget of finished trials stays exact.
 """
 
 from __future__ import annotations
@@ -114,15 +115,18 @@ def test_worker_containers_share_a_study_and_a_killed_one_is_retried(
     assert {"--read-only", "--cap-drop", "--tmpfs", "--user"} <= set(runs[0].args)
     assert runs[0].args[runs[0].args.index("--user") + 1] == "10001:10001"
 
-    workers = [_start(podman, run) for run in runs]
-    victim, survivors = workers[0], workers[1:]
+    # The victim starts alone, so any running trial is its own: it is frozen (SIGSTOP) inside a
+    # trial whose parameters are all chosen, so the retry must run those parameters again. Then
+    # the survivors start, and the victim is killed once they are at work beside it. (Waiting
+    # for three workers to hold sampled trials at once lost the race on a fast CI machine: the
+    # pruned trials are short and the study finished first.)
+    victim = _start(podman, runs[0])
+    workers = [victim]
     try:
-        # Kill the victim only while it is inside a trial whose parameters are all chosen, so its
-        # retry must run those parameters again. Checking first and killing after is a race (the
-        # victim may finish that trial and start an unsampled one in between), so freeze it
-        # first: with the victim stopped, three running trials with all their parameters mean
-        # one of them is the victim's (each of the other two workers runs at most one).
-        running = _freeze_inside_a_sampled_trial(podman, postgres_url, study, names[0], workers)
+        killed = _freeze_inside_a_sampled_trial(podman, postgres_url, study, names[0], victim)
+        survivors = [_start(podman, run) for run in runs[1:]]
+        workers += survivors
+        _wait_for_a_trial_beyond(postgres_url, study, killed, survivors)
         podman.run(["kill", "--signal", "KILL", names[0]])
         assert victim.wait(timeout=60) == 137  # 128 + SIGKILL: no clean shutdown, no tell()
         outputs = []
@@ -142,12 +146,13 @@ def test_worker_containers_share_a_study_and_a_killed_one_is_retried(
     assert states[TrialState.FAIL] == 1, states
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
     (failed,) = [t for t in trials if t.state == TrialState.FAIL]
-    assert failed.number in running and set(failed.params) == set(default_params("ffm"))
+    assert failed.number == killed and set(failed.params) == set(default_params("ffm"))
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == failed.number]
     assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retries[0].params == failed.params
     assert len(trials) == BUDGET + 1  # the budget, plus the killed trial; nothing else started
     assert all(out["finished"] == BUDGET for out in outputs)
+    assert all(out["trials_run"] >= 1 for out in outputs)  # both survivors worked on the study
     print(
         f"trials: {len(trials)} ({dict((s.name, n) for s, n in states.items())}); killed "
         f"trial {failed.number} retried as {retries[0].number}; survivors ran "
@@ -155,33 +160,41 @@ def test_worker_containers_share_a_study_and_a_killed_one_is_retried(
     )
 
 
+def _sampled_running_trials(storage: str, study: str) -> set[int]:
+    return {
+        t.number
+        for t in _states(storage, study)
+        if t.state.name == "RUNNING" and set(t.params) == set(default_params("ffm"))
+    }
+
+
 def _freeze_inside_a_sampled_trial(
-    podman: Podman,
-    storage: str,
-    study: str,
-    victim: str,
-    workers: list[subprocess.Popen[str]],
-) -> set[int]:
-    """SIGSTOP the victim's container (its PID 1 is the worker) at a moment when it holds a
-    running trial with every parameter sampled; return the numbers of the running trials."""
-
-    def sampled_running_trials() -> set[int]:
-        return {
-            t.number
-            for t in _states(storage, study)
-            if t.state.name == "RUNNING" and set(t.params) == set(default_params("ffm"))
-        }
-
+    podman: Podman, storage: str, study: str, name: str, worker: subprocess.Popen[str]
+) -> int:
+    """SIGSTOP the only worker started so far (its container's PID 1) at a moment when it holds
+    a running trial with every parameter sampled; return that trial's number."""
     deadline = time.monotonic() + 240
     while True:
-        for proc in workers:
+        assert worker.poll() is None, worker.communicate()[1][-3000:]
+        if _sampled_running_trials(storage, study):
+            podman.run(["kill", "--signal", "STOP", name])
+            # Looked at again while frozen: the trial seen before may have ended in between.
+            running = _sampled_running_trials(storage, study)
+            if running:
+                (number,) = running  # one worker runs one trial at a time
+                return number
+            podman.run(["kill", "--signal", "CONT", name])
+        assert time.monotonic() < deadline, "the worker never held a sampled trial"
+        time.sleep(0.1)
+
+
+def _wait_for_a_trial_beyond(
+    storage: str, study: str, frozen: int, survivors: list[subprocess.Popen[str]]
+) -> None:
+    """Wait until a survivor has started a trial of its own beside the frozen victim's."""
+    deadline = time.monotonic() + 240
+    while not any(t.number > frozen for t in _states(storage, study)):
+        for proc in survivors:
             assert proc.poll() is None, proc.communicate()[1][-3000:]
-        # Stop only when the moment looks right (the containers exist by then), then look again.
-        if len(sampled_running_trials()) == WORKERS:
-            podman.run(["kill", "--signal", "STOP", victim])
-            running = sampled_running_trials()
-            if len(running) == WORKERS:
-                return running
-            podman.run(["kill", "--signal", "CONT", victim])
-        assert time.monotonic() < deadline, "the workers never ran a trial each at once"
+        assert time.monotonic() < deadline, "the survivors never started a trial"
         time.sleep(0.1)
