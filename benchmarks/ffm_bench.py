@@ -15,7 +15,9 @@ this VM's speed drifts 30-50% between phases, so only side-by-side ratios mean a
   then save the model.
 - threads: ctrflow's epoch difference at 1 and 2 threads (scaling), on the reference workload
   and on a small low-dimensional set (the first 70,000 rows and first 10 fields of it; its
-  epochs take ~20 ms, so its long run has 45 epochs: --small-long-epochs).
+  epochs take ~20 ms, so its long run has 45 epochs: --small-long-epochs). Before each 2-thread
+  run, the machine's two-core capacity (benchmarks/two_core_gauge.py): the scaling a loop of
+  AVX2 arithmetic gets at that moment, the ceiling of any 2-thread figure here.
 Each figure comes with the best validation logloss of the same runs. Ratios > 1 mean ctrflow
 is faster (or, for memory, smaller). Without --libffm (or $LIBFFM_DIR) LIBFFM is not run and no
 ratio is printed: figures recorded earlier are shown as such, never as measured now.
@@ -33,9 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from benchmarks.two_core_gauge import GaugeUnavailableError, TwoCoreGauge
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SYNTH = ROOT / "benchmarks" / "synth_ctr.py"
@@ -216,8 +221,32 @@ def epoch_difference(short: list[Run], long: list[Run], extra: int) -> float:
     return med([(b.seconds - a.seconds) / extra for a, b in zip(short, long, strict=True)])
 
 
+def _gauged(job: Callable[[], Run], gauge: TwoCoreGauge | None, capacities: list[float]
+            ) -> Callable[[], Run]:  # fmt: skip
+    """The job, after a reading of the machine's two-core capacity (when the gauge runs here)."""
+
+    def run() -> Run:
+        if gauge is not None:
+            capacities.append(gauge.capacity())
+        return job()
+
+    return run
+
+
+def _capacity_line(capacities: list[float], scaling: float) -> str:
+    if not capacities:
+        return "  two-core capacity: not measured (no C compiler or no AVX2 here)"
+    cap = med(capacities)
+    return (
+        f"  two-core capacity of the machine before each 2-thread run: x{cap:.2f} median"
+        f" (x{min(capacities):.2f}-{max(capacities):.2f}; benchmarks/two_core_gauge.py: no"
+        f" 2-thread program of AVX2 code scales beyond it): ctrflow's x{scaling:.2f} is"
+        f" {scaling / cap:.0%} of it"
+    )
+
+
 def bench_training(args: argparse.Namespace, data: pathlib.Path, tag: str, lib: Libffm | None,
-                   threads_only: bool = False) -> None:  # fmt: skip
+                   gauge: TwoCoreGauge | None, threads_only: bool = False) -> None:  # fmt: skip
     ours = Ctrflow(data, args.dir / "work" / f"ctrflow-{tag}")
     short, long = args.short_epochs, args.small_long_epochs if threads_only else args.long_epochs
     extra = long - short
@@ -225,9 +254,12 @@ def bench_training(args: argparse.Namespace, data: pathlib.Path, tag: str, lib: 
     if lib is not None and not threads_only:
         jobs["lib 1t short"] = lambda: lib.train(short, 1, False)
         jobs["lib 1t long"] = lambda: lib.train(long, 1, False)
+    capacities: list[float] = []
     for t in (1, 2):
         jobs[f"ours {t}t short"] = lambda t=t: ours.train(short, t, False)
         jobs[f"ours {t}t long"] = lambda t=t: ours.train(long, t, False)
+    for name in ("ours 2t short", "ours 2t long"):
+        jobs[name] = _gauged(jobs[name], gauge, capacities)  # type: ignore[arg-type]
     if not threads_only:
         if lib is not None:
             jobs["lib job"] = lambda: lib.train(args.max_epochs, 1, True)
@@ -259,6 +291,7 @@ def bench_training(args: argparse.Namespace, data: pathlib.Path, tag: str, lib: 
         f"  2 threads: ctrflow {o2:.3f} s (best valid logloss {best2:.4f}, {best2 - best1:+.4f}"
         f" vs 1 thread; target within 0.002): scaling x{o1 / o2:.2f} (target >= {target})"
     )
+    print(_capacity_line(capacities, o1 / o2))
     if threads_only:
         return
     ojob = runs["ours job"]
@@ -457,10 +490,14 @@ def main() -> None:
         print("  recorded earlier on this machine kind (NOT measured now):")
         for key, value in RECORDED.items():
             print(f"    {key}: {value}")
+    try:
+        gauge: TwoCoreGauge | None = TwoCoreGauge(args.dir / "two-core-gauge")
+    except GaugeUnavailableError:
+        gauge = None
     if not args.no_reference:
-        bench_training(args, data, "reference", lib)
+        bench_training(args, data, "reference", lib, gauge)
     if not args.no_small:
-        bench_training(args, small_workload(data), "small", None, threads_only=True)
+        bench_training(args, small_workload(data), "small", None, gauge, threads_only=True)
     if args.scale:
         bench_scale(args, lib)
     if not args.no_predict:
