@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
+from ctrflow.components.training._figure import diagonal_figure
+
 __all__ = ["CalibrationBin", "calibration_bins", "expected_calibration_error", "reliability_plot"]
 
 
@@ -57,25 +59,17 @@ def expected_calibration_error(bins: list[CalibrationBin]) -> float:
 
 def reliability_plot(bins: list[CalibrationBin], path: pathlib.Path, title: str) -> pathlib.Path:
     """Observed rate against mean prediction per bin, with the diagonal of perfect calibration."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display in a pod or CI
-    import matplotlib.pyplot as plt
-
     predicted = [b.mean_prediction for b in bins]
     observed = [b.observed_rate for b in bins]
     top = max(*predicted, *observed) * 1.05 or 1.0
-    fig, ax = plt.subplots(figsize=(5, 5))
-    try:
-        ax.plot([0, top], [0, top], linestyle="--", color="grey", label="perfectly calibrated")
+    with diagonal_figure(
+        path,
+        title,
+        top=top,
+        diagonal="perfectly calibrated",
+        xlabel="mean predicted click probability",
+        ylabel="observed click rate",
+        legend="upper left",
+    ) as ax:
         ax.plot(predicted, observed, marker="o", label="model (equal-count bins)")
-        ax.set_xlim(0, top)
-        ax.set_ylim(0, top)
-        ax.set_xlabel("mean predicted click probability")
-        ax.set_ylabel("observed click rate")
-        ax.set_title(title)
-        ax.legend(loc="upper left")
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
     return path
