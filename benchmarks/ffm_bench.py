@@ -17,7 +17,10 @@ this VM's speed drifts 30-50% between phases, so only side-by-side ratios mean a
   and on a small low-dimensional set (the first 70,000 rows and first 10 fields of it; its
   epochs take ~20 ms, so its long run has 45 epochs: --small-long-epochs). Before each 2-thread
   run, the machine's two-core capacity (benchmarks/two_core_gauge.py): the scaling a loop of
-  AVX2 arithmetic gets at that moment, the ceiling of any 2-thread figure here.
+  AVX2 arithmetic gets at that moment, an upper bound of any 2-thread figure here. After the
+  reference rounds, benchmarks/engine_pair.py in this process: 2 threads on one model against
+  two 1-thread trainings of their own models at once, which tells what the two cores give this
+  workload from what sharing the model costs.
 Each figure comes with the best validation logloss of the same runs. Ratios > 1 mean ctrflow
 is faster (or, for memory, smaller). Without --libffm (or $LIBFFM_DIR) LIBFFM is not run and no
 ratio is printed: figures recorded earlier are shown as such, never as measured now.
@@ -40,12 +43,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from benchmarks import engine_pair
 from benchmarks.two_core_gauge import GaugeUnavailableError, TwoCoreGauge
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SYNTH = ROOT / "benchmarks" / "synth_ctr.py"
 K, ETA, LAM = 4, 0.2, 2e-5
 SMALL_ROWS, SMALL_FIELDS = 70_000, 10
+PAIR_ROUNDS = 10  # engine_pair rounds: about 3 s each on the reference workload
 
 #: LIBFFM on the reference workload as recorded in docs/performance.md: shown for orientation
 #: when LIBFFM is not run, and never turned into a ratio.
@@ -496,6 +501,8 @@ def main() -> None:
         gauge = None
     if not args.no_reference:
         bench_training(args, data, "reference", lib, gauge)
+        pairing = engine_pair.measure(data / "train.bin", PAIR_ROUNDS)
+        print(f"  epochs in one process: {engine_pair.summary(pairing)}")
     if not args.no_small:
         bench_training(args, small_workload(data), "small", None, gauge, threads_only=True)
     if args.scale:
