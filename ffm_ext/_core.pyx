@@ -66,6 +66,7 @@ cdef extern from "ffm_kernels.h" nogil:
     int ffm_all_finite(const float *p, int64_t count)
     int ffm_max_threads()
     const char *ffm_isa()
+    void ffm_eta_rsqrt(const float *x, float *out, int64_t n, float eta)
 
 
 cdef extern from "libffm_text.h" nogil:
@@ -142,6 +143,15 @@ cdef object _owned_array(void *ptr, int64_t count, int typenum, int itemsize):
 def isa() -> str:
     """Which hot-loop build this CPU runs: "avx2" or "generic"."""
     return ffm_isa().decode()
+
+
+def eta_rsqrt(const float[::1] x, float eta):
+    """eta / sqrt(x) as this CPU's training steps compute it (float32; the reference tests)."""
+    out = np.empty(x.shape[0], dtype=np.float32)
+    cdef float[::1] result = out
+    if x.shape[0] > 0:
+        ffm_eta_rsqrt(&x[0], &result[0], x.shape[0], eta)
+    return out
 
 
 def max_threads() -> int:

@@ -21,7 +21,8 @@ typedef struct {
                                 int64_t hi, int normalize, ffm_token *scratch, float *out);       \
     float ffm_margin_tokens_##isa(const ffm_model *model, const int32_t *fields,                  \
                                   const int32_t *features, const float *values, int64_t len,      \
-                                  int normalize, ffm_token *scratch);
+                                  int normalize, ffm_token *scratch);                             \
+    void ffm_eta_rsqrt_##isa(const float *x, float *out, int64_t n, float eta);
 
 FFM_HOT_DECLARE(generic)
 #if defined(__x86_64__) || defined(_M_X64)

@@ -55,19 +55,34 @@ static inline int64_t gather(const ffm_model *model, const int32_t *fields,
 
 static inline float hsum4(v4 x) { return (x[0] + x[1]) + (x[2] + x[3]); }
 
-/* eta / sqrt(x). rsqrtps (12 bits) refined by one Newton step to ~22 bits: 1/sqrt at a fraction
- * of sqrt+div's cost; eta goes into the step's constants, which saves the multiplication by eta
- * of every update (one FP operation in ten; the update loop is bound by them). */
-static inline v4 eta_rsqrt4(v4 x, float eta) {
-#ifdef FFM_SSE
-    const v4 y = (v4)_mm_rsqrt_ps((__m128)x);
-    /* Grouped as eta_rsqrt8 below, so that with FMA both round alike. */
-    return y * (1.5f * eta - (0.5f * eta * x) * (y * y));
+/* eta / sqrt(x), AdaGrad's step size. The SIMD builds take the CPU's reciprocal square root
+ * estimate as it is, as LIBFFM does: rsqrtps (12 bits: relative error <= 1.5 * 2^-12) in the
+ * AVX2 build, rsqrt14 in the AVX-512 one, at every width, so a build's steps all round alike.
+ * A Newton step refining it to ~22 bits cost 14% of a 1-thread epoch (the update loop is bound
+ * by its FP operations) and moved no best validation logloss in the fifth decimal
+ * (docs/performance.md). The generic build computes it exactly: the exact sequential algorithm
+ * the SIMD builds are checked against. */
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+static inline v4 eta_rsqrt4(v4 x, float eta) { return (v4)_mm_rsqrt14_ps((__m128)x) * eta; }
+#elif defined(__AVX2__)
+static inline v4 eta_rsqrt4(v4 x, float eta) { return (v4)_mm_rsqrt_ps((__m128)x) * eta; }
 #else
+static inline v4 eta_rsqrt4(v4 x, float eta) {
     v4 y;
     for (int d = 0; d < 4; ++d) y[d] = eta / sqrtf(x[d]);
     return y;
+}
 #endif
+
+/* out[i] = eta / sqrt(x[i]) exactly as this build's training steps compute it: the reference
+ * tests train with it, so they can hold the SIMD builds to float32-against-float64 tolerances. */
+void FFM_NAME(ffm_eta_rsqrt)(const float *x, float *out, int64_t n, float eta) {
+    for (int64_t i = 0; i < n; i += 4) {
+        v4 chunk = {1.0f, 1.0f, 1.0f, 1.0f};
+        for (int64_t d = 0; d < 4 && i + d < n; ++d) chunk[d] = x[i + d];
+        const v4 y = eta_rsqrt4(chunk, eta);
+        for (int64_t d = 0; d < 4 && i + d < n; ++d) out[i + d] = y[d];
+    }
 }
 
 /* AdaGrad step of one pair on the lanes [0, kp): w1 = w[j_a, f_b], w2 = w[j_b, f_a], their
@@ -262,11 +277,11 @@ static inline __attribute__((always_inline)) float pair_sum(int64_t kp, const ff
 #ifdef __AVX2__
 /* eta / sqrt(x), as eta_rsqrt4. */
 static inline __m256 eta_rsqrt8(__m256 x, __m256 eta) {
-    const __m256 y = _mm256_rsqrt_ps(x);
-    const __m256 yy = _mm256_mul_ps(y, y);
-    const __m256 half = _mm256_mul_ps(_mm256_set1_ps(0.5f), eta);
-    return _mm256_mul_ps(y, _mm256_fnmadd_ps(_mm256_mul_ps(half, x), yy,
-                                             _mm256_mul_ps(_mm256_set1_ps(1.5f), eta)));
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+    return _mm256_mul_ps(_mm256_rsqrt14_ps(x), eta);
+#else
+    return _mm256_mul_ps(_mm256_rsqrt_ps(x), eta);
+#endif
 }
 
 /* AdaGrad steps of the two pairs in a pair of registers (k <= 4): lanes 0-3 of x1 and x2 are one
@@ -368,13 +383,9 @@ static inline void update_two_rows_dense(const ffm_token *t, int64_t a, int64_t 
 #endif
 
 #ifdef __AVX512F__
-/* eta / sqrt(x), as eta_rsqrt4 (rsqrt14: 14 bits before the Newton step). */
+/* eta / sqrt(x), as eta_rsqrt4. */
 static inline __m512 eta_rsqrt16(__m512 x, __m512 eta) {
-    const __m512 y = _mm512_rsqrt14_ps(x);
-    const __m512 yy = _mm512_mul_ps(y, y);
-    const __m512 half = _mm512_mul_ps(_mm512_set1_ps(0.5f), eta);
-    return _mm512_mul_ps(y, _mm512_fnmadd_ps(_mm512_mul_ps(half, x), yy,
-                                             _mm512_mul_ps(_mm512_set1_ps(1.5f), eta)));
+    return _mm512_mul_ps(_mm512_rsqrt14_ps(x), eta);
 }
 
 /* AdaGrad steps of four pairs (k <= 4) that touch eight distinct vectors, in one register. */

@@ -345,6 +345,10 @@ static train_slice_fn train_slice(void) { return FFM_PICK(ffm_train_slice); }
 static margin_slice_fn margin_slice(void) { return FFM_PICK(ffm_margin_slice); }
 static margin_tokens_fn margin_tokens(void) { return FFM_PICK(ffm_margin_tokens); }
 
+void ffm_eta_rsqrt(const float *x, float *out, int64_t n, float eta) {
+    FFM_PICK(ffm_eta_rsqrt)(x, out, n, eta);
+}
+
 /* ------------------------------------------------------------------ epochs and batches */
 
 void ffm_permute_rows(const ffm_rows *src, const int64_t *order, int64_t *indptr,

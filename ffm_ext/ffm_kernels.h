@@ -123,6 +123,10 @@ void ffm_copy(float *dst, const float *src, int64_t count);
 /* Which hot-loop build runs on this CPU: "avx2" or "generic". */
 const char *ffm_isa(void);
 
+/* out[i] = eta / sqrt(x[i]) as this CPU's build computes AdaGrad's step sizes: the SIMD builds
+ * use the CPU's reciprocal square root estimate (for the reference tests). */
+void ffm_eta_rsqrt(const float *x, float *out, int64_t n, float eta);
+
 /* Number of OpenMP threads available (1 without OpenMP). */
 int ffm_max_threads(void);
 

@@ -12,8 +12,7 @@ import numpy as np
 import ffm_ext
 from ffm_ext import _core
 from ffm_ext._epoch_rows import EpochRows, block_order
-from tests.ffm_ext.test_reference import random_dataset
-from tests.testkit.ffm_reference import train as reference_train
+from tests.ffm_ext.test_reference import TOLERANCE, random_dataset, reference
 from tests.testkit.paths import REPO_ROOT
 
 
@@ -39,8 +38,8 @@ def test_a_shuffled_epoch_trains_the_rows_in_the_permutations_order() -> None:
     model.fit(data, warm_start=True)  # epoch 1 visits permutation(n, seed * 1_000_003 + 1)
     order = _core.permutation(data.n_rows, 3 * 1_000_003 + 1)
     shuffled = take_rows(data, order)
-    expected = reference_train(shuffled, w0, eta=0.1, lam=1e-3, epochs=1, normalize=True)
-    np.testing.assert_allclose(model.weights, expected, rtol=2e-4, atol=2e-6)
+    expected = reference(shuffled, w0, 1, True)
+    np.testing.assert_allclose(model.weights, expected, **TOLERANCE)
 
 
 # The peak is the process's VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over

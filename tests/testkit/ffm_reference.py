@@ -4,6 +4,8 @@ normalisation), to check the C kernels against. Sequential and slow on purpose."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -41,8 +43,16 @@ def train(
     lam: float,
     epochs: int,
     normalize: bool,
+    step: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Epochs over the rows in order; returns the weights (float64 arithmetic)."""
+    """Epochs over the rows in order; returns the weights (float64 arithmetic). `step(s)` is
+    AdaGrad's step sizes for a vector of accumulated squares: eta / sqrt(s) unless given (the C
+    kernels' SIMD builds take the CPU's reciprocal square root estimate there)."""
+
+    def exact(s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return eta / np.sqrt(s)
+
+    step = step or exact
     w = w0.astype(np.float64)
     g = np.ones_like(w)
     n, m, _ = w.shape
@@ -63,6 +73,6 @@ def train(
                     s2 = g[jb, fa] + g2 * g2
                     g[ja, fb] = s1
                     g[jb, fa] = s2
-                    w[ja, fb] = w1 - eta * g1 / np.sqrt(s1)
-                    w[jb, fa] = w2 - eta * g2 / np.sqrt(s2)
+                    w[ja, fb] = w1 - g1 * step(s1)
+                    w[jb, fa] = w2 - g2 * step(s2)
     return w
