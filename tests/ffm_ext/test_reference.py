@@ -160,6 +160,35 @@ def test_every_isa_build_matches(isa: str, tmp_path: pathlib.Path) -> None:
         np.testing.assert_allclose(trained, expected, **TOLERANCE)
 
 
+_STEP_ERROR = """
+import json
+import numpy as np
+from ffm_ext import _core
+x = np.geomspace(1.0, 1e6, 100_003).astype(np.float32)  # AdaGrad's accumulators start at 1
+exact = 0.2 / np.sqrt(x.astype(np.float64))
+error = np.abs(_core.eta_rsqrt(x, 0.2) / exact - 1.0)
+print(json.dumps({"isa": _core.isa(), "max": float(error.max())}))
+"""
+
+#: The estimates' documented relative error bounds: rsqrtps 1.5 * 2^-12, rsqrt14 2^-14; the
+#: generic build's float32 division and square root, a few ulps.
+STEP_ERROR_BOUND = {"generic": 2**-22, "avx2": 1.5 * 2**-12, "avx512": 2**-14}
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_step_sizes_are_within_the_estimates_bound(isa: str) -> None:
+    """The reference trains with the build's own step sizes, so a wrong estimate there (1/x,
+    say) would pass test_matches_reference: checked on its own here."""
+    env = dict(os.environ, FFM_ISA=isa)
+    done = subprocess.run([sys.executable, "-c", _STEP_ERROR], env=env, cwd=REPO_ROOT,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["isa"] != isa:
+        assert isa != "generic"
+        pytest.skip(f"this CPU cannot run the {isa} build (runs {result['isa']})")
+    assert result["max"] <= STEP_ERROR_BOUND[isa], result
+
+
 @pytest.mark.parametrize("consecutive", [False, True])
 def test_margins_match_reference(consecutive: bool) -> None:
     from tests.testkit.ffm_reference import margin, row_tokens

@@ -97,6 +97,19 @@ MUTATIONS: tuple[Mutation, ...] = (
         KERNEL_TESTS, isa="avx512",
     ),
     Mutation(
+        "adagrad: 1/x estimate instead of 1/sqrt(x) (AVX2 step sizes, every width)", "adagrad",
+        HOT,
+        (("return (v4)_mm_rsqrt_ps((__m128)x) * eta;", "return (v4)_mm_rcp_ps((__m128)x) * eta;"),
+         ("_mm256_mul_ps(_mm256_rsqrt_ps(x), eta);", "_mm256_mul_ps(_mm256_rcp_ps(x), eta);")),
+        KERNEL_TESTS, isa="avx2",
+    ),
+    Mutation(
+        "adagrad: the 128-bit step sizes 0.05% too large (AVX2)", "adagrad", HOT,
+        (("return (v4)_mm_rsqrt_ps((__m128)x) * eta;",
+          "return (v4)_mm_rsqrt_ps((__m128)x) * (eta * 1.0005f);"),),
+        KERNEL_TESTS, isa="avx2",
+    ),
+    Mutation(
         "adagrad: G += g instead of g*g (pair update)", "adagrad", HOT,
         ((_PAIR_G, _PAIR_G.replace("d1 * d1", "d1").replace("d2 * d2", "d2")),), KERNEL_TESTS,
     ),
