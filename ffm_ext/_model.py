@@ -30,6 +30,12 @@ EpochCallback = Callable[[int, float, "float | None"], "bool | None"]
 
 _LIBFFM_HEADER = struct.Struct("<iii?")
 
+#: A training logloss above this (the constant predictor's is below 0.7) makes fit() scan the
+#: weights and accumulators at once: an accumulator that overflowed to inf gets a step of 0 from
+#: the reciprocal square root estimate, so its weight freezes instead of turning NaN, and the
+#: logloss alone may stay finite (values of 1e19 without normalisation gave 1.2e37).
+SUSPECT_TRAIN_LOGLOSS = 30.0
+
 
 @dataclass
 class FitHistory:
@@ -206,6 +212,8 @@ class FFM:
                 )
                 if not math.isfinite(loss):
                     raise self._diverged(epoch, "training logloss", loss)
+                if loss > SUSPECT_TRAIN_LOGLOSS and not engine.weights_finite():
+                    raise self._diverged(epoch, "an AdaGrad accumulator or weight", math.inf)
                 history.train_logloss.append(loss)
                 valid_loss = None
                 if valid is not None:
@@ -236,6 +244,9 @@ class FFM:
                 if callback is not None and callback(epoch, loss, valid_loss):
                     history.stopped_early, history.stop_reason = True, "callback"
                     break
+            if not engine.weights_finite():  # weights and accumulators, while both are here
+                last = len(history.train_logloss)
+                raise self._diverged(last, "an AdaGrad accumulator or weight", math.inf)
             if valid is not None and history.best_epoch != len(history.train_logloss):
                 restore = best  # the best epoch's weights replace the last ones, no copy
         finally:

@@ -226,6 +226,16 @@ def test_divergence_raises_instead_of_returning_nan_model() -> None:
     assert not model.is_fitted
 
 
+def test_overflowing_accumulators_raise_though_the_logloss_stays_sane() -> None:
+    """lam * w overflows the accumulators' squares; the step estimate then gives those weights a
+    step of 0 instead of NaN, so the training logloss stays near 0.69 and only the scan of the
+    weights and accumulators at the end of training can tell."""
+    model = ffm_ext.FFM(lam=1e30, epochs=2, progress=False)
+    with pytest.raises(ffm_ext.FFMDivergenceError, match="accumulator or weight is inf"):
+        model.fit(synthetic(12, rows=500))
+    assert not model.is_fitted
+
+
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
