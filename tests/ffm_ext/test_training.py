@@ -211,7 +211,9 @@ def test_two_threads_fold_every_update_of_replicated_features_once() -> None:
     assert seen.sum() > 500 and counts.max() > data.n_rows // 10
     one, two = changes[0][seen], changes[1][seen]
     ratio = np.linalg.norm(two, axis=1) / np.linalg.norm(one, axis=1)
-    assert ratio.min() > 0.9 and ratio.max() < 1.1, (ratio.min(), ratio.max())
+    # Here (80 runs, idle and loaded) 0.94-1.07; in CI's parallel suite one feature of ~600 once
+    # moved 0.87 as far. A lost or halved fold gives 0.5 or less, a doubled one 1.5 or more.
+    assert ratio.min() > 0.8 and ratio.max() < 1.25, (ratio.min(), ratio.max())
     # The direction too: a fold with the wrong sign or mixing in stale values moves as far.
     cosine = np.sum(one * two, axis=1) / (np.linalg.norm(one, axis=1) * np.linalg.norm(two, axis=1))
     assert cosine.min() > 0.99, cosine.min()
