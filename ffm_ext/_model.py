@@ -244,7 +244,9 @@ class FFM:
                 if callback is not None and callback(epoch, loss, valid_loss):
                     history.stopped_early, history.stop_reason = True, "callback"
                     break
-            if not engine.weights_finite():  # weights and accumulators, while both are here
+            # Weights and accumulators, while both are here. Non-finite values never turn
+            # finite again, so a finite last state also vouches for the best epoch's snapshot.
+            if not engine.weights_finite():
                 last = len(history.train_logloss)
                 raise self._diverged(last, "an AdaGrad accumulator or weight", math.inf)
             if valid is not None and history.best_epoch != len(history.train_logloss):
@@ -253,8 +255,6 @@ class FFM:
             engine.stop_training(restore)
             if bar is not None:
                 bar.close()
-        if not engine.weights_finite():
-            raise self._diverged(history.best_epoch, "weights", float("nan"))
         return history
 
     def _diverged(self, epoch: int, what: str, value: float) -> FFMDivergenceError:
