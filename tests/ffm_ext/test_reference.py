@@ -3,7 +3,6 @@ weights, same row order, every instruction-set build of the hot loops."""
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 import ffm_ext
 from ffm_ext import _core
 from tests.testkit.ffm_reference import train as reference_train
+from tests.testkit.isa_builds import run_under_isa
 from tests.testkit.paths import REPO_ROOT
 
 
@@ -142,16 +142,7 @@ print(json.dumps({{"isa": _core.isa()}}))
 def test_every_isa_build_matches(isa: str, tmp_path: pathlib.Path) -> None:
     """Each hot-loop build (forced with FFM_ISA) trains the same weights as the reference."""
     out = tmp_path / "w-"
-    code = _SUBPROCESS.format(out=str(out))
-    env = dict(os.environ, FFM_ISA=isa)
-    done = subprocess.run(  # from the repository root, where `tests` imports as a package
-        [sys.executable, "-c", code],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    used = json.loads(done.stdout.strip().splitlines()[-1])["isa"]
-    if used != isa:
-        assert isa != "generic"
-        pytest.skip(f"this CPU cannot run the {isa} build (runs {used})")
+    run_under_isa(isa, _SUBPROCESS.format(out=str(out)))
     for name in ("rows", "dense"):  # the reference ran in the subprocess, with its step sizes
         trained, expected = (
             np.load(f"{out}{name}-trained.npy"),
@@ -179,13 +170,7 @@ STEP_ERROR_BOUND = {"generic": 2**-22, "avx2": 1.5 * 2**-12, "avx512": 2**-14}
 def test_step_sizes_are_within_the_estimates_bound(isa: str) -> None:
     """The reference trains with the build's own step sizes, so a wrong estimate there (1/x,
     say) would pass test_matches_reference: checked on its own here."""
-    env = dict(os.environ, FFM_ISA=isa)
-    done = subprocess.run([sys.executable, "-c", _STEP_ERROR], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if result["isa"] != isa:
-        assert isa != "generic"
-        pytest.skip(f"this CPU cannot run the {isa} build (runs {result['isa']})")
+    result = run_under_isa(isa, _STEP_ERROR)
     assert result["max"] <= STEP_ERROR_BOUND[isa], result
 
 
