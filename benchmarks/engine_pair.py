@@ -22,10 +22,9 @@ import pathlib
 import statistics
 import tempfile
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from benchmarks.timing import seconds
 from ffm_ext import _core
 from ffm_ext._dataset import Dataset
 from ffm_ext._epoch_rows import EpochRows
@@ -52,12 +51,6 @@ class PairRound:
         return self.scaling / self.capacity
 
 
-def _timed(fn: Callable[[], None]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
 class EnginePair:
     """Three engines on one training set, each past its first epoch (first touch) already."""
 
@@ -76,24 +69,24 @@ class EnginePair:
         engine.train_epoch(*self._rows, ETA, LAM, True, threads)
 
     def _pair(self) -> tuple[float, float]:
-        seconds = [0.0, 0.0]
+        took = [0.0, 0.0]
 
         def train(i: int) -> None:
-            seconds[i] = _timed(lambda: self._epoch(self._engines[1 + i], 1))
+            took[i] = seconds(lambda: self._epoch(self._engines[1 + i], 1))
 
         workers = [threading.Thread(target=train, args=(i,)) for i in (0, 1)]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
-        return seconds[0], seconds[1]
+        return took[0], took[1]
 
     def round(self) -> PairRound:
         a = self._engines[0]
-        before = _timed(lambda: self._epoch(a, 1))
-        two = _timed(lambda: self._epoch(a, 2))
+        before = seconds(lambda: self._epoch(a, 1))
+        two = seconds(lambda: self._epoch(a, 2))
         pair = self._pair()
-        after = _timed(lambda: self._epoch(a, 1))
+        after = seconds(lambda: self._epoch(a, 1))
         return PairRound(min(before, after), two, pair)
 
 

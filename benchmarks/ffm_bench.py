@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from benchmarks import engine_pair
+from benchmarks.timing import seconds
 from benchmarks.two_core_gauge import GaugeUnavailableError, TwoCoreGauge
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -281,13 +282,13 @@ def bench_training(args: argparse.Namespace, data: pathlib.Path, tag: str, lib: 
     if lib is not None and not threads_only:
         l1 = epoch_difference(runs["lib 1t short"], runs["lib 1t long"], extra)
         lbest = med([r.best for r in runs["lib 1t long"]])
-        gauge = med([med(r.epoch_timer) for r in runs["lib 1t long"]])
+        phase = med([med(r.epoch_timer) for r in runs["lib 1t long"]])
         print(
             f"  1 thread:  LIBFFM {l1:.3f} s (best valid logloss {lbest:.4f})   ctrflow {o1:.3f} s"
             f" (best valid logloss {best1:.4f}): {ratio(l1, o1)} (target >= 2.0)"
         )
         print(
-            f"  phase gauge: LIBFFM's own epoch timer {gauge:.3f} s (on the 200k reference"
+            f"  phase gauge: LIBFFM's own epoch timer {phase:.3f} s (on the 200k reference"
             " workload: about 0.80 in a quiet phase, 1.05 and more in slow ones)"
         )
     else:
@@ -394,7 +395,7 @@ def _cpu_per_row(args: argparse.Namespace) -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
 
-    sizes = []
+    sizes: list[tuple[int, ffm_ext.Dataset, _core.Engine, EpochRows, list[float]]] = []
     for rows in args.scale:
         train = ffm_ext.Dataset.load(workload(args.dir, rows) / "train.bin")
         engine = _core.Engine(train.n_features, train.n_fields, K, training=True)
@@ -418,8 +419,8 @@ def bench_predict(data: pathlib.Path) -> None:
     """Batch throughput and one-row latency in this process (no LIBFFM counterpart run)."""
     import ffm_ext
 
-    parse = min(_seconds(lambda: ffm_ext.read_libffm(data / "train.ffm")) for _ in range(3))
-    load = min(_seconds(lambda: ffm_ext.Dataset.load(data / "train.bin")) for _ in range(5))
+    parse = min(seconds(lambda: ffm_ext.read_libffm(data / "train.ffm")) for _ in range(3))
+    load = min(seconds(lambda: ffm_ext.Dataset.load(data / "train.bin")) for _ in range(5))
     print(
         f"\n== data: text parse (validating) {parse:.3f} s, binary load (mmap, validating)"
         f" {load * 1e3:.1f} ms: x{parse / load:.0f} (target >= 20)"
@@ -431,7 +432,7 @@ def bench_predict(data: pathlib.Path) -> None:
     print(f"\n== prediction (model after 2 epochs; test logloss {model.logloss(test):.4f})")
     for threads in (1, 2):
         model.n_threads = threads
-        best = min(_seconds(lambda: model.predict(train)) for _ in range(3))
+        best = min(seconds(lambda: model.predict(train)) for _ in range(3))
         print(f"batch from memory, {threads} thread(s): {train.n_rows / best / 1e6:.2f} M rows/s")
     model.n_threads = 1
     rows = []
@@ -446,12 +447,6 @@ def bench_predict(data: pathlib.Path) -> None:
         latencies[i] = clock() - started
     p50, p99 = np.percentile(latencies[len(latencies) // 20 :], [50, 99]) / 1e3
     print(f"one row from Python (FFM.predict_one): p50 {p50:.2f} us, p99 {p99:.2f} us")
-
-
-def _seconds(fn) -> float:  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ def _planted_logits(rng: np.random.Generator, ids: np.ndarray, n_features: int) 
     latent = rng.normal(0.0, 0.45, size=(n_features, N_FIELDS, K_TRUE)).astype(np.float32)
     pairs = [(a, b) for a in range(N_FIELDS) for b in range(a + 1, N_FIELDS)]
     chosen = rng.choice(len(pairs), size=N_PLANTED_PAIRS, replace=False)
-    logits = linear[ids].sum(axis=1) / np.sqrt(N_FIELDS)
+    logits: np.ndarray = linear[ids].sum(axis=1) / np.sqrt(N_FIELDS)
     for p in chosen:
         a, b = pairs[p]
         logits += np.einsum("ij,ij->i", latent[ids[:, a], b], latent[ids[:, b], a])
