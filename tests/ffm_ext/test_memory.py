@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 import ffm_ext
+from ffm_ext import _core
 
 
 def rss_bytes() -> int:
@@ -72,3 +73,35 @@ def test_what_threads_keep_between_epochs_is_freed() -> None:
 
     grown = rss_growth(cycle)
     assert grown < 8 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 50 two-thread fits"
+
+
+def test_replicas_kept_between_epochs_are_freed_also_when_the_thread_count_grows() -> None:
+    """Each thread's replica of the replicated features stays with the model from epoch to
+    epoch and is allocated again when more threads come: 2,000 replicated features of 40 fields
+    make 2 x 3 threads x 2,000 x 40 x 4 x 2 floats = 15 MB a model, so a leak shows."""
+    rng = np.random.default_rng(2)
+    rows, n_fields, n_features = 2000, 40, 2000
+    data = ffm_ext.Dataset(
+        np.arange(rows + 1, dtype=np.int64) * n_fields,
+        np.tile(np.arange(n_fields, dtype=np.int32), rows),
+        rng.integers(0, n_features, rows * n_fields).astype(np.int32),
+        np.ones(rows * n_fields, np.float32),
+        (rng.random(rows) < 0.3).astype(np.float32),
+        n_features=n_features,
+    )
+    order = np.arange(rows, dtype=np.int64)
+    arrays = (data.indptr, data.fields, data.features, data.values, data.labels)
+
+    def cycle() -> None:
+        engine = _core.Engine(n_features, n_fields, 4, training=True)
+        engine.initialize(0)
+        engine.start_training()
+        losses = [
+            engine.train_epoch(*arrays, order, 0.2, 2e-5, True, threads) for threads in (2, 3, 2)
+        ]
+        assert losses[0] > losses[1] > losses[2], losses  # all-positive initial weights: ~3.2
+        engine.stop_training()
+        assert engine.weights_finite()
+
+    grown = rss_growth(cycle, times=30)
+    assert grown < 16 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 30 engines"

@@ -36,10 +36,11 @@ KERNELS = "ffm_ext/ffm_kernels.c"
 PARSER = "ffm_ext/libffm_text.c"
 
 # The tests that guard each part: the NumPy reference trainer (every ISA build, via FFM_ISA),
-# training quality and the 2-thread replica folds, the LIBFFM text parser.
+# training quality and the 2-thread replica folds, the LIBFFM text parser, freed memory.
 KERNEL_TESTS = ("tests/ffm_ext/test_reference.py", "tests/ffm_ext/test_training.py")
 FOLD_TESTS = ("tests/ffm_ext/test_training.py",)
 PARSER_TESTS = ("tests/ffm_ext/test_parser.py",)
+MEMORY_TESTS = ("tests/ffm_ext/test_memory.py",)
 TEST_TIMEOUT = 900  # seconds; a mutant that hangs the tests counts as killed (by the timeout)
 
 
@@ -228,6 +229,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         (("    if (n_hot > 0) fold_replica(model, hot, n_hot, mine, base, &job->lock, 1);\n",
           ""),),
         FOLD_TESTS,
+    ),
+    Mutation(
+        "replicas: kept from epoch to epoch, never freed", "fold", KERNELS,
+        (("    ffm_free(hot->replicas);\n", ""),), MEMORY_TESTS,
     ),
 )  # fmt: skip
 
