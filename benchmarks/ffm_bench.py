@@ -14,8 +14,9 @@ this VM's speed drifts 30-50% between phases, so only side-by-side ratios mean a
 - whole job: train with early stopping on validation (LIBFFM --auto-stop, ctrflow patience 1),
   then save the model.
 - threads: ctrflow's epoch difference at 1 and 2 threads (scaling), on the reference workload
-  and on a small low-dimensional set (the first 70,000 rows and first 10 fields of it; its
-  epochs take ~20 ms, so its long run has 45 epochs: --small-long-epochs). Before each 2-thread
+  and on a small low-dimensional set (the first 70,000 rows and first 10 fields of it). Its
+  epochs take 10-25 ms while a process's start varies by +-0.1 s, so its long run has 125
+  epochs (--small-long-epochs) and it runs 5 rounds (--small-rounds). Before each 2-thread
   run, the machine's two-core capacity (benchmarks/two_core_gauge.py): the scaling a loop of
   AVX2 arithmetic gets at that moment, an upper bound of any 2-thread figure here. After the
   reference rounds, benchmarks/engine_pair.py in this process: 2 threads on one model against
@@ -252,7 +253,9 @@ def _capacity_line(capacities: list[float], scaling: float) -> str:
 
 
 def bench_training(args: argparse.Namespace, data: pathlib.Path, tag: str, lib: Libffm | None,
-                   gauge: TwoCoreGauge | None, threads_only: bool = False) -> None:  # fmt: skip
+                   gauge: TwoCoreGauge | None, threads_only: bool = False,
+                   rounds: int | None = None) -> None:  # fmt: skip
+    rounds = args.rounds if rounds is None else rounds
     ours = Ctrflow(data, args.dir / "work" / f"ctrflow-{tag}")
     short, long = args.short_epochs, args.small_long_epochs if threads_only else args.long_epochs
     extra = long - short
@@ -270,8 +273,8 @@ def bench_training(args: argparse.Namespace, data: pathlib.Path, tag: str, lib: 
         if lib is not None:
             jobs["lib job"] = lambda: lib.train(args.max_epochs, 1, True)
         jobs["ours job"] = lambda: ours.train(args.max_epochs, 1, True)
-    print(f"\n== {tag}: {data.name}, k={K}, eta={ETA}, lambda={LAM}; {args.rounds} rounds")
-    runs = alternating(args.rounds, jobs)
+    print(f"\n== {tag}: {data.name}, k={K}, eta={ETA}, lambda={LAM}; {rounds} rounds")
+    runs = alternating(rounds, jobs)
 
     o1 = epoch_difference(runs["ours 1t short"], runs["ours 1t long"], extra)
     o2 = epoch_difference(runs["ours 2t short"], runs["ours 2t long"], extra)
@@ -460,9 +463,13 @@ def main() -> None:
     parser.add_argument("--long-epochs", type=int, default=15)
     parser.add_argument("--max-epochs", type=int, default=30, help="whole job, with auto-stop")
     parser.add_argument(
-        "--small-long-epochs", type=int, default=45,
-        help="the small set's long run: its epochs take ~20 ms, 10 more resolve little",
+        "--small-long-epochs", type=int, default=125,
+        help="the small set's long run: its epochs take 10-25 ms, and a process's start varies"
+        " by +-0.1 s (with 45, the 2-thread scaling read x1.28-1.87 within minutes)",
     )  # fmt: skip
+    parser.add_argument(
+        "--small-rounds", type=int, default=5, help="the small set's rounds (a round is ~10 s)"
+    )
     parser.add_argument(
         "--scale",
         type=lambda s: [int(x) for x in s.split(",") if x],
@@ -473,7 +480,7 @@ def main() -> None:
     parser.add_argument("--no-predict", action="store_true")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference workload")
     args = parser.parse_args()
-    if args.rounds < 3:
+    if min(args.rounds, args.small_rounds) < 3:
         parser.error("--rounds must be >= 3: a median of fewer rounds is not a figure")
 
     from ffm_ext import _core
@@ -499,7 +506,8 @@ def main() -> None:
         pairing = engine_pair.measure(data / "train.bin", PAIR_ROUNDS)
         print(f"  epochs in one process: {engine_pair.summary(pairing)}")
     if not args.no_small:
-        bench_training(args, small_workload(data), "small", None, gauge, threads_only=True)
+        bench_training(args, small_workload(data), "small", None, gauge, threads_only=True,
+                       rounds=args.small_rounds)  # fmt: skip
     if args.scale:
         bench_scale(args, lib)
     if not args.no_predict:
