@@ -73,7 +73,8 @@ typecheck: $(STAMP)
 	sed 's/@VERSION@/0/' pipelines/_package_init.py.in > build/typecheck/ctrflow/__init__.py
 	ln -s ../../ffm_ext build/typecheck/ffm_ext
 	ln -s ../../benchmarks build/typecheck/benchmarks
-	cd build/typecheck && MYPYPATH=. ../../$(BIN)/mypy --config-file ../../pyproject.toml -p ctrflow -p ffm_ext -p benchmarks
+	ln -s ../../tests build/typecheck/tests
+	cd build/typecheck && MYPYPATH=. ../../$(BIN)/mypy --config-file ../../pyproject.toml -p ctrflow -p ffm_ext -p benchmarks -p tests
 
 # Two processes (one per core here): most tests wait on servers and subprocesses, so the suite
 # takes about two thirds of its serial time, which keeps CI within its budget.

@@ -88,7 +88,7 @@ def test_save_and_memory_mapped_load(tmp_path: pathlib.Path) -> None:
     data.save(tmp_path / "ds")
     loaded = ffm_ext.Dataset.load(tmp_path / "ds")
     assert not loaded.features.flags.writeable
-    base = loaded.features
+    base: object = loaded.features  # object: an array's .base is an ndarray or None
     while isinstance(base, np.ndarray) and not isinstance(base, np.memmap):
         base = base.base
     assert isinstance(base, np.memmap), "load() copied instead of memory-mapping"

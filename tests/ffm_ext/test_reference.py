@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -64,12 +65,19 @@ def kernel_step(eta: float) -> Callable[[npt.NDArray[np.float64]], npt.NDArray[n
     return step
 
 
+class Tolerance(TypedDict):
+    """assert_allclose's keywords: typed so that **TOLERANCE matches its overloads."""
+
+    rtol: float
+    atol: float
+
+
 #: float32 kernels against float64 arithmetic with the kernels' step sizes. atol: the reference
 #: feeds the estimate its float64 accumulators rounded to float32, not the kernels' float32 sums,
 #: which now and then picks the neighbouring estimate; the largest difference measured was
 #: 2.8e-6 (a weight of 3.6e-4). A change to the algorithm moves weights by far more
 #: (make mutation-c).
-TOLERANCE = {"rtol": 2e-4, "atol": 5e-6}
+TOLERANCE: Tolerance = {"rtol": 2e-4, "atol": 5e-6}
 
 
 def reference(

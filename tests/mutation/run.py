@@ -86,7 +86,10 @@ def _targets() -> list[Target]:
 
 
 def _equivalents() -> list[dict[str, str]]:
-    return tomllib.loads((HERE / "equivalent.toml").read_text()).get("equivalent", [])
+    entries: list[dict[str, str]] = tomllib.loads((HERE / "equivalent.toml").read_text()).get(
+        "equivalent", []
+    )
+    return entries
 
 
 def _function_lines(module: pathlib.Path, names: list[str]) -> list[str]:

@@ -382,10 +382,11 @@ def test_every_step_runs_as_the_images_non_root_user(
     readOnlyRootFilesystem: README, "Security", says what enforces the rest)."""
     from ctrflow.components.names import RUN_AS_USER
 
+    root = 0  # an int: mypy takes `RUN_AS_USER != 0` for two literals that always differ
     for step, config in platform.items():
         context = config.security_context
         assert context.run_as_non_root is True, step
-        assert context.run_as_user == context.run_as_group == RUN_AS_USER != 0, step
+        assert context.run_as_user == context.run_as_group == RUN_AS_USER != root, step
         # Writable emptyDirs wherever a step or KFP's launcher writes, so the read-only root
         # that manifests/cluster/pipeline-steps sets at admission leaves the step working.
         mounts = {m.mount_path for m in config.empty_dir_mounts}

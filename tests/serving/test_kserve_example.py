@@ -18,7 +18,8 @@ import yaml
 
 from ctrflow.components.serving.server import build_parser
 from ctrflow.pipelines._image import DEFAULT_REGISTRY, default_image
-from tests.manifests.test_manifests import _tool, policy_violations
+from tests.manifests.render import tool as _tool
+from tests.manifests.test_manifests import policy_violations
 from tests.testkit.paths import REPO_ROOT
 
 # Fields of KServe's predictor that are not PodSpec fields (serving.kserve.io/v1beta1).

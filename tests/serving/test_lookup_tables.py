@@ -25,7 +25,8 @@ TEXTS = [
 
 def expected_ids(vocabulary: np.ndarray, offset: int, texts: list[str]) -> list[int]:
     """What prepare_data gives a text: its hash looked up in the field's vocabulary."""
-    return (lookup(vocabulary, hash_strings(texts, SEED)) + offset).tolist()
+    ids: list[int] = (lookup(vocabulary, hash_strings(texts, SEED)) + offset).tolist()
+    return ids
 
 
 def test_hash_is_the_training_hash_for_every_length_and_script() -> None:
@@ -51,7 +52,10 @@ def test_table_agrees_with_hash_and_lookup_on_vocabulary_and_other_texts() -> No
     for field, (vocabulary, offset) in enumerate(zip(vocabularies, offsets, strict=True)):
         want = expected_ids(vocabulary, offset, texts)
         out = np.empty((3, len(texts)), dtype=np.int64)
-        columns = [texts if f == field else [None] * len(texts) for f in range(3)]
+        # fill() takes list[list[object]]: a list[str] is not one (lists are invariant).
+        columns: list[list[object]] = [
+            list[object](texts) if f == field else [None] * len(texts) for f in range(3)
+        ]
         assert table.fill(columns, out) == 0
         assert out[field].tolist() == want
         fields = np.full(len(texts), field, dtype=np.int64)
@@ -79,7 +83,7 @@ def test_nulls_and_empty_texts_are_missing_and_other_values_are_left_to_python()
     class Text(str):
         pass
 
-    values = [None, "", "a", "zz", 7, 7.0, True, Text("a"), "\ud800", "b"]
+    values: list[object] = [None, "", "a", "zz", 7, 7.0, True, Text("a"), "\ud800", "b"]
     out = np.empty((2, len(values)), dtype=np.int64)
     left = table.fill([values, list(reversed(values))], out)
     a, b = expected_ids(vocabulary, 0, ["a", "b"])

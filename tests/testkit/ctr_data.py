@@ -29,7 +29,8 @@ from ctrflow.components.hpo.storage import StorageSettings
 def raw_frame(rows: int, seed: int) -> pd.DataFrame:
     """Raw rows as pandas reads a Criteo CSV: str categoricals, float/int numerics, NaN missing."""
     table = synth_table(rows=rows, days=3, seed=seed)
-    return table.cast(_plain_schema(table.schema)).to_pandas()
+    frame: pd.DataFrame = table.cast(_plain_schema(table.schema)).to_pandas()
+    return frame
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,8 @@ class FakeKubernetes:
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Where a test wrote this server's kubeconfig (write_kubeconfig): declared, not set.
+        self.kubeconfig: pathlib.Path
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> str:

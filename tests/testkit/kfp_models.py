@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Callable
 from typing import Any
 
 from kfp_server_api import ApiClient, models
@@ -51,7 +52,7 @@ def _is_integer(value: Any) -> bool:
 
 
 def _check_scalar(data: Any, kind: str, name: str, where: str) -> None:
-    ok = {
+    checks: dict[str, Callable[[Any], bool]] = {
         "string": lambda v: isinstance(v, str),
         "int64": _is_integer,
         "int32": _is_integer,
@@ -59,7 +60,8 @@ def _check_scalar(data: Any, kind: str, name: str, where: str) -> None:
         "bool": lambda v: isinstance(v, bool),
         "Struct": lambda v: isinstance(v, dict),
         "Value": lambda v: True,
-    }[kind](data)
+    }
+    ok = checks[kind](data)
     if not ok:
         raise _fail(where, f"invalid value for {kind} field {name}: {json.dumps(data)}")
 

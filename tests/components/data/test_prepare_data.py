@@ -303,10 +303,15 @@ def test_bad_rows_are_reported_with_line_numbers(
     assert all(e.file == str(tmp_path / "bad.csv") for e in result.bad_examples)
 
 
+class _Paths(typing.TypedDict):
+    input_uri: str
+    output_dir: str
+
+
 def test_too_many_bad_rows_fail_before_writing(synth_csv: Path, tmp_path: Path) -> None:
     _corrupt(synth_csv, tmp_path / "bad.csv")
     # 5 bad rows of 12,000 pass the default limit (0.1%), not a stricter one.
-    limit = {"input_uri": str(tmp_path / "bad.csv"), "output_dir": str(tmp_path / "out")}
+    limit: _Paths = {"input_uri": str(tmp_path / "bad.csv"), "output_dir": str(tmp_path / "out")}
     assert prepare_data(**limit, split="ratio").bad_rows == 5
     shutil.rmtree(tmp_path / "out")
     with pytest.raises(BadInputError, match=r"5 of 12,000 rows are bad \(0\.042%\)") as info:

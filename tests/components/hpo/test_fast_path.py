@@ -161,7 +161,8 @@ def _renamed_study_info_field(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def init(self: _StudyInfo) -> None:
         original(self)
-        self.param_distributions = vars(self).pop("param_distribution")
+        # through the instance dict: _StudyInfo declares no such attribute (Optuna never had it)
+        vars(self)["param_distributions"] = vars(self).pop("param_distribution")
 
     monkeypatch.setattr(_StudyInfo, "__init__", init)
 

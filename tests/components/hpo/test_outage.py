@@ -42,6 +42,7 @@ from ctrflow.components.names import STORAGE_OUTAGE_LIMIT_ENV
 from tests.testkit.cli import CTRFLOW
 from tests.testkit.hpo_data import tiny_dataset
 from tests.testkit.servers import PostgresControl, postgres_control
+from tests.testkit.study_locks import lock_connection
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # No worker dies here, so none may be taken for dead: the grace outlasts the outage.
@@ -293,7 +294,7 @@ def test_a_trial_started_after_the_lock_was_lost_is_handed_back_and_retried(
     # With the lock kept, the same start just releases it.
     lock.acquire()
     storage.create_new_trial(study_id)
-    assert lock.connection is None and lock.release() is True
+    assert lock_connection(lock) is None and lock.release() is True
     dispose(guard._storage)
 
 

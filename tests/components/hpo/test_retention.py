@@ -95,8 +95,10 @@ def test_older_studies_are_exported_then_deleted_and_the_needed_ones_stay(
     # s[2] is the champion's study; s[1] was logged by its register run (already in MLflow).
     _crown(client, model, s[1], tmp_path / s[1] / "study.db")
     _crown(client, model, s[2], tmp_path / s[2] / "study.db")
+    experiment = client.get_experiment_by_name(model)
+    assert experiment is not None
     archived_s1 = client.search_runs(
-        [client.get_experiment_by_name(model).experiment_id],
+        [experiment.experiment_id],
         filter_string=f"tags.`{TAG_STUDY_NAME}` = '{s[1]}'",
     )[0].info.run_id
     before = _names(storage_url)

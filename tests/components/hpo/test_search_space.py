@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import optuna
 import pytest
@@ -18,7 +19,7 @@ from ctrflow.components.hpo.search_space import (
 )
 
 
-def _with_param(space: SearchSpace, name: str, **change: object) -> SearchSpace:
+def _with_param(space: SearchSpace, name: str, **change: Any) -> SearchSpace:
     params = tuple(dataclasses.replace(p, **change) if p.name == name else p for p in space.params)
     return dataclasses.replace(space, params=params)
 

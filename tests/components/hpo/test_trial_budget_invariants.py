@@ -13,6 +13,7 @@ import pathlib
 import shutil
 import threading
 import types
+from typing import Any
 
 import optuna
 import pytest
@@ -21,6 +22,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from ctrflow.components.hpo._trial_budget import BudgetCounts, StudyLock, TrialBudget
+from tests.testkit.study_locks import lock_held_here
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings(
@@ -45,7 +47,9 @@ def _storage(
     path: pathlib.Path | None, interval: int | None = 60, grace: int | None = None
 ) -> RDBStorage:
     url = f"sqlite:///{path}" if path else "sqlite:///:memory:"
-    kwargs = {"skip_table_creation": True, "skip_compatibility_check": True} if path else {}
+    kwargs: dict[str, Any] = (
+        {"skip_table_creation": True, "skip_compatibility_check": True} if path else {}
+    )
     if interval is None:
         return RDBStorage(url, **kwargs)
     return RDBStorage(
@@ -131,7 +135,7 @@ def test_a_file_lock_excludes_another_holder_until_released(db: pathlib.Path) ->
     assert first.release() is True
     assert got.wait(10)
     thread.join()
-    assert not first.held_here
+    assert not lock_held_here(first)
     assert second.release() is True
     assert second.release() is True  # idempotent, and says what the first release found
 

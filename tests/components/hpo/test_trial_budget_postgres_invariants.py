@@ -17,6 +17,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from ctrflow.components.hpo._trial_budget import _PG_LOCK_CLASS, StudyLock, TrialBudget
+from tests.testkit.study_locks import lock_connection
 
 pytestmark = [
     pytest.mark.integration,
@@ -36,15 +37,15 @@ def storage(postgres_url: str) -> RDBStorage:
 
 def _locks_held(engine: sqlalchemy.Engine, study_id: int) -> int:
     with engine.connect() as conn:
-        return int(
-            conn.execute(
-                sqlalchemy.text(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                    " AND classid = :cls AND objid = :sid"
-                ),
-                {"cls": _PG_LOCK_CLASS, "sid": study_id},
-            ).scalar()
-        )
+        count = conn.execute(
+            sqlalchemy.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid = :cls AND objid = :sid"
+            ),
+            {"cls": _PG_LOCK_CLASS, "sid": study_id},
+        ).scalar()
+        assert count is not None
+        return int(count)
 
 
 def test_an_advisory_lock_per_study_on_its_own_connection(storage: RDBStorage) -> None:
@@ -55,14 +56,19 @@ def test_an_advisory_lock_per_study_on_its_own_connection(storage: RDBStorage) -
     first.acquire()
     assert first.connection is not None and _locks_held(storage.engine, sid) == 1
     got = threading.Event()
-    thread = threading.Thread(target=lambda: (second.acquire(), got.set()), daemon=True)
+
+    def take() -> None:
+        second.acquire()
+        got.set()
+
+    thread = threading.Thread(target=take, daemon=True)
     thread.start()
     assert not got.wait(0.5)
     with other.held():  # another study: no wait
         pass
     study.ask()
     assert budget.counts(first).by_state == {"RUNNING": 1}
-    assert first.release() is True and first.connection is None
+    assert first.release() is True and lock_connection(first) is None
     assert got.wait(20)
     assert second.release() is True
     assert second.release() is True
@@ -104,15 +110,22 @@ def test_a_failed_lock_request_closes_its_connection(storage: RDBStorage) -> Non
     holder = StudyLock(storage, study._study_id)
     holder.acquire()
     waiter = StudyLock(storage, study._study_id)
-    before = storage.engine.pool.checkedout()
+    before = _checked_out(storage.engine)
     timer = threading.Timer(0.5, lambda: _cancel_waits(storage.engine, study._study_id))
     timer.start()
     with pytest.raises(sqlalchemy.exc.OperationalError):
         waiter.acquire()  # canceled while waiting for the lock
     timer.join()
-    assert storage.engine.pool.checkedout() == before
+    assert _checked_out(storage.engine) == before
     assert not waiter.held_here and waiter.connection is None
     assert holder.release() is True
+
+
+def _checked_out(engine: sqlalchemy.Engine) -> int:
+    """The connections the engine's pool has lent out (QueuePool, PostgreSQL's default)."""
+    pool = engine.pool
+    assert isinstance(pool, sqlalchemy.pool.QueuePool)  # the Pool base has no checkedout()
+    return pool.checkedout()
 
 
 def _cancel_waits(engine: sqlalchemy.Engine, study_id: int) -> None:

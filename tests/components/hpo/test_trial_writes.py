@@ -13,6 +13,7 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -175,7 +176,7 @@ def test_a_trial_failed_elsewhere_refuses_every_write_as_optuna_does(rdb: RDBSto
     trial = study.ask()
     trial.suggest_float("x", -4.0, 4.0)
     _failed_elsewhere(rdb, trial._trial_id)
-    writes = [
+    writes: list[Callable[[], object]] = [
         lambda: trial.suggest_float("y", 1e-3, 1.0, log=True),
         lambda: trial.report(1.0, 0),
         lambda: trial.set_user_attr("k", 1),

@@ -10,13 +10,19 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import re
+from typing import Any
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.pruners import MedianPruner
 from optuna.samplers import TPESampler
-from optuna.trial import TrialState, create_trial
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from ctrflow.components.hpo._study_config import (
     DEFAULT_PRUNERS,
@@ -53,18 +59,21 @@ SPACE = get_space("ffm")
 VERSION = SPACE.version()
 
 
+def _value(d: BaseDistribution, i: int) -> float:
+    """Trial i's value of a parameter: spread over a float range, 0 to 2 above an int's low."""
+    if isinstance(d, FloatDistribution):
+        return d.low + (d.high - d.low) * (i % 7) / 7
+    assert isinstance(d, IntDistribution)  # the ffm space has no choice list
+    return d.low + i % 3
+
+
 def _trial(
-    i: int, space_distributions: dict | None = None, state: TrialState = TrialState.COMPLETE
-):
+    i: int,
+    space_distributions: dict[str, BaseDistribution] | None = None,
+    state: TrialState = TrialState.COMPLETE,
+) -> FrozenTrial:
     dists = space_distributions or SPACE.distributions()
-    params = {
-        name: (
-            d.low + (d.high - d.low) * (i % 7) / 7
-            if isinstance(d, FloatDistribution)
-            else d.low + i % 3
-        )
-        for name, d in dists.items()
-    }
+    params = {name: _value(d, i) for name, d in dists.items()}
     value = 0.5 - i / 1000 if state == TrialState.COMPLETE else None
     return create_trial(params=params, distributions=dists, value=value, state=state)
 
@@ -197,7 +206,9 @@ def test_no_tracking_uri_or_model_name_starts_cold(tmp_path: pathlib.Path) -> No
 PRUNER = {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 2}
 
 
-def _study_with_attrs(tmp_path: pathlib.Path, sampler: dict, **more: object) -> optuna.Study:
+def _study_with_attrs(
+    tmp_path: pathlib.Path, sampler: dict[str, Any], **more: object
+) -> optuna.Study:
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
     attrs = {
         ATTR_MODEL_TYPE: "ffm", ATTR_SPACE: SPACE.to_dict(), ATTR_SPACE_VERSION: VERSION,
@@ -242,7 +253,7 @@ def test_the_warm_start_source_trials_reach_cma_es(tmp_path: pathlib.Path) -> No
     kept = source_trials(storage, "source")
     assert [t.number for t in kept] == list(range(12))
     sampler = build_sampler({"name": "cmaes", "source_study": "source"}, storage, seed=3)
-    assert isinstance(sampler, SnapshotCmaEsSampler)
+    assert isinstance(sampler, SnapshotCmaEsSampler) and sampler._source_trials is not None
     assert [t.number for t in sampler._source_trials] == list(range(12))
     cold = build_sampler({"name": "cmaes"}, storage, seed=3)
     assert isinstance(cold, SnapshotCmaEsSampler) and cold._source_trials is None
@@ -263,6 +274,7 @@ def test_tpe_is_built_for_parallel_workers(tmp_path: pathlib.Path) -> None:
     tuned = build_sampler(
         {"name": "tpe", "n_startup_trials": "4", "multivariate": False}, storage, seed=1
     )
+    assert isinstance(tuned, TPESampler)
     assert (tuned._n_startup_trials, tuned._multivariate) == (4, False)
     with pytest.raises(
         ValueError, match="unknown sampler 'grid' in the study's ctrflow.sampler user attr"
@@ -275,7 +287,8 @@ def test_seeded_samplers_repeat_their_suggestions(tmp_path: pathlib.Path) -> Non
 
     def first(seed: int) -> float:
         study = optuna.create_study(sampler=build_sampler({"name": "tpe"}, storage, seed=seed))
-        return study.ask({"x": FloatDistribution(0, 1)}).params["x"]
+        x: float = study.ask({"x": FloatDistribution(0, 1)}).params["x"]
+        return x
 
     assert first(5) == first(5)
     assert first(5) != first(6)

@@ -20,13 +20,20 @@ import pytest
 
 from ctrflow.components.hpo.create_study import create_study
 from ctrflow.components.hpo.hpo_worker import run_worker
-from ctrflow.components.hpo.search_space import get_space
+from ctrflow.components.hpo.search_space import Param, get_space
 from ctrflow.components.hpo.storage import StorageSettings
 from ctrflow.components.names import ATTR_DEFAULT_TRIAL
 
 SPACE = get_space("ffm")
 NO_HEARTBEAT = StorageSettings(heartbeat_interval=None, grace_period=None, connect_attempts=3)
-BOUNDS = {p.name: (float(p.low), float(p.high)) for p in SPACE.params}
+
+
+def _bounds(p: Param) -> tuple[float, float]:
+    assert p.low is not None and p.high is not None  # the ffm space has ranges only
+    return float(p.low), float(p.high)
+
+
+BOUNDS = {p.name: _bounds(p) for p in SPACE.params}
 # Last week's optimum, near a corner of the (log-scaled) space: far from its centre.
 OPTIMUM = {"k": 3, "eta": 0.03, "lam": 5e-4}
 

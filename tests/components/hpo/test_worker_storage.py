@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from ctrflow.components.hpo._study_config import SnapshotCmaEsSampler
 from ctrflow.components.hpo._worker_storage import WorkerStorage
 from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage
+from tests.testkit.study_locks import lock_connection
 
 pytestmark = pytest.mark.integration
 SETTINGS = StorageSettings(heartbeat_interval=None, grace_period=None, connect_attempts=2)
@@ -258,7 +259,7 @@ def test_on_the_study_lock_the_stale_search_and_creation_match_optunas(postgres_
         with cached.counted(running=3, waiting=0):
             assert cached._get_stale_trial_ids(sid) == expected
             created = cached.create_new_trial(sid)
-        assert lock.connection is None  # released once the trial was committed
+        assert lock_connection(lock) is None  # released once the trial was committed
         with storage.engine.connect() as conn:
             beats = conn.execute(
                 sqlalchemy.text("SELECT count(*) FROM trial_heartbeats WHERE trial_id = :t"),

@@ -46,7 +46,9 @@ def _render(decision: dict[str, Any], tracking_uri: str = "sqlite:///m.db") -> s
 
 def _table_rows(markdown: str) -> list[list[str]]:
     """The rows of every rendered table, as the texts the cells show (header rows included)."""
-    rows, row, cell = [], None, None
+    rows: list[list[str]] = []
+    row: list[str] | None = None
+    cell: str | None = None
     for token in _MD.parse(markdown):
         if token.type == "tr_open":
             row = []

@@ -279,7 +279,9 @@ def test_failure_after_the_version_exists_leaves_the_champion(
     tags = _tags(client, name, "3")
     assert tags["ctrflow.promotion.decision"] == "failed"
     assert tags["ctrflow.promotion.reason"] == "RuntimeError: injected failure at version_created"
-    run = client.get_run(client.get_model_version(name, "3").run_id)
+    run_id = client.get_model_version(name, "3").run_id
+    assert run_id is not None
+    run = client.get_run(run_id)
     assert run.info.status == "FAILED"
 
 
@@ -562,7 +564,9 @@ def test_kfp_step_function_registers_from_artifact_paths(
     # A link to the run on the tracking server, which the KFP UI renders.
     assert f"]({mlflow_server}/#/experiments/" in report
     client = MlflowClient(mlflow_server)
-    run = client.get_run(client.get_model_version(name, "1").run_id)
+    run_id = client.get_model_version(name, "1").run_id
+    assert run_id is not None
+    run = client.get_run(run_id)
     assert run.data.tags["ctrflow.pipeline_run_id"] == "kfp-run-1"
     # The week's data (data-window's outputs) as params, every URI in an artifact.
     assert {k: v for k, v in run.data.params.items() if k.startswith("data_")} == window

@@ -82,6 +82,7 @@ def _register(
 def _version(client: MlflowClient, name: str, version: str) -> tuple[dict[str, str], str]:
     """The version's tags and its run's status."""
     v = client.get_model_version(name, version)
+    assert v.run_id is not None
     return dict(v.tags), client.get_run(v.run_id).info.status
 
 
@@ -114,7 +115,9 @@ def name(registry: str, week: Week, study: FinalizeResult, models: dict[str, Can
 
 
 def _assert_killed_run_was_ended(client: MlflowClient, name: str, version: str) -> None:
-    run = client.get_run(client.get_model_version(name, version).run_id)
+    run_id = client.get_model_version(name, version).run_id
+    assert run_id is not None
+    run = client.get_run(run_id)
     assert run.info.status == "KILLED"
     assert (
         "the register step stopped without ending its run"
@@ -201,7 +204,9 @@ def test_killed_after_the_alias_moved_the_promotion_is_completed(
         "2",
     )
     assert v2["ctrflow.champion.replaced_by"] == "3"
-    run = client.get_run(client.get_model_version(name, "2").run_id)
+    run_id = client.get_model_version(name, "2").run_id
+    assert run_id is not None
+    run = client.get_run(run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["ctrflow.promotion.decision"] == "promoted"
     assert _history(registry, name, capsys) == [

@@ -13,9 +13,9 @@ import uuid
 import pytest
 from mlflow import MlflowClient
 
+from ctrflow.components.names import TAG_LOCK_EXPIRES as TAG_EXPIRES
+from ctrflow.components.names import TAG_LOCK_OWNER as TAG_OWNER
 from ctrflow.components.registry._registry_lock import (
-    TAG_EXPIRES,
-    TAG_OWNER,
     LockTimeoutError,
     RegistryLock,
     _Holder,

@@ -18,14 +18,15 @@ from typing import Any
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
+from ctrflow.components.names import TAG_LOCK_EXPIRES as TAG_EXPIRES
+from ctrflow.components.names import TAG_LOCK_OWNER as TAG_OWNER
 from ctrflow.components.registry import _registry_lock
 from ctrflow.components.registry._registry_lock import (
     LOCK_SUFFIX,
-    TAG_EXPIRES,
-    TAG_OWNER,
     LockTimeoutError,
     RegistryLock,
     _Holder,
@@ -120,7 +121,9 @@ def test_acquire_writes_owner_and_expiry_and_release_deletes_it(client: MlflowCl
     lock = RegistryLock(client, model, lease=30, poll=0.05)
     before = time.time()
     with lock as entered:
-        assert entered is lock and lock.held
+        # entered.held, not lock.held: the same object, but mypy would keep lock.held narrowed
+        # to True past the block and call the check that it was released unreachable.
+        assert entered is lock and entered.held
         tags = client.get_registered_model(lock.name).tags
         assert tags[TAG_OWNER] == lock.token
         # written with 3 decimals: rounded by up to half a millisecond either way
@@ -144,7 +147,12 @@ def test_a_waiter_gets_the_lock_once_it_is_released(client: MlflowClient) -> Non
     first.acquire()
     waiter = RegistryLock(client, model, wait=30, poll=0.05, lease=30)
     got = threading.Event()
-    thread = threading.Thread(target=lambda: (waiter.acquire(), got.set()), daemon=True)
+
+    def acquire_then_signal() -> None:
+        waiter.acquire()
+        got.set()
+
+    thread = threading.Thread(target=acquire_then_signal, daemon=True)
     thread.start()
     assert not got.wait(0.5)
     first.release()
@@ -298,7 +306,8 @@ def test_held_means_renewed_within_a_lease_and_within_the_ttl(
 ) -> None:
     lock = RegistryLock(None, "m", ttl=30, lease=10)
     lock._acquired_at, lock._renewed_at = 100.0, renewed
-    monkeypatch.setattr(_registry_lock.time, "monotonic", lambda: now)
+    # _registry_lock reads its clocks as time.monotonic() etc.: the module patched here
+    monkeypatch.setattr(time, "monotonic", lambda: now)
     assert lock.held is held
 
 
@@ -374,8 +383,8 @@ def test_a_wait_of_zero_looks_once_and_never_sleeps(
     def no_sleep(seconds: float) -> None:
         raise AssertionError(f"slept {seconds} s with no time left to wait")
 
-    monkeypatch.setattr(_registry_lock.time, "monotonic", lambda: 1000.0)  # a clock that stands
-    monkeypatch.setattr(_registry_lock.time, "sleep", no_sleep)
+    monkeypatch.setattr(time, "monotonic", lambda: 1000.0)  # a clock that stands
+    monkeypatch.setattr(time, "sleep", no_sleep)
     with pytest.raises(LockTimeoutError, match="waited 0 s"):
         RegistryLock(client, model, wait=0).acquire()
 
@@ -391,8 +400,8 @@ def test_waiters_poll_with_a_jitter_of_half_to_one_and_a_half_polls(
         slept.append(seconds)
         clock[0] += seconds
 
-    monkeypatch.setattr(_registry_lock.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(_registry_lock.time, "sleep", sleep)
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "sleep", sleep)
     with pytest.raises(LockTimeoutError, match="waited 80 s"):
         RegistryLock(client, model, wait=80, poll=2, lease=100).acquire()
     assert len(slept) >= 20
@@ -403,9 +412,9 @@ def test_waiters_poll_with_a_jitter_of_half_to_one_and_a_half_polls(
 class _BrokenJustBefore(MlflowClient):
     """Another waiter renames the same dead lock a moment before this one."""
 
-    def rename_registered_model(self, name: str, new_name: str) -> None:
+    def rename_registered_model(self, name: str, new_name: str) -> RegisteredModel:
         super().rename_registered_model(name, new_name)
-        super().rename_registered_model(name, new_name)  # ours: the lock is gone
+        return super().rename_registered_model(name, new_name)  # ours: the lock is gone
 
 
 def test_a_dead_lock_broken_by_another_waiter_first_is_retried(registry_db: str) -> None:
@@ -482,7 +491,7 @@ def test_the_heartbeat_renews_every_third_of_a_lease(client: MlflowClient) -> No
 
 
 def test_a_lock_expires_only_once_its_expiry_has_passed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_registry_lock.time, "time", lambda: 1000.0)
+    monkeypatch.setattr(time, "time", lambda: 1000.0)
     assert not _Holder(owner="x", expires_at=1000.0).expired()  # due now: not yet past
     assert _Holder(owner="x", expires_at=999.999).expired()
 
@@ -504,8 +513,8 @@ def test_a_lock_silent_for_more_than_a_lease_is_broken(
     def sleep(seconds: float) -> None:  # every poll moves the waiter's clock 5 s on
         clock[0] += 5.0
 
-    monkeypatch.setattr(_registry_lock.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(_registry_lock.time, "sleep", sleep)
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "sleep", sleep)
     lock = RegistryLock(client, model, wait=wait, poll=5, lease=10)
     if broken:
         with lock:
@@ -526,7 +535,7 @@ def test_the_heartbeat_stops_renewing_at_exactly_the_ttl(
     def clock() -> float:  # the heartbeat looks at exactly ttl after the acquisition at 1000
         return 1030.0 if threading.current_thread().name.startswith("lease ") else 1000.0
 
-    monkeypatch.setattr(_registry_lock.time, "monotonic", clock)
+    monkeypatch.setattr(time, "monotonic", clock)
     lock = RegistryLock(client, _model(), lease=0.3, ttl=30)
     with caplog.at_level(logging.WARNING, logger=_registry_lock.__name__):
         lock.acquire()

@@ -19,7 +19,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 import ffm_ext
 from ctrflow.components.hpo.objectives import make_objective
-from ctrflow.components.hpo.search_space import get_space
+from ctrflow.components.hpo.search_space import Scalar, get_space
 from ctrflow.components.kfp_components import evaluate_component, train_final_component
 from ctrflow.components.training._calibration import calibration_bins, expected_calibration_error
 from ctrflow.components.training.evaluate import EvalResult, evaluate, score
@@ -38,7 +38,7 @@ def week(tmp_path_factory: pytest.TempPathFactory) -> Week:
 
 
 def _trial_value(
-    week: Week, model_type: str, params: dict[str, object]
+    week: Week, model_type: str, params: dict[str, Scalar]
 ) -> optuna.trial.FrozenTrial:
     objective = make_objective(
         space=get_space(model_type), train_dir=week.train, valid_dir=week.valid, seed=0

@@ -76,7 +76,7 @@ REVIEW: dict[str, Any] = {
 def _edit(body: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     body = copy.deepcopy(body)
     *parents, last = dotted.split(".")
-    node = body
+    node: Any = body  # a dict or, below an index, a list
     for key in parents:
         node = node[int(key)] if isinstance(node, list) else node[key]
     if value is ...:

@@ -203,7 +203,7 @@ def test_local_run_reads_the_days_of_a_range_and_records_the_window(tmp_path: pa
     uris = [f"{tmp_path}/logs/{day}/*.parquet" for day in window]
     template = f"{tmp_path}/logs/{{date-3d..date}}/*.parquet"
     proc = run_ctrflow(
-        "run", "--data", template, "--data-date", "2026-11-30", "--workdir", tmp_path / "work",
+        "run", "--data", template, "--data-date", "2026-11-30", "--workdir", str(tmp_path / "work"),
         "--workers", "1", "--budget", "2", "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -223,6 +223,7 @@ def test_local_run_reads_the_days_of_a_range_and_records_the_window(tmp_path: pa
 
     client = MlflowClient(tracking_uri=result["mlflow_uri"])
     experiment = client.get_experiment_by_name(result["model_name"])
+    assert experiment is not None
     (run,) = client.search_runs([experiment.experiment_id])
     params = run.data.params
     assert sum(int(params[f"{split}_rows"]) for split in ("train", "valid", "test")) == 2700

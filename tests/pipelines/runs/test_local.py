@@ -218,6 +218,7 @@ def test_two_local_xgboost_runs_keep_integer_params_and_warm_start(
     mlflow = MlflowClient(tracking_uri=first["mlflow_uri"], registry_uri=first["mlflow_uri"])
     version = mlflow.get_model_version(model, "1")
     assert version.tags["ctrflow.model_type"] == "xgboost"
+    assert version.run_id is not None
     logged = mlflow.get_run(version.run_id).data.params
     assert logged["max_depth"] == str(int(float(logged["max_depth"])))  # "6", never "6.0"
 
@@ -273,6 +274,7 @@ def test_bad_parameters_fail_before_anything_runs(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workdir = tmp_path / "work"
+    args: tuple[str, ...]
     for args, message in (
         (("--workers", "0"), "--workers must be between 1 and 50"),
         (("--workers", "9", "--budget", "4"), "--workers exceeds --budget"),
