@@ -19,7 +19,7 @@ this VM's speed drifts 30-50% between phases, so only side-by-side ratios mean a
   epochs (--small-long-epochs) and it runs 5 rounds (--small-rounds). Before each 2-thread
   run, the machine's two-core capacity (benchmarks/two_core_gauge.py): the scaling a loop of
   AVX2 arithmetic gets at that moment, an upper bound of any 2-thread figure here. After the
-  reference rounds, benchmarks/engine_pair.py in this process: 2 threads on one model against
+  reference rounds, benchmarks/engine_pair.py in a child process: 2 threads on one model against
   two 1-thread trainings of their own models at once, which tells what the two cores give this
   workload from what sharing the model costs.
 Each figure comes with the best validation logloss of the same runs. Ratios > 1 mean ctrflow
@@ -34,6 +34,7 @@ import os
 import pathlib
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,7 +45,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmarks import engine_pair
 from benchmarks.timing import seconds
 from benchmarks.two_core_gauge import GaugeUnavailableError, TwoCoreGauge
 
@@ -85,7 +85,11 @@ def run_process(
     """Wall seconds, peak RSS (MB, from the kernel), peak anonymous RSS (MB, sampled every
     50 ms) and stdout of one child process. Peak RSS counts the pages of a memory-mapped
     dataset (file-backed page cache, which the kernel may drop and read again); the anonymous
-    peak is the memory the process itself holds, as a program that read()s its data has it."""
+    peak is the memory the process itself holds, as a program that read()s its data has it.
+    The kernel's peak is NaN when it may be this process's own (below)."""
+    # exec keeps the larger of the parent's and the child's peak as the child's ru_maxrss, so
+    # a child's figure is only its own when it is above this process's peak.
+    own_peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         child = subprocess.Popen(args, stdout=out, stderr=err, cwd=cwd, env=env)
@@ -103,7 +107,21 @@ def run_process(
         stdout, stderr = out.read(), err.read()
     if child.returncode != 0:
         sys.exit(f"{' '.join(args)} failed ({child.returncode}): {stderr.strip()[-500:]}")
-    return seconds, usage.ru_maxrss / 1024, anon_kb / 1024, stdout
+    peak_mb = usage.ru_maxrss / 1024 if usage.ru_maxrss > own_peak_kb else float("nan")
+    return seconds, peak_mb, anon_kb / 1024, stdout
+
+
+def engine_pair_summary(data: pathlib.Path) -> str:
+    """benchmarks/engine_pair.py's summary line, run in a child process: its three engines
+    (~1.2 GB) must not raise this process's peak RSS, which every later child inherits."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.engine_pair", "--dir", str(data),
+         "--rounds", str(PAIR_ROUNDS)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        sys.exit(f"benchmarks.engine_pair failed ({done.returncode}): {done.stderr[-500:]}")
+    return done.stdout.strip().splitlines()[-1]
 
 
 def _anonymous_rss_kb(pid: int) -> int:
@@ -503,8 +521,7 @@ def main() -> None:
         gauge = None
     if not args.no_reference:
         bench_training(args, data, "reference", lib, gauge)
-        pairing = engine_pair.measure(data / "train.bin", PAIR_ROUNDS)
-        print(f"  epochs in one process: {engine_pair.summary(pairing)}")
+        print(f"  epochs in one process: {engine_pair_summary(data)}")
     if not args.no_small:
         bench_training(args, small_workload(data), "small", None, gauge, threads_only=True,
                        rounds=args.small_rounds)  # fmt: skip
