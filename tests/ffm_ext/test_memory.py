@@ -30,17 +30,24 @@ def rss_growth(cycle: Callable[[], None], times: int = 50) -> int:
     return rss_bytes() - before
 
 
-def test_train_and_delete_fifty_times_does_not_grow() -> None:
-    rng = np.random.default_rng(0)
-    rows, n_fields, n_features = 2000, 10, 20_000  # 20k x 10 x 4 floats = 3.2 MB of weights
-    data = ffm_ext.Dataset(
+def random_dataset(
+    rng: np.random.Generator, rows: int, n_fields: int, n_features: int, *, ids: int
+) -> ffm_ext.Dataset:
+    """`rows` rows with every field once, feature ids drawn from [0, ids), ~30% positive."""
+    return ffm_ext.Dataset(
         np.arange(rows + 1, dtype=np.int64) * n_fields,
         np.tile(np.arange(n_fields, dtype=np.int32), rows),
-        rng.integers(0, n_features, rows * n_fields).astype(np.int32),
+        rng.integers(0, ids, rows * n_fields).astype(np.int32),
         np.ones(rows * n_fields, np.float32),
         (rng.random(rows) < 0.3).astype(np.float32),
         n_features=n_features,
     )
+
+
+def test_train_and_delete_fifty_times_does_not_grow() -> None:
+    rng = np.random.default_rng(0)
+    rows, n_fields, n_features = 2000, 10, 20_000  # 20k x 10 x 4 floats = 3.2 MB of weights
+    data = random_dataset(rng, rows, n_fields, n_features, ids=n_features)
 
     def cycle() -> None:
         model = ffm_ext.FFM(k=4, epochs=2)
@@ -59,14 +66,7 @@ def test_what_threads_keep_between_epochs_is_freed() -> None:
     from epoch to epoch: it must go when training stops."""
     rng = np.random.default_rng(1)
     rows, n_fields, n_features = 2000, 2, 600_000  # the kept slot table: 1.2 MB per model
-    data = ffm_ext.Dataset(
-        np.arange(rows + 1, dtype=np.int64) * n_fields,
-        np.tile(np.arange(n_fields, dtype=np.int32), rows),
-        rng.integers(0, 50, rows * n_fields).astype(np.int32),  # hot enough to replicate
-        np.ones(rows * n_fields, np.float32),
-        (rng.random(rows) < 0.3).astype(np.float32),
-        n_features=n_features,
-    )
+    data = random_dataset(rng, rows, n_fields, n_features, ids=50)  # hot enough to replicate
 
     def cycle() -> None:
         ffm_ext.FFM(k=4, epochs=2, n_threads=2).fit(data)
@@ -81,14 +81,7 @@ def test_replicas_kept_between_epochs_are_freed_also_when_the_thread_count_grows
     make 2 x 3 threads x 2,000 x 40 x 4 x 2 floats = 15 MB a model, so a leak shows."""
     rng = np.random.default_rng(2)
     rows, n_fields, n_features = 2000, 40, 2000
-    data = ffm_ext.Dataset(
-        np.arange(rows + 1, dtype=np.int64) * n_fields,
-        np.tile(np.arange(n_fields, dtype=np.int32), rows),
-        rng.integers(0, n_features, rows * n_fields).astype(np.int32),
-        np.ones(rows * n_fields, np.float32),
-        (rng.random(rows) < 0.3).astype(np.float32),
-        n_features=n_features,
-    )
+    data = random_dataset(rng, rows, n_fields, n_features, ids=n_features)
     order = np.arange(rows, dtype=np.int64)
     arrays = (data.indptr, data.fields, data.features, data.values, data.labels)
 
