@@ -35,6 +35,10 @@ _LIBFFM_HEADER = struct.Struct("<iii?")
 #: the reciprocal square root estimate, so its weight freezes instead of turning NaN, and the
 #: logloss alone may stay finite (values of 1e19 without normalisation gave 1.2e37).
 SUSPECT_TRAIN_LOGLOSS = 30.0
+#: When a fit diverges, a lam above this is named as the likely cause (LIBFFM's default is 2e-5).
+USUAL_LAM_MAX = 1.0
+#: ... and so are values above this in a fit without normalisation: pairs multiply two values.
+UNNORMALIZED_VALUE_MAX = 100.0
 
 
 @dataclass
@@ -211,15 +215,15 @@ class FFM:
                     *arrays, order, self.eta, self.lam, self.normalize, threads
                 )
                 if not math.isfinite(loss):
-                    raise self._diverged(epoch, "training logloss", loss)
+                    raise self._diverged(epoch, "training logloss", loss, train)
                 if loss > SUSPECT_TRAIN_LOGLOSS and not engine.weights_finite():
-                    raise self._diverged(epoch, "an AdaGrad accumulator or weight", math.inf)
+                    raise self._diverged(epoch, "an AdaGrad accumulator or weight", math.inf, train)
                 history.train_logloss.append(loss)
                 valid_loss = None
                 if valid is not None:
                     valid_loss = self._logloss(engine, valid, threads)
                     if not math.isfinite(valid_loss):
-                        raise self._diverged(epoch, "validation logloss", valid_loss)
+                        raise self._diverged(epoch, "validation logloss", valid_loss, train)
                     history.valid_logloss.append(valid_loss)
                     if (
                         history.best_valid_logloss is None
@@ -248,7 +252,7 @@ class FFM:
             # finite again, so a finite last state also vouches for the best epoch's snapshot.
             if not engine.weights_finite():
                 last = len(history.train_logloss)
-                raise self._diverged(last, "an AdaGrad accumulator or weight", math.inf)
+                raise self._diverged(last, "an AdaGrad accumulator or weight", math.inf, train)
             if valid is not None and history.best_epoch != len(history.train_logloss):
                 restore = best  # the best epoch's weights replace the last ones, no copy
         finally:
@@ -257,12 +261,26 @@ class FFM:
                 bar.close()
         return history
 
-    def _diverged(self, epoch: int, what: str, value: float) -> FFMDivergenceError:
+    def _diverged(self, epoch: int, what: str, value: float, train: Dataset) -> FFMDivergenceError:
         self._engine = None  # never leave a NaN model behind
         return FFMDivergenceError(
             f"training diverged at epoch {epoch}: {what} is {value}; "
-            f"lower eta (now {self.eta}) or raise lam (now {self.lam})"
+            + "; ".join(self._divergence_advice(train))
         )
+
+    def _divergence_advice(self, train: Dataset) -> list[str]:
+        """What to change, from the settings and the data: a huge lam or unnormalised huge
+        values diverge at any eta, so "lower eta" would send the user the wrong way."""
+        advice = []
+        if self.lam > USUAL_LAM_MAX:
+            advice.append(f"lam {self.lam:g} is far above the usual 1e-6 to 1e-3: lower it")
+        largest = float(np.abs(train.values).max(initial=0.0))
+        if not self.normalize and largest > UNNORMALIZED_VALUE_MAX:
+            advice.append(
+                f"the training values reach {largest:g} and normalize is off: normalize the"
+                " rows or scale the values"
+            )
+        return advice or [f"lower eta (now {self.eta:g})"]
 
     def _progress_bar(self) -> Any:
         show = self.progress if self.progress is not None else sys.stderr.isatty()

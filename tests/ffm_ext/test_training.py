@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import ffm_ext
+from ffm_ext import _core
 from tests.testkit.isa_builds import run_under_isa
 
 LIBFFM_TINY_VALID_LOGLOSS = 0.5571  # ffm-train -k 4 -r 0.2 -l 0.00002 -t 15 on criteo_tiny
@@ -207,9 +208,42 @@ def test_divergence_raises_instead_of_returning_nan_model() -> None:
     data = synthetic(11, rows=500)
     data.values[:] = 1e19  # products overflow float32
     model = ffm_ext.FFM(normalize=False, epochs=3)
-    with pytest.raises(ffm_ext.FFMDivergenceError, match="diverged at epoch 1"):
+    with pytest.raises(ffm_ext.FFMDivergenceError, match="diverged at epoch 1") as raised:
         model.fit(data)
     assert not model.is_fitted
+    advice = str(raised.value).split("; ", 1)[1]
+    assert advice == (
+        "the training values reach 1e+19 and normalize is off: normalize the rows or scale the"
+        " values"
+    )
+
+
+def test_divergence_with_a_huge_eta_advises_a_lower_eta_only() -> None:
+    with pytest.raises(
+        ffm_ext.FFMDivergenceError, match=r"is (inf|nan); lower eta \(now 1e\+30\)$"
+    ):
+        ffm_ext.FFM(eta=1e30, epochs=3, progress=False).fit(synthetic(13, rows=500))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_the_weights_scan_finds_one_bad_value_anywhere_in_weights_or_accumulators(
+    bad: float,
+) -> None:
+    """The scan fit() trusts to call a model sane: one non-finite float in a 1,001-feature
+    training layout (odd sizes, so no vector width divides them), wherever it is."""
+    engine = _core.Engine(1001, 3, 4, training=True)
+    engine.initialize(0)
+    layout = engine.weights.base  # (features, weights | accumulators, fields, k), no copy
+    assert isinstance(layout, np.ndarray) and layout.shape == (1001, 2, 3, 4)
+    assert engine.weights_finite()
+    layout[7, 0, 1, 2] = np.finfo(np.float32).max  # large is still finite
+    assert engine.weights_finite()
+    for spot in [(0, 0, 0, 0), (500, 0, 2, 3), (640, 1, 1, 1), (1000, 1, 2, 3)]:
+        kept = layout[spot]
+        layout[spot] = bad
+        assert not engine.weights_finite(), spot
+        layout[spot] = kept
+    assert engine.weights_finite()
 
 
 def test_overflowing_accumulators_raise_though_the_logloss_stays_sane() -> None:
@@ -217,9 +251,10 @@ def test_overflowing_accumulators_raise_though_the_logloss_stays_sane() -> None:
     step of 0 instead of NaN, so the training logloss stays near 0.69 and only the scan of the
     weights and accumulators at the end of training can tell."""
     model = ffm_ext.FFM(lam=1e30, epochs=2, progress=False)
-    with pytest.raises(ffm_ext.FFMDivergenceError, match="accumulator or weight is inf"):
+    with pytest.raises(ffm_ext.FFMDivergenceError, match="accumulator or weight is inf") as raised:
         model.fit(synthetic(12, rows=500))
     assert not model.is_fitted
+    assert str(raised.value).endswith("; lam 1e+30 is far above the usual 1e-6 to 1e-3: lower it")
 
 
 @pytest.mark.parametrize(
