@@ -540,11 +540,13 @@ static double run_pass(const pass *job, int n_threads) {
 /* A feature in share s of the rows folds every SYNC_ROWS * 2^t rows: the longest such period
  * (t <= MAX_TIER) in which one thread updates it at most about FOLD_UPDATES times. So every
  * replicated feature is about equally stale, and folds cost in proportion to the updates, not
- * to the number of replicated features. On the reference workload (200k rows, 2 threads,
- * 3 seeds), the best validation logloss was 0.0006 above one thread's with 32 updates per
- * fold and 0.0009 with 64, which makes 2-thread epochs ~5% faster; 128, or the hottest
- * features folding every 512 rows, lost 0.0012 to 0.0017. */
-#define FOLD_UPDATES 64
+ * to the number of replicated features. On the reference workload (200k rows, 2 threads),
+ * the best validation logloss over 6 seeds was 0.00055 above one thread's with 32 updates per
+ * fold (at most 0.00074) and 0.00085 with 64 (at most 0.00116; benchmark runs read up to
+ * 0.0018, one fit 0.0029, against a limit of 0.002), for 3% (within the noise) to 5% faster
+ * 2-thread epochs; 128, or the hottest features folding every 512 rows, lost 0.0012 to 0.0017.
+ * The limit's margin wins. */
+#define FOLD_UPDATES 32
 #define MAX_TIER 6
 
 static int by_count_desc(const void *a, const void *b) {
