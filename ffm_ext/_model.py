@@ -274,7 +274,8 @@ class FFM:
         advice = []
         if self.lam > USUAL_LAM_MAX:
             advice.append(f"lam {self.lam:g} is far above the usual 1e-6 to 1e-3: lower it")
-        largest = float(np.abs(train.values).max(initial=0.0))
+        values = train.values  # memory-mapped, maybe large: no temporary |values| array
+        largest = float(max(values.max(initial=0.0), -values.min(initial=0.0)))
         if not self.normalize and largest > UNNORMALIZED_VALUE_MAX:
             advice.append(
                 f"the training values reach {largest:g} and normalize is off: normalize the"
