@@ -73,9 +73,10 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
     workdir = tmp_path / "work"
     common = ("--workdir", str(workdir), "--rows", ROWS, "--model-name", MODEL)
 
-    # Run 1: all defaults. A budget that leaves >= 10 completed trials for the next warm start
-    # whichever trials the pruner stops (30 left 22 on this data; 14 would average about 11).
-    first = _run_json(*common, "--budget", "18")
+    # Run 1: all defaults. A budget that leaves the >= 10 COMPLETE trials the next warm start
+    # needs, with room for a run that prunes half of them: 30 left 22 on this data, but 18 once
+    # left 9 (the pruner stopped 9 of the 13 trials after its 5 start-up ones).
+    first = _run_json(*common, "--budget", "26")
     out = first["outputs"]
     hpo = out["hpo"]
     assert first["data_generated"] is True
@@ -83,7 +84,7 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
     assert first["storage_url"] == f"sqlite:///{workdir / 'optuna.db'}"
     assert first["mlflow_uri"] == f"sqlite:///{workdir / 'mlflow.db'}"
     assert "mlflow ui --backend-store-uri" in first["mlflow_ui"]
-    assert _finished(hpo) == 18 and int(hpo["counts"].get("COMPLETE", 0)) >= 10, hpo["counts"]
+    assert _finished(hpo) == 26 and int(hpo["counts"].get("COMPLETE", 0)) >= 10, hpo["counts"]
     assert hpo["warm_start"]["warm"] is False
     assert f"{MODEL!r} does not exist" in hpo["warm_start"]["reason"]
     assert set(hpo["best_params"]) == {"k", "eta", "lam"}
