@@ -230,7 +230,7 @@ def test_the_weights_scan_finds_one_bad_value_anywhere_in_weights_or_accumulator
     bad: float,
 ) -> None:
     """The scan fit() trusts to call a model sane: one non-finite float in a 1,001-feature
-    training layout (odd sizes, so no vector width divides them), wherever it is."""
+    training layout, wherever it is: first float, middle, accumulators, last float."""
     engine = _core.Engine(1001, 3, 4, training=True)
     engine.initialize(0)
     layout = engine.weights.base  # (features, weights | accumulators, fields, k), no copy
