@@ -27,6 +27,7 @@ import ctrflow
 from ctrflow.components.data.feature_spec import FeatureSpec
 from ctrflow.components.hpo._study_config import StudyConfig
 from ctrflow.components.registry.promotion import download_version
+from ctrflow.components.training.train_final import TrainResult
 from ctrflow.pipelines import cli
 from tests.testkit.cli import run_ctrflow as _ctrflow
 from tests.testkit.reports import read_page
@@ -60,6 +61,17 @@ def _constant_logloss(run_dir: pathlib.Path, test_raw: pd.DataFrame) -> float:
 
     rate = float(np.mean(ffm_ext.Dataset.load(run_dir / "prepare-data" / "train").labels))
     return float(log_loss(test_raw["label"], np.full(len(test_raw), rate)))
+
+
+def _assert_trained_as_best_trial(run_dir: pathlib.Path, hpo: dict[str, Any]) -> None:
+    """train-final used the study's best parameters on the same data and early stopping, so its
+    validation logloss is the best trial's, up to its 2 threads against the trial's 1 (#15's
+    0.002 margin, with room for another best epoch). Not the test day's logloss: a different
+    day's rows differ from the validation day's by more than 0.01 on this small log (CI measured
+    0.4671 test against 0.4777 best validation)."""
+    final = TrainResult.load(run_dir / "train-final" / "model")
+    assert final.params == hpo["best_params"], (final.params, hpo)
+    assert final.valid_logloss == pytest.approx(hpo["best_value"], abs=0.004), (final, hpo)
 
 
 def _finished(hpo: dict[str, Any]) -> int:
@@ -115,9 +127,8 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
 
     mlflow = MlflowClient(tracking_uri=first["mlflow_uri"], registry_uri=first["mlflow_uri"])
     assert str(mlflow.get_model_version_by_alias(MODEL, "champion").version) == "1"
-    # The test logloss is the served model's, and close to what the study measured: measured
-    # 0.4909 on the test day against 0.4903 best validation, where the constant predictor has
-    # 0.5415 (the generator's planted signal gives an FFM ~0.05 of gain).
+    # The test logloss is the served model's, and well below the constant predictor's: measured
+    # 0.4909 against 0.5415 (the generator's planted signal gives an FFM ~0.05 of gain).
     test_raw = pd.read_parquet(run_dir / "prepare-data" / "test_raw" / "test_raw.parquet")
     served1 = _served_test_logloss(mlflow, first["mlflow_uri"], "1", test_raw, tmp_path)
     assert served1 == pytest.approx(out["test_logloss"], rel=1e-5)
@@ -125,7 +136,7 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
     assert float(tags1["ctrflow.promotion.challenger_test_logloss"]) == pytest.approx(
         served1, rel=1e-5
     )
-    assert abs(out["test_logloss"] - hpo["best_value"]) < 0.01, (out["test_logloss"], hpo)
+    _assert_trained_as_best_trial(run_dir, hpo)
     assert _constant_logloss(run_dir, test_raw) - out["test_logloss"] > 0.03
     experiment = mlflow.get_experiment_by_name(MODEL)
     assert experiment is not None
@@ -174,7 +185,7 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
     assert challenger_loss == pytest.approx(served2, rel=1e-5)
     assert challenger_loss == pytest.approx(out2["test_logloss"], rel=1e-5)
     assert _constant_logloss(run_dir2, test_raw) - out2["test_logloss"] > 0.03
-    assert abs(out2["test_logloss"] - hpo2["best_value"]) < 0.01, (out2["test_logloss"], hpo2)
+    _assert_trained_as_best_trial(run_dir2, hpo2)
     # The decision follows from those losses and the margin (not restated from the run).
     gain = champion_loss - challenger_loss
     promote = gain > 0 and gain >= margin
