@@ -27,6 +27,7 @@ typedef struct {
 FFM_HOT_DECLARE(generic)
 #if defined(__x86_64__) || defined(_M_X64)
 #define FFM_HAVE_AVX2_BUILD 1
+FFM_HOT_DECLARE(avx2_lanes)
 FFM_HOT_DECLARE(avx2)
 FFM_HOT_DECLARE(avx512)
 #endif

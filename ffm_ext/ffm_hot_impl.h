@@ -190,12 +190,18 @@ static inline float pair_sum_dense(const ffm_token *t, int64_t count) {
              * block: no hardware prefetcher guesses the next, so ask for the line after. */
             __builtin_prefetch(t[b].base + fa + 16, 0, 3);
             __builtin_prefetch(t[b + 1].base + fa + 16, 0, 3);
+#ifdef FFM_LANE_LOADS
+            const float *q0 = t[b].base + fa, *q1 = t[b + 1].base + fa;
+            const __m256 lo = load2(q0, q1), hi = load2(q0 + 4, q1 + 4);
+#else
             const __m256 b0 = _mm256_loadu_ps(t[b].base + fa), b1 = _mm256_loadu_ps(t[b + 1].base + fa);
+            const __m256 lo = low_halves(b0, b1), hi = high_halves(b0, b1);
+#endif
             const __m256 vb = values2(t + b);
-            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(pa), low_halves(b0, b1)),
-                                   _mm256_mul_ps(va8, vb), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(pa1), high_halves(b0, b1)),
-                                   _mm256_mul_ps(va18, vb), acc1);
+            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(pa), lo), _mm256_mul_ps(va8, vb),
+                                   acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(pa1), hi), _mm256_mul_ps(va18, vb),
+                                   acc1);
         }
         if (b < count) { /* (a, b) and (a+1, b) */
             const __m256 kv = _mm256_mul_ps(_mm256_setr_m128(_mm_set1_ps(va), _mm_set1_ps(va1)),
@@ -327,21 +333,36 @@ update_four_dense(float *pa, float *pa1, float *pb, float *pb1, int64_t gs, __m2
                   __m256 kv1, __m256 eta, __m256 lambda) {
     __m256 x1 = _mm256_loadu_ps(pa), y1 = _mm256_loadu_ps(pa1);
     __m256 gx1 = _mm256_loadu_ps(pa + gs), gy1 = _mm256_loadu_ps(pa1 + gs);
+    /* x1's partners are w[j_b, f_a] and w[j_b+1, f_a]; y1's the same at f_a+1. */
+#ifdef FFM_LANE_LOADS
+    __m256 x2 = load2(pb, pb1), y2 = load2(pb + 4, pb1 + 4);
+    __m256 gx2 = load2(pb + gs, pb1 + gs), gy2 = load2(pb + gs + 4, pb1 + gs + 4);
+#else
     const __m256 b0 = _mm256_loadu_ps(pb), b1 = _mm256_loadu_ps(pb1);
     const __m256 h0 = _mm256_loadu_ps(pb + gs), h1 = _mm256_loadu_ps(pb1 + gs);
-    /* x1's partners are w[j_b, f_a] and w[j_b+1, f_a]; y1's the same at f_a+1. */
     __m256 x2 = low_halves(b0, b1), y2 = high_halves(b0, b1);
     __m256 gx2 = low_halves(h0, h1), gy2 = high_halves(h0, h1);
+#endif
     adagrad8(&x1, &x2, &gx1, &gx2, kv0, eta, lambda);
     adagrad8(&y1, &y2, &gy1, &gy2, kv1, eta, lambda);
     _mm256_storeu_ps(pa + gs, gx1);
     _mm256_storeu_ps(pa1 + gs, gy1);
+#ifdef FFM_LANE_LOADS
+    store2(pb + gs, pb1 + gs, gx2);
+    store2(pb + gs + 4, pb1 + gs + 4, gy2);
+#else
     _mm256_storeu_ps(pb + gs, low_halves(gx2, gy2));
     _mm256_storeu_ps(pb1 + gs, high_halves(gx2, gy2));
+#endif
     _mm256_storeu_ps(pa, x1);
     _mm256_storeu_ps(pa1, y1);
+#ifdef FFM_LANE_LOADS
+    store2(pb, pb1, x2);
+    store2(pb + 4, pb1 + 4, y2);
+#else
     _mm256_storeu_ps(pb, low_halves(x2, y2));
     _mm256_storeu_ps(pb1, high_halves(x2, y2));
+#endif
 }
 
 /* Every pair (a, *) and (a+1, *) of a dense row with k <= 4 (j_a != j_a+1), four at a time.

@@ -298,10 +298,10 @@ typedef void (*margin_slice_fn)(const ffm_model *, const ffm_rows *, int64_t, in
 typedef float (*margin_tokens_fn)(const ffm_model *, const int32_t *, const int32_t *,
                                   const float *, int64_t, int, ffm_token *);
 
-enum { ISA_GENERIC, ISA_AVX2, ISA_AVX512 };
+enum { ISA_GENERIC, ISA_AVX2_LANES, ISA_AVX2, ISA_AVX512 };
 
-/* The fastest build this CPU runs; FFM_ISA=generic|avx2|avx512 picks another (the best one
- * the CPU runs, up to that), for tests and for comparing builds. */
+/* The fastest build this CPU runs; FFM_ISA=generic|avx2_lanes|avx2|avx512 picks another (the
+ * best one the CPU runs, up to that), for tests and for comparing builds. */
 static int cpu_isa(void) {
     static int cached = -1;
     if (cached >= 0) return cached;
@@ -318,11 +318,16 @@ static int cpu_isa(void) {
      * workload its epochs took 15-20% more CPU time than the AVX2 build's, and 24% more since
      * the AVX2 build updates four pairs with 32-byte accesses (docs/performance.md). */
     if (isa == ISA_AVX512 && __builtin_cpu_is("amd")) isa = ISA_AVX2;
+    /* Zen 1 runs 256-bit operations as two halves and vperm2f128 as eight micro-ops: the build
+     * that moves 128-bit lanes with loads and stores took 8% less time for a 4-epoch fit at 1
+     * thread and 6% at 2 (docs/performance.md, session 10). */
+    if (isa == ISA_AVX2 && __builtin_cpu_is("znver1")) isa = ISA_AVX2_LANES;
 #else
     isa = best;
 #endif
     const char *pick = getenv("FFM_ISA");
     if (pick && strcmp(pick, "generic") == 0) isa = ISA_GENERIC;
+    if (pick && strcmp(pick, "avx2_lanes") == 0) isa = best < ISA_AVX2 ? best : ISA_AVX2_LANES;
     if (pick && strcmp(pick, "avx2") == 0) isa = best < ISA_AVX2 ? best : ISA_AVX2;
     if (pick && strcmp(pick, "avx512") == 0) isa = best;
     cached = isa;
@@ -330,13 +335,16 @@ static int cpu_isa(void) {
 }
 
 const char *ffm_isa(void) {
-    static const char *names[] = {"generic", "avx2", "avx512"};
+    static const char *names[] = {"generic", "avx2_lanes", "avx2", "avx512"};
     return names[cpu_isa()];
 }
 
 #ifdef FFM_HAVE_AVX2_BUILD
 #define FFM_PICK(fn)                                                                               \
-    (cpu_isa() == ISA_AVX512 ? fn##_avx512 : cpu_isa() == ISA_AVX2 ? fn##_avx2 : fn##_generic)
+    (cpu_isa() == ISA_AVX512         ? fn##_avx512                                                 \
+     : cpu_isa() == ISA_AVX2         ? fn##_avx2                                                   \
+     : cpu_isa() == ISA_AVX2_LANES   ? fn##_avx2_lanes                                             \
+                                     : fn##_generic)
 #else
 #define FFM_PICK(fn) fn##_generic
 #endif

@@ -151,7 +151,7 @@ print(json.dumps({"isa": _core.isa(), "best": history.best_valid_logloss}))
 """
 
 
-@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+@pytest.mark.parametrize("isa", ["avx2_lanes", "avx2", "avx512"])
 def test_estimated_step_sizes_reach_the_exact_algorithms_logloss(isa: str) -> None:
     """The SIMD builds take AdaGrad's eta / sqrt(G) from the CPU's reciprocal square root
     estimate (12 or 14 bits); the generic build computes it exactly. The issue's bound is 0.001;

@@ -148,6 +148,17 @@ MUTATIONS: tuple[Mutation, ...] = (
          ("        const v4 d2 = lambda * x2 + kv * x1;\n", "        const v4 d2 = kv * x1;\n")),
         KERNEL_TESTS,
     ),
+    # ---- the dense four-pair paths that move 128-bit lanes with loads and stores (Zen 1)
+    Mutation(
+        "dense update: two partners' weights stored swapped (AVX2 lane loads)", "lanes", HOT,
+        (("    store2(pb, pb1, x2);\n", "    store2(pb1, pb, x2);\n"),),
+        KERNEL_TESTS, isa="avx2_lanes",
+    ),
+    Mutation(
+        "dense margin: two partners swapped (AVX2 lane loads)", "lanes", HOT,
+        (("const __m256 lo = load2(q0, q1), hi", "const __m256 lo = load2(q1, q0), hi"),),
+        KERNEL_TESTS, isa="avx2_lanes",
+    ),
     # ---- instance normalisation: r = 1 / sum(v^2), in the margin and in the gradient
     Mutation(
         "normalisation: r = 1/sqrt(sum v^2) instead of 1/sum v^2", "normalisation", HOT,
@@ -383,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, _, tail = _pytest(tests, env)
         if code != 0:
             raise CheckError(f"the tests fail without any mutation (exit {code}):\n{tail}")
-        isas = {isa: _isa_runs(isa, env) for isa in ("avx2", "avx512")}
+        isas = {isa: _isa_runs(isa, env) for isa in ("avx2_lanes", "avx2", "avx512")}
         outcomes = []
         for number, m in enumerate(chosen, 1):
             print(f"[{number}/{len(chosen)}] {m.name}", flush=True)
