@@ -4,10 +4,16 @@
 # SIGKILLed, the champion served from the image, one pipeline step through kfp.local.DockerRunner.
 # No registry is needed: the base image is bootstrapped with mmdebstrap (images/build-local-base.sh).
 # Run as root on a fresh Debian bookworm machine, from any directory; prints the stage's wall time.
+# `ci-containers.sh build` only installs the tools and builds the image, `ci-containers.sh test`
+# only runs the tests on it (.ci/run builds while the test suite runs); no argument does both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+phase="${1:-all}"
+case "$phase" in all | build | test) ;; *) echo "usage: $0 [build|test]" >&2; exit 2 ;; esac
 started=$(date +%s)
 stamp() { echo "ci-containers: $1 at +$(($(date +%s) - started)) s"; }
+
+if [ "$phase" != test ]; then
 
 need_apt=()
 for tool in podman buildah mmdebstrap runc newuidmap fuse-overlayfs; do
@@ -38,7 +44,10 @@ make image-local
 # The builder stage stays behind untagged (about 0.9 GB): not needed once the image exists.
 podman image prune -f >/dev/null
 stamp "image built: $(make -s image-ref)"
+fi
+[ "$phase" = build ] && exit 0
 
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/images/containers.conf}"
 make install
 stamp "venv ready"
 
