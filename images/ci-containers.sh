@@ -13,6 +13,9 @@ case "$phase" in all | build | test) ;; *) echo "usage: $0 [build|test]" >&2; ex
 started=$(date +%s)
 stamp() { echo "ci-containers: $1 at +$(($(date +%s) - started)) s"; }
 
+# This runner's podman defaults (runc, ulimits it accepts) unless the caller has its own.
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/images/containers.conf}"
+
 if [ "$phase" != test ]; then
 
 need_apt=()
@@ -30,9 +33,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 stamp "tools installed"
 
-# This runner's podman defaults (runc, ulimits it accepts) unless the caller has its own; builds
-# need chroot isolation on this cgroup setup.
-export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/images/containers.conf}"
+# Builds need chroot isolation on this cgroup setup.
 export BUILDAH_ISOLATION="${BUILDAH_ISOLATION:-chroot}"
 
 # Build from nothing, as on a fresh machine: no image, base or layer left by an earlier run on
@@ -47,7 +48,6 @@ stamp "image built: $(make -s image-ref)"
 fi
 [ "$phase" = build ] && exit 0
 
-export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/images/containers.conf}"
 make install
 stamp "venv ready"
 
