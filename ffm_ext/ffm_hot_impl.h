@@ -173,16 +173,17 @@ static inline __m256 low_halves(__m256 x, __m256 y) { return _mm256_permute2f128
 static inline __m256 high_halves(__m256 x, __m256 y) { return _mm256_permute2f128_ps(x, y, 0x31); }
 
 /* pair_sum of a dense row with k <= 4: the pairs (a, b), (a, b+1), (a+1, b), (a+1, b+1) at a
- * time, as in update_two_rows_dense, on two accumulators. */
+ * time, as in update_two_rows_dense. Rows a and a+1 sum <w, w> x_b over b first and multiply by
+ * x_a once after: one multiply fewer per two pairs (1% of a 1-thread epoch on Zen 1). */
 static inline float pair_sum_dense(const ffm_token *t, int64_t count) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 total = _mm256_setzero_ps();
     v4 acc = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int64_t a = 0; a + 1 < count; a += 2) {
         const float *wa = t[a].base, *wa1 = t[a + 1].base;
         const int64_t fa = (int64_t)t[a].field * 4;
         const float va = t[a].value, va1 = t[a + 1].value;
         acc += *(const v4 *)(wa + fa + 4) * *(const v4 *)(wa1 + fa) * (va * t[a + 1].value);
-        const __m256 va8 = _mm256_set1_ps(va), va18 = _mm256_set1_ps(va1);
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         const float *pa = wa + fa + 8, *pa1 = wa1 + fa + 8; /* w[j_a, f_a+2], w[j_a+1, f_a+2] */
         int64_t b = a + 2;
         for (; b + 1 < count; b += 2, pa += 8, pa1 += 8) {
@@ -198,20 +199,19 @@ static inline float pair_sum_dense(const ffm_token *t, int64_t count) {
             const __m256 lo = low_halves(b0, b1), hi = high_halves(b0, b1);
 #endif
             const __m256 vb = values2(t + b);
-            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(pa), lo), _mm256_mul_ps(va8, vb),
-                                   acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(pa1), hi), _mm256_mul_ps(va18, vb),
-                                   acc1);
+            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(pa), lo), vb, acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(pa1), hi), vb, acc1);
         }
         if (b < count) { /* (a, b) and (a+1, b) */
             const __m256 kv = _mm256_mul_ps(_mm256_setr_m128(_mm_set1_ps(va), _mm_set1_ps(va1)),
                                             _mm256_set1_ps(t[b].value));
-            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(t[b].base + fa), load2(pa, pa1)),
-                                   kv, acc0);
+            total = _mm256_fmadd_ps(
+                _mm256_mul_ps(_mm256_loadu_ps(t[b].base + fa), load2(pa, pa1)), kv, total);
         }
+        total = _mm256_fmadd_ps(acc0, _mm256_set1_ps(va), total);
+        total = _mm256_fmadd_ps(acc1, _mm256_set1_ps(va1), total);
     }
-    acc0 = _mm256_add_ps(acc0, acc1);
-    acc += (v4)_mm256_castps256_ps128(acc0) + (v4)_mm256_extractf128_ps(acc0, 1);
+    acc += (v4)_mm256_castps256_ps128(total) + (v4)_mm256_extractf128_ps(total, 1);
     return hsum4(acc);
 }
 #endif
@@ -249,16 +249,16 @@ static inline __attribute__((always_inline)) float pair_sum(int64_t kp, const ff
         }
 #endif
 #ifdef __AVX2__
-        if (kp == 4) {
-            const __m256 va8 = _mm256_set1_ps(va);
+        if (kp == 4 && b + 1 < count) {
+            __m256 row8 = _mm256_setzero_ps(); /* times x_a once, after the row's pairs */
             const float *next = wa + fa + 4 * (b - a); /* dense rows: w[j_a, f_b] */
             for (; b + 1 < count; b += 2, next += 8) {
                 const __m256 x1 = dense ? _mm256_loadu_ps(next)
                                         : load2(wa + t[b].field * 4, wa + t[b + 1].field * 4);
                 const __m256 x2 = load2(t[b].base + fa, t[b + 1].base + fa);
-                acc8 = _mm256_fmadd_ps(_mm256_mul_ps(x1, x2), _mm256_mul_ps(va8, values2(t + b)),
-                                       acc8);
+                row8 = _mm256_fmadd_ps(_mm256_mul_ps(x1, x2), values2(t + b), row8);
             }
+            acc8 = _mm256_fmadd_ps(row8, _mm256_set1_ps(va), acc8);
         }
 #else
         (void)dense;
