@@ -28,6 +28,7 @@ import pathlib
 import re
 import shlex
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -366,6 +367,17 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
     env.update(wheel_env)
     try:
         with contextlib.ExitStack() as stack:
+            # kfp.local leaves a workspace directory per init and, for each step the subprocess
+            # runner starts, the directory its `mktemp -d` writes the step's code to: hundreds a
+            # week in the temp dir. Both go to this run's scratch directory, removed at the end
+            # (best effort: a container step may have written there as the image's user).
+            scratch = pathlib.Path(
+                stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="ctrflow-run-", ignore_cleanup_errors=True)
+                )
+            )
+            workspace = scratch / "kfp-workspace"
+            workspace.mkdir(mode=0o700)
             if config.runner == "container":
                 from ctrflow.pipelines._image import default_image
                 from ctrflow.pipelines.runs.containers import container_runner, mounted_dirs
@@ -379,10 +391,15 @@ def run_local(config: LocalRunConfig) -> LocalRunResult:
                 )
             else:
                 # SubprocessRunner starts each step with this process's environment.
-                stack.enter_context(_environment(env))
+                stack.enter_context(_environment({**env, "TMPDIR": str(scratch)}))
                 runner = local.SubprocessRunner(use_venv=False)
             stack.enter_context(_step_output(log_file))
-            local.init(runner=runner, pipeline_root=str(runs), raise_on_error=True)
+            local.init(
+                runner=runner,
+                pipeline_root=str(runs),
+                workspace_root=str(workspace),
+                raise_on_error=True,
+            )
             task = pipeline(**arguments)
             outputs = dict(task.outputs)
     except ContainerRunError:

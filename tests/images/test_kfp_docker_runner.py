@@ -67,7 +67,9 @@ def test_prepare_data_runs_in_the_image_and_writes_as_its_user(
 
     data, root = _layout(tmp_path)
     with container_runner(image=podman_conf.image, environment={}, read_only_dirs=[data]) as run:
-        local.init(runner=run, pipeline_root=str(root), raise_on_error=True)
+        local.init(
+            runner=run, pipeline_root=str(root), workspace_root=str(tmp_path), raise_on_error=True
+        )
         task = _components(podman_conf.image)["prepare-data"](data_uris=[str(data / "log.parquet")])
         train = task.outputs["train"]
         assert train.metadata["rows"] > 0
@@ -83,7 +85,9 @@ def test_a_failed_step_fails_the_run(podman_conf: Podman, tmp_path: pathlib.Path
 
     data, root = _layout(tmp_path)
     with container_runner(image=podman_conf.image, environment={}, read_only_dirs=[data]) as run:
-        local.init(runner=run, pipeline_root=str(root), raise_on_error=True)
+        local.init(
+            runner=run, pipeline_root=str(root), workspace_root=str(tmp_path), raise_on_error=True
+        )
         prepare = _components(podman_conf.image)["prepare-data"]
         with pytest.raises(RuntimeError, match="prepare-data"):
             prepare(data_uris=[str(data / "missing.parquet")])

@@ -476,7 +476,12 @@ def test_component_runs_under_kfp_local_runner(
     from kfp import dsl, local
 
     monkeypatch.chdir(tmp_path)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the runner's step code dirs: not in /tmp
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "root"),
+        workspace_root=str(tmp_path),
+    )
     component = dsl.component(
         func=_kfp_ready(prepare_data_component),
         base_image="ctrflow:test",

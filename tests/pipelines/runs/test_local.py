@@ -36,8 +36,8 @@ ROWS = "15000"
 MODEL = "ctr-e2e"
 
 
-def _run_json(*args: str) -> dict[str, Any]:
-    proc = _ctrflow("run", *args, "--json")
+def _run_json(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    proc = _ctrflow("run", *args, "--json", env=env)
     assert proc.returncode == 0, f"ctrflow run failed:\n{proc.stderr[-4000:]}"
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
@@ -80,6 +80,7 @@ def _finished(hpo: dict[str, Any]) -> int:
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.minutes
 def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgres_url: str) -> None:
     workdir = tmp_path / "work"
     common = ("--workdir", str(workdir), "--rows", ROWS, "--model-name", MODEL)
@@ -87,7 +88,12 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
     # Run 1: all defaults. A budget that leaves the >= 10 COMPLETE trials the next warm start
     # needs, with room for a run that prunes half of them: 30 left 22 on this data, but 18 once
     # left 9 (the pruner stopped 9 of the 13 trials after its 5 start-up ones).
-    first = _run_json(*common, "--budget", "26")
+    # With a temp dir of its own, to see that the run leaves nothing there: kfp.local's step
+    # code directories once piled up by the hundred in /tmp, a dozen per run.
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    first = _run_json(*common, "--budget", "26", env={"TMPDIR": str(temp)})
+    assert sorted(temp.iterdir()) == []
     out = first["outputs"]
     hpo = out["hpo"]
     assert first["data_generated"] is True
@@ -210,6 +216,7 @@ def test_two_local_runs_warm_start_and_promotion(tmp_path: pathlib.Path, postgre
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.minutes
 def test_two_local_xgboost_runs_keep_integer_params_and_warm_start(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
