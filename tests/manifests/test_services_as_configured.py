@@ -306,6 +306,7 @@ def _bootstrap(rendered: dict[str, str], database: Database, url: str, home: pat
     return _run(container, _env(container, pod_docs, database, home, mlflow_url=url), home)
 
 
+@pytest.mark.minutes
 def test_mlflow_needs_a_user_and_only_the_registering_user_moves_champion(
     rendered: dict[str, str],
     database: Database,

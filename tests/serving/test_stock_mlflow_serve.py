@@ -44,6 +44,7 @@ def build_wheel(out: pathlib.Path) -> pathlib.Path:
     return wheel
 
 
+@pytest.mark.minutes
 def test_champion_serves_with_stock_mlflow_models_serve_from_its_own_wheel(
     tmp_path: pathlib.Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

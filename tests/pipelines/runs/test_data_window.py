@@ -187,6 +187,7 @@ def test_submit_and_schedule_send_the_template_and_refuse_a_bad_one(
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.minutes
 def test_local_run_reads_the_days_of_a_range_and_records_the_window(tmp_path: pathlib.Path) -> None:
     """The whole pipeline through kfp.local on `{date-3d..date}`: the data-window step fills it
     from --data-date, prepare-data reads exactly those three days (the days just before and on
