@@ -144,6 +144,9 @@ ATTR_SEED: Final = "ctrflow.seed"
 ATTR_READY: Final = "ctrflow.ready"  # set last: a study without it is a half-made one
 ATTR_MODEL_NAME: Final = "ctrflow.model_name"  # the registered model: study retention's scope
 ATTR_FINALIZED: Final = "ctrflow.finalized_at"  # finalize_study ran (UTC): no step reads it after
+# An unfinalized study idle this long is taken for abandoned by retire-studies: a week's pipeline
+# runs for hours, not days.
+STUDY_ABANDONED_AFTER_S: Final = 2 * 24 * 3600.0
 ATTR_DEFAULT_TRIAL: Final = "ctrflow.default_trial"  # on the enqueued library-defaults trial
 
 # ---- artifact and file names -------------------------------------------------------------------

@@ -42,6 +42,7 @@ from ctrflow.components.names import (
     ATTR_MODEL_NAME,
     ATTR_READY,
     ATTR_WARM_START,
+    STUDY_ABANDONED_AFTER_S,
     STUDY_DB_ARTIFACT,
     TAG_STUDY_NAME,
 )
@@ -49,7 +50,7 @@ from ctrflow.components.names import (
 __all__ = ["ABANDONED_AFTER", "RetentionResult", "retire_studies"]
 
 _log = logging.getLogger(__name__)
-ABANDONED_AFTER = 2 * 24 * 3600.0  # a week's pipeline runs for hours, not days
+ABANDONED_AFTER = STUDY_ABANDONED_AFTER_S
 TAG_RETIRED: str = "ctrflow.retired_study"
 
 
@@ -60,6 +61,7 @@ class RetentionResult:
     kept: list[str] = field(default_factory=list)  # the model's studies left in the storage
     deleted: dict[str, str] = field(default_factory=dict)  # study -> MLflow run holding it
     protected: dict[str, str] = field(default_factory=dict)  # study -> why it stays
+    would_delete: list[str] = field(default_factory=list)  # a dry run's deletions, not done
     note: str = ""  # why nothing was done, if so
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,8 +193,10 @@ def retire_studies(
     tracking_uri: str | None,
     settings: StorageSettings | None = None,
     abandoned_after: float = ABANDONED_AFTER,
+    dry_run: bool = False,
 ) -> RetentionResult:
-    """Apply the rule in the module docstring; ``keep`` = 0 keeps every study."""
+    """Apply the rule in the module docstring; ``keep`` = 0 keeps every study. A dry run
+    writes nothing (no export, no deletion) and lists what would go in ``would_delete``."""
     if keep < 0:
         raise ValueError(f"keep_studies must be >= 0 (0 keeps every study), got {keep}")
     if keep == 0:
@@ -209,13 +213,22 @@ def retire_studies(
         storage_url, settings or StorageSettings(heartbeat_interval=None, grace_period=None)
     )
     try:
-        return _retire(client, storage, model_name, keep, current_study, abandoned_after)
+        return _retire(
+            client, storage, model_name, keep, current_study, abandoned_after, dry_run=dry_run
+        )
     finally:
         dispose(storage)
 
 
 def _retire(
-    client: Any, storage: BaseStorage, model_name: str, keep: int, current: str, idle: float
+    client: Any,
+    storage: BaseStorage,
+    model_name: str,
+    keep: int,
+    current: str,
+    idle: float,
+    *,
+    dry_run: bool,
 ) -> RetentionResult:
     studies = _ours(storage, model_name)
     champion_study = _champion_study(client, model_name)
@@ -237,6 +250,9 @@ def _retire(
             result.kept.append(study.name)
             if rank >= keep:
                 result.protected[study.name] = why
+            continue
+        if dry_run:
+            result.would_delete.append(study.name)
             continue
         if archived is None:
             experiment_id = _experiment_id(client, model_name)

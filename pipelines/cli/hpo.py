@@ -1,4 +1,5 @@
-"""`ctrflow hpo create|worker|finalize`: the HPO steps as commands, e.g. for a Kubernetes Job.
+"""`ctrflow hpo create|worker|finalize|retire`: the HPO steps as commands, e.g. for a Kubernetes
+Job, and retire-studies for an operator (with --dry-run to see what it would delete).
 
 The storage URL comes from --storage or $CTRFLOW_STORAGE_URL (keep it in a Secret: a flag shows
 up in `ps` and in the Job spec). Errors print one line naming what is wrong and exit 1 (bad
@@ -9,6 +10,7 @@ for longer than --storage-outage-limit while it ran).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -20,6 +22,7 @@ from ctrflow.components.names import (
     MODEL_TYPES,
     OPTUNA_FAST_PATH_ENV,
     STORAGE_OUTAGE_LIMIT_ENV,
+    STUDY_ABANDONED_AFTER_S,
 )
 from ctrflow.pipelines.cli._parsing import logs_progress
 from ctrflow.pipelines.k8s.launch_arguments import register_launch
@@ -152,9 +155,29 @@ def _finalize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retire(args: argparse.Namespace) -> int:
+    from ctrflow.components.hpo.retention import retire_studies
+
+    if args.abandoned_after < 0:
+        raise ValueError(f"--abandoned-after must be >= 0 hours, got {args.abandoned_after}")
+    # MLflow prints a "View run" link to stdout for each export run it ends: stdout is the JSON.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = retire_studies(
+            storage_url=_storage(args),
+            model_name=args.model_name,
+            keep=args.keep,
+            current_study=args.study or "",
+            tracking_uri=args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
+            abandoned_after=args.abandoned_after * 3600.0,
+            dry_run=args.dry_run,
+        )
+    _emit(result.to_dict(), args.out)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     hpo = subparsers.add_parser(
-        "hpo", help="distributed hyperparameter search (create | worker | finalize)"
+        "hpo", help="distributed hyperparameter search (create | worker | finalize | retire)"
     )
     hpo_sub = hpo.add_subparsers(dest="hpo_command", metavar="HPO_COMMAND", required=True)
 
@@ -216,5 +239,37 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     finalize.add_argument("--out-dir", required=True)
     finalize.set_defaults(func=lambda a: _run(a, _finalize))
     logs_progress(finalize)
+
+    retire = hpo_sub.add_parser(
+        "retire",
+        help="keep a model's newest studies, export the older ones to MLflow and delete them "
+        "(the pipeline's retire-studies step)",
+    )
+    retire.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL (default: $CTRFLOW_STORAGE_URL)",
+    )
+    retire.add_argument("--model-name", required=True, help="the model whose studies to retire")
+    retire.add_argument(
+        "--keep", type=int, required=True, metavar="N", help="newest studies to keep (0: all)"
+    )
+    retire.add_argument("--mlflow-uri", default=None, help="default: $MLFLOW_TRACKING_URI")
+    retire.add_argument(
+        "--study", default=None, help="a study to keep whatever its age (a run's own)"
+    )
+    retire.add_argument(
+        "--abandoned-after",
+        type=float,
+        default=STUDY_ABANDONED_AFTER_S / 3600.0,
+        metavar="HOURS",
+        help="an unfinalized study idle this long may go (default: %(default)g)",
+    )
+    retire.add_argument(
+        "--dry-run", action="store_true", help="write nothing; list what would be deleted"
+    )
+    retire.add_argument("--out", default=None, help="also write the result JSON here")
+    retire.set_defaults(func=lambda a: _run(a, _retire))
+    logs_progress(retire)
 
     register_launch(hpo_sub)

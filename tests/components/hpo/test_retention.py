@@ -11,6 +11,7 @@ step leaves it.
 from __future__ import annotations
 
 import contextlib
+import json
 import pathlib
 import uuid
 
@@ -25,6 +26,7 @@ from ctrflow.components.hpo.hpo_worker import run_worker
 from ctrflow.components.hpo.retention import retire_studies
 from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage
 from ctrflow.components.names import ATTR_READY, ATTR_WARM_START, TAG_STUDY_NAME
+from tests.testkit.cli import ctrflow_in_process
 from tests.testkit.ctr_data import _quick_objective
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -170,3 +172,52 @@ def test_keep_zero_or_no_mlflow_deletes_nothing_and_a_negative_keep_is_refused(
     with pytest.raises(ValueError, match="keep_studies must be >= 0"):
         retire_studies(storage_url=storage_url, model_name=model, keep=-1,
                        current_study="x", tracking_uri=mlflow_server)  # fmt: skip
+
+
+def test_the_retire_command_lists_first_with_dry_run_then_deletes(
+    storage_url: str,
+    mlflow_server: str,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`ctrflow hpo retire`, through the real argument tree: a dry run writes nothing (no
+    study deleted, no MLflow run), then the same command deletes what it listed."""
+    model = f"ctr-{uuid.uuid4().hex[:8]}"
+    s = [f"{model}-run{i}" for i in range(4)]  # s[0] oldest
+    for name in s:
+        _study(storage_url, mlflow_server, model, name, tmp_path)
+    client = MlflowClient(mlflow_server)
+    _crown(client, model, s[0], tmp_path / s[0] / "study.db")
+    experiment = client.get_experiment_by_name(model)
+    assert experiment is not None
+    runs_before = len(client.search_runs([experiment.experiment_id]))
+    before = _names(storage_url)
+    argv = ["hpo", "retire", "--storage", storage_url, "--mlflow-uri", mlflow_server,
+            "--model-name", model, "--keep", "1", "--study", s[2]]  # fmt: skip
+
+    capsys.readouterr()  # what making the studies printed
+    assert ctrflow_in_process([*argv, "--dry-run"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["would_delete"] == [s[1]] and listed["deleted"] == {}
+    assert listed["protected"] == {
+        s[2]: "this run's study",
+        s[0]: "the champion's study (next warm start)",
+    }
+    assert _names(storage_url) == before
+    assert len(client.search_runs([experiment.experiment_id])) == runs_before
+
+    out = tmp_path / "retired.json"
+    assert ctrflow_in_process([*argv, "--out", str(out)]) == 0
+    done = json.loads(capsys.readouterr().out)  # only the JSON: MLflow's run links go to stderr
+    assert list(done["deleted"]) == [s[1]] and done["would_delete"] == []
+    assert json.loads(out.read_text()) == done
+    assert _names(storage_url) == before - {s[1]}
+    run = client.get_run(done["deleted"][s[1]])
+    assert run.data.tags[TAG_STUDY_NAME] == s[1]
+
+    # Bad input: one line naming it, exit 1, nothing touched.
+    assert ctrflow_in_process([*argv, "--abandoned-after", "-1"]) == 1
+    assert "--abandoned-after must be >= 0" in capsys.readouterr().err
+    assert ctrflow_in_process([*argv[:-4], "--keep", "-2"]) == 1
+    assert "keep_studies must be >= 0" in capsys.readouterr().err
+    assert _names(storage_url) == before - {s[1]}
