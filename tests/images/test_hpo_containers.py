@@ -196,5 +196,38 @@ def _wait_for_a_trial_beyond(
     while not any(t.number > frozen for t in _states(storage, study)):
         for proc in survivors:
             assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "the survivors never started a trial"
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"the survivors never started a trial\n{_stall_report(storage, study, survivors)}"
+            )
         time.sleep(0.1)
+
+
+def _stall_report(storage: str, study: str, survivors: list[subprocess.Popen[str]]) -> str:
+    """What the database's sessions wait on, the trials, and the survivors' last log lines
+    (they are killed for it): a stall once seen in CI was never reproduced by hand."""
+    import sqlalchemy
+
+    lines = []
+    engine = sqlalchemy.create_engine(storage)
+    try:
+        with engine.connect() as conn:
+            for row in conn.execute(sqlalchemy.text(
+                "SELECT pid, state, wait_event_type, wait_event, now() - state_change, "
+                "left(query, 160) FROM pg_stat_activity "
+                "WHERE datname IS NOT NULL AND pid <> pg_backend_pid()"
+            )):  # fmt: skip
+                lines.append(f"session {tuple(row)}")
+            for row in conn.execute(sqlalchemy.text(
+                "SELECT locktype, relation::regclass, objid, pid, mode, granted FROM pg_locks "
+                "WHERE pid <> pg_backend_pid() AND (locktype = 'advisory' OR NOT granted "
+                "OR locktype IN ('tuple', 'transactionid'))"
+            )):  # fmt: skip
+                lines.append(f"lock {tuple(row)}")
+    finally:
+        engine.dispose()
+    lines += [f"trial {t.number} {t.state.name} {t.params}" for t in _states(storage, study)]
+    for proc in survivors:
+        proc.kill()
+        lines.append(f"survivor stderr:\n{proc.communicate()[1][-2000:]}")
+    return "\n".join(lines)
