@@ -41,6 +41,9 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_LIMIT = 60.0  # seconds a worker waits for its storage to come back
+# The server ended the session for idling (see ``idle_session_limit``): the connection is gone,
+# as in an outage, though psycopg files these under InternalError.
+_IDLE_TIMEOUTS = psycopg.errors.IdleInTransactionSessionTimeout | psycopg.errors.IdleSessionTimeout
 
 
 class StorageOutageError(BaseException):
@@ -58,7 +61,7 @@ def _loss(exc: BaseException) -> BaseException | None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, psycopg.OperationalError | psycopg.InterfaceError):
+        if isinstance(current, psycopg.OperationalError | psycopg.InterfaceError | _IDLE_TIMEOUTS):
             return current
         if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
             return current.orig or current

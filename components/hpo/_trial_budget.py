@@ -34,11 +34,32 @@ from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-__all__ = ["BudgetCounts", "StudyLock", "TrialBudget"]
+__all__ = ["BudgetCounts", "StudyLock", "TrialBudget", "idle_session_limit"]
 
 # Two-int advisory lock key: a constant for "ctrflow budget" and the study id.
 _PG_LOCK_CLASS = 0x63747266
+_LOCK = sqlalchemy.text("SELECT pg_advisory_lock(:cls, :sid)")
+_UNLOCK = sqlalchemy.text("SELECT pg_advisory_unlock(:cls, :sid)")
+# The idle limit is set and cleared in the lock's own round trips; the pool gets the connection
+# back without it.
+_LIMITED_LOCK = sqlalchemy.text(
+    "SELECT set_config('idle_session_timeout', :ms, false), pg_advisory_lock(:cls, :sid)"
+)
+_LIMITED_UNLOCK = sqlalchemy.text(
+    "SELECT pg_advisory_unlock(:cls, :sid), set_config('idle_session_timeout', '0', false)"
+)
 _MEMORY_LOCKS: dict[str, threading.Lock] = {}
+# A live process is never idle this long inside a transaction or holding the study lock, even
+# starved of CPU; tests use grace periods of 1-4 s, which would be tighter than that.
+_IDLE_FLOOR_S = 10
+
+
+def idle_session_limit(grace_period: int | None) -> int | None:
+    """Seconds a PostgreSQL session may stay idle inside a transaction, or holding the study
+    lock, before the server ends it: as long as a dead worker is silent (None: no limit)."""
+    return None if grace_period is None else max(grace_period, _IDLE_FLOOR_S)
+
+
 _MEMORY_LOCKS_GUARD = threading.Lock()
 
 
@@ -86,6 +107,10 @@ class StudyLock:
                 self._lock_path = f"{pathlib.Path(database).resolve()}.budget-{study_id}.lock"
         elif self._backend != "postgresql":
             raise ValueError(f"no study lock for storage backend {self._backend!r}")
+        # While held, the lock's session ends once idle as long as a dead worker is silent: a
+        # frozen holder (a stopped container, a paused VM) would keep every worker waiting.
+        limit = idle_session_limit(storage.grace_period if storage.heartbeat_interval else None)
+        self._idle_limit_ms = None if limit is None else limit * 1000
         self._held = False
         self._owner: int | None = None  # the thread holding it
         self._confirmed = False
@@ -106,10 +131,11 @@ class StudyLock:
         else:
             conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             try:
-                conn.execute(
-                    sqlalchemy.text("SELECT pg_advisory_lock(:cls, :sid)"),
-                    {"cls": _PG_LOCK_CLASS, "sid": self._study_id},
-                )
+                key = {"cls": _PG_LOCK_CLASS, "sid": self._study_id}
+                if self._limits_idle(conn):
+                    conn.execute(_LIMITED_LOCK, key | {"ms": str(self._idle_limit_ms)})
+                else:
+                    conn.execute(_LOCK, key)
             except BaseException:
                 conn.invalidate()
                 conn.close()
@@ -142,7 +168,7 @@ class StudyLock:
             try:
                 self._confirmed = bool(
                     conn.execute(
-                        sqlalchemy.text("SELECT pg_advisory_unlock(:cls, :sid)"),
+                        _LIMITED_UNLOCK if self._limits_idle(conn) else _UNLOCK,
                         {"cls": _PG_LOCK_CLASS, "sid": self._study_id},
                     ).scalar()
                 )
@@ -151,6 +177,10 @@ class StudyLock:
             finally:
                 conn.close()
         return self._confirmed
+
+    def _limits_idle(self, conn: sqlalchemy.Connection) -> bool:
+        version = conn.dialect.server_version_info or ()
+        return self._idle_limit_ms is not None and version >= (14,)  # idle_session_timeout: 14
 
     @contextmanager
     def held(self) -> Iterator[StudyLock]:

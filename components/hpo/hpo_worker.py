@@ -13,6 +13,12 @@ limit the worker stops with ``StorageOutageError`` (``ctrflow hpo worker`` exits
 stays RUNNING and is retried by the heartbeat machinery of the workers that remain. The
 stale-trial grace period is derived from that limit (``StorageSettings.stale_after``), so a
 worker that rides out an outage keeps its trial: no other worker takes it for dead meanwhile.
+
+A worker that freezes (a stopped container, a paused VM) keeps its PostgreSQL sessions, so its
+locks would outlive it: a row lock held inside a transaction, or the study lock. The server ends
+such a session once it has been idle in a transaction, or idle holding the study lock, for the
+grace period; the locks go with it and the others go on (``storage._engine_kwargs``,
+``StudyLock``).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import URL, make_url
 
 from ctrflow.components.hpo._outage import Outage, StorageOutageError, limit_setting
+from ctrflow.components.hpo._trial_budget import idle_session_limit
 from ctrflow.components.names import STORAGE_URL_ENV as STORAGE_ENV
 
 __all__ = [
@@ -135,8 +136,21 @@ def _engine_kwargs(url: URL, settings: StorageSettings) -> dict[str, Any]:
         "pool_pre_ping": True,
         "pool_recycle": 1800,
     }
-    if backend == "postgresql" and "connect_timeout" not in url.query:
-        kwargs["connect_args"] = {"connect_timeout": settings.connect_timeout}
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = settings.connect_timeout
+    idle_limit = idle_session_limit(settings.stale_after())
+    if idle_limit is not None:
+        # A process frozen inside a transaction (a stopped container, a paused VM) keeps its
+        # row locks while its session lives, and the worker failing its stale trial would
+        # wait on them for ever, holding the study lock. The server ends such a session once
+        # it has been as silent as a dead worker, which rolls the transaction back. (Given
+        # here, the URL's own `options` would be replaced: they are kept in front.)
+        given = url.query.get("options", ())
+        limit = f"-c idle_in_transaction_session_timeout={idle_limit * 1000}"
+        connect_args["options"] = " ".join([*([given] if isinstance(given, str) else given), limit])
+    if connect_args:
+        kwargs["connect_args"] = connect_args
     return kwargs
 
 

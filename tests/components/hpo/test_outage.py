@@ -335,5 +335,11 @@ def test_only_a_lost_database_counts_as_an_outage(postgres_url: str) -> None:
     engine = sqlalchemy.create_engine(postgres_url)
     with engine.connect() as conn, pytest.raises(sqlalchemy.exc.ProgrammingError) as bad_sql:
         conn.execute(sqlalchemy.text("SELECT * FROM no_such_table"))
-    engine.dispose()
     assert not is_connection_loss(bad_sql.value)
+    # A session the server ended for idling in a transaction: gone, as in an outage.
+    with engine.connect() as conn, pytest.raises(sqlalchemy.exc.DBAPIError) as idled:
+        conn.execute(sqlalchemy.text("SET idle_in_transaction_session_timeout = '100ms'"))
+        time.sleep(0.5)
+        conn.execute(sqlalchemy.text("SELECT 1"))
+    engine.dispose()
+    assert is_connection_loss(idled.value)

@@ -144,6 +144,41 @@ def test_postgres_study_lock_excludes_others_and_dies_with_its_holder(postgres_u
     probe.dispose()
 
 
+def test_postgres_sessions_end_when_idle_as_long_as_a_dead_worker(postgres_url: str) -> None:
+    """Inside a transaction always, and between statements while holding the study lock (the
+    frozen-worker stalls these prevent run in test_workers); the URL's own options stay."""
+    url = f"{postgres_url}?options=-c%20statement_timeout%3D12345"
+    storage = make_storage(url, StorageSettings(heartbeat_interval=2, grace_period=12))
+    show = sqlalchemy.text(
+        "SELECT current_setting('idle_in_transaction_session_timeout'),"
+        " current_setting('idle_session_timeout'), current_setting('statement_timeout'),"
+        " pg_backend_pid()"
+    )
+    try:
+        with storage.engine.connect() as conn:
+            assert tuple(conn.execute(show).one())[:3] == ("12s", "0", "12345ms")
+        lock = StudyLock(storage, 4343)
+        with lock.held():
+            assert lock.connection is not None
+            held = lock.connection.execute(show).one()
+            assert held[1] == "12s"
+        # The pool's next checkout is that same session, back without the limit.
+        with storage.engine.connect() as conn:
+            assert tuple(conn.execute(show).one()) == ("12s", "0", "12345ms", held[3])
+    finally:
+        storage.engine.dispose()
+    # Never below 10 s, which no live process idles, even starved of CPU.
+    storage = make_storage(postgres_url, StorageSettings(heartbeat_interval=1, grace_period=1))
+    try:
+        with storage.engine.connect() as conn:
+            assert conn.execute(show).one()[0] == "10s"
+        lock = StudyLock(storage, 4343)
+        with lock.held():
+            assert lock.connection is not None and lock.connection.execute(show).one()[1] == "10s"
+    finally:
+        storage.engine.dispose()
+
+
 def test_sqlite_study_lock_is_an_flock_beside_the_database(tmp_path: pathlib.Path) -> None:
     import fcntl
 

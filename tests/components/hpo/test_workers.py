@@ -243,6 +243,113 @@ def test_killed_worker_trial_fails_is_retried_once_and_budget_stays_exact(
     assert [r["fast_path"] for r in results] == [fast_path == "1"] * 3
 
 
+# A worker process that stops (SIGSTOP) right after one statement, as a stopped container or
+# a paused VM would: inside a transaction writing its trial's end (Optuna's stock storage), or
+# holding the study lock. Argv: storage URL, study, marker file, "write" or "lock".
+_FREEZER = textwrap.dedent("""
+    import os, pathlib, re, signal, sys, threading
+    import sqlalchemy
+    from ctrflow.components.hpo.hpo_worker import run_worker
+    from ctrflow.components.hpo.search_space import get_space
+    from ctrflow.components.hpo.storage import StorageSettings
+
+    url, study, marker, where = sys.argv[1:]
+    objective_ran = threading.Event()
+    pattern = r"\\s*UPDATE trials\\b" if where == "write" else r"\\s*SELECT .*pg_advisory_lock\\("
+    statement = re.compile(pattern)
+
+    @sqlalchemy.event.listens_for(sqlalchemy.Engine, "after_cursor_execute")
+    def freeze(conn, cursor, text, parameters, context, executemany):
+        if (where == "lock" or objective_ran.is_set()) and statement.match(text):
+            pathlib.Path(marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    def objective(trial):
+        get_space("ffm").suggest(trial)
+        objective_ran.set()
+        return 0.5
+
+    run_worker(storage_url=url, study_name=study, objective=objective, progress=False,
+               settings=StorageSettings(heartbeat_interval=1, grace_period=FROZEN_GRACE))
+""")
+# The frozen worker's grace period (its sessions' idle limit) is longer than the survivors' 4 s,
+# so the test sees the stuck session before the server ends it.
+FROZEN_GRACE = 10
+
+
+def _stopped(pid: int) -> bool:
+    return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.parametrize(
+    ("where", "fast_path"),
+    [("write", "0"), ("lock", "1")],
+    ids=["inside-a-write", "holding-the-lock"],
+)
+def test_a_worker_frozen_inside_a_transaction_or_holding_the_study_lock_stalls_no_one(
+    where: str,
+    fast_path: str,
+    postgres_url: str,
+    data: tuple[pathlib.Path, pathlib.Path],
+    tmp_path: pathlib.Path,
+) -> None:
+    """A frozen worker's session lives on: its row locks would keep the survivor that fails its
+    stale trial waiting, with the study lock held, and a frozen holder of the study lock would
+    keep everyone waiting. The server ends such a session after the grace period."""
+    name = f"frozen-{where}-{uuid.uuid4().hex[:8]}"
+    _create(postgres_url, name, budget=6, tmp_path=tmp_path)
+    marker = tmp_path / "frozen"
+    code = _FREEZER.replace("FROZEN_GRACE", str(FROZEN_GRACE))
+    frozen = subprocess.Popen(
+        [sys.executable, "-c", code, postgres_url, name, str(marker), where],
+        stderr=subprocess.PIPE, text=True, env=_env(postgres_url, fast_path),
+    )  # fmt: skip
+    survivors: list[subprocess.Popen[str]] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (marker.exists() and _stopped(frozen.pid)):
+            assert frozen.poll() is None, frozen.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the worker never reached the statement"
+            time.sleep(0.02)
+        # What the survivors are up against: the frozen session, idle in its transaction or
+        # idle holding the advisory lock.
+        with sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.NullPool).connect() as c:
+            stuck = c.execute(
+                sqlalchemy.text(
+                    "SELECT a.state, bool_or(l.locktype = 'advisory') FROM pg_stat_activity a"
+                    " LEFT JOIN pg_locks l ON l.pid = a.pid AND l.granted"
+                    " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
+                    " AND a.state LIKE 'idle%' GROUP BY a.pid, a.state"
+                )
+            ).all()
+        expected = ("idle in transaction", False) if where == "write" else ("idle", True)
+        assert expected in stuck, stuck
+        survivors = [
+            _worker(postgres_url, name, data, tmp_path / f"w{i}.json", seed=i,
+                    fast_path=fast_path, liveness=QUICK_TAKEOVER)
+            for i in range(2)
+        ]  # fmt: skip
+        for proc in survivors:
+            _, err = proc.communicate(timeout=180)
+            assert proc.returncode == 0, err[-3000:]
+    finally:
+        for proc in [frozen, *survivors]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    trials = optuna.load_study(study_name=name, storage=postgres_url).trials
+    states = Counter(t.state for t in trials)
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 6, states
+    if where == "write":  # its trial's end was rolled back: failed as stale and run again
+        (failed,) = [t for t in trials if t.state == TrialState.FAIL]
+        retries = [t for t in trials if t.system_attrs.get("failed_trial") == failed.number]
+        assert len(retries) == 1 and retries[0].params == failed.params
+        assert len(trials) == 7
+    else:  # frozen before it started a trial
+        assert len(trials) == 6, states
+
+
 class _Connections:
     """Samples the study database's client connections (pg_stat_activity) while workers run,
     and counts the sessions opened (pg_stat_database.sessions, PostgreSQL >= 14)."""
