@@ -49,6 +49,8 @@ _LIMITED_UNLOCK = sqlalchemy.text(
     "SELECT pg_advisory_unlock(:cls, :sid), set_config('idle_session_timeout', '0', false)"
 )
 _MEMORY_LOCKS: dict[str, threading.Lock] = {}
+_MEMORY_LOCKS_GUARD = threading.Lock()
+
 # A live process is never idle this long inside a transaction or holding the study lock, even
 # starved of CPU; tests use grace periods of 1-4 s, which would be tighter than that.
 _IDLE_FLOOR_S = 10
@@ -58,9 +60,6 @@ def idle_session_limit(grace_period: int | None) -> int | None:
     """Seconds a PostgreSQL session may stay idle inside a transaction, or holding the study
     lock, before the server ends it: as long as a dead worker is silent (None: no limit)."""
     return None if grace_period is None else max(grace_period, _IDLE_FLOOR_S)
-
-
-_MEMORY_LOCKS_GUARD = threading.Lock()
 
 
 @dataclass(frozen=True)
