@@ -18,7 +18,8 @@ A worker that freezes (a stopped container, a paused VM) keeps its PostgreSQL se
 locks would outlive it: a row lock held inside a transaction, or the study lock. The server ends
 such a session once it has been idle in a transaction, or idle holding the study lock, for the
 grace period; the locks go with it and the others go on (``storage._engine_kwargs``,
-``StudyLock``).
+``StudyLock``). A server or worker that vanishes without closing its connections is noticed at
+both ends within ``StorageSettings.dead_server_after`` (``_dead_peer``).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from optuna.exceptions import ExperimentalWarning, StorageInternalError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import URL, make_url
 
+from ctrflow.components.hpo._dead_peer import dead_peer_connect_args, dead_peer_server_options
 from ctrflow.components.hpo._outage import Outage, StorageOutageError, limit_setting
 from ctrflow.components.hpo._trial_budget import idle_session_limit
 from ctrflow.components.names import STORAGE_URL_ENV as STORAGE_ENV
@@ -63,7 +64,7 @@ class StorageSettings:
     # Heartbeat: a running trial writes a heartbeat every `heartbeat_interval` s; a trial whose
     # last heartbeat is older than the grace period (`stale_after()`) is failed by the next
     # worker that looks, and RetryHeartbeatStaleTrialCallback enqueues it again (WAITING) with
-    # the same parameters. `grace_period` None: derived from the outage limit (81 s with the
+    # the same parameters. `grace_period` None: derived from the outage limit (101 s with the
     # defaults), so a worker riding out an outage is never taken for dead.
     heartbeat_interval: int | None = 10
     grace_period: int | None = None
@@ -74,6 +75,9 @@ class StorageSettings:
     backoff_initial: float = 0.5
     backoff_max: float = 8.0
     connect_timeout: int = 10  # seconds, per PostgreSQL connection attempt
+    # A PostgreSQL connection whose other end has been silent this long is taken for lost (a
+    # server pod rescheduled, a node lost: see _dead_peer); the worker then rides it out.
+    dead_server_after: int = 20
     # A worker rides out a storage outage this long before it stops (None: $CTRFLOW_STORAGE_
     # OUTAGE_LIMIT, else 60 s); the retries back off from backoff_initial to backoff_max.
     outage_limit: float | None = None
@@ -84,18 +88,21 @@ class StorageSettings:
             raise ValueError("connect_attempts must be >= 1")
         if self.heartbeat_interval is None and self.grace_period is not None:
             raise ValueError("grace_period needs heartbeat_interval")
+        if self.dead_server_after < 2:
+            raise ValueError("dead_server_after must be >= 2 seconds")
 
     def stale_after(self) -> int | None:
         """Seconds without a heartbeat after which a RUNNING trial is taken for a dead worker's:
         ``grace_period`` if given, else longer than any outage a live worker rides out (its
-        last heartbeat can be one interval older than the outage it sees, which lasts up to
-        the limit, and its first one after comes up to one backoff step, +20% jitter, later).
-        None without heartbeats."""
+        last heartbeat can be one interval older than the outage, which it may take
+        ``dead_server_after`` to notice and then rides out up to the limit, and its first one
+        after comes up to one backoff step, +20% jitter, later). None without heartbeats."""
         if self.heartbeat_interval is None:
             return None
         if self.grace_period is not None:
             return self.grace_period
-        silent = limit_setting(self.outage_limit) + self.heartbeat_interval
+        noticed = self.dead_server_after + limit_setting(self.outage_limit)
+        silent = noticed + self.heartbeat_interval
         return math.ceil(silent + 1.2 * self.backoff_max) + 1
 
 
@@ -136,21 +143,23 @@ def _engine_kwargs(url: URL, settings: StorageSettings) -> dict[str, Any]:
         "pool_pre_ping": True,
         "pool_recycle": 1800,
     }
-    connect_args: dict[str, Any] = {}
+    connect_args = dead_peer_connect_args(url, settings.dead_server_after)
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = settings.connect_timeout
+    # Given here, the URL's own `options` would be replaced: they are kept, after the defaults
+    # they may override and before the idle limit, which the study's liveness relies on.
+    given = url.query.get("options", ())
+    options = [*dead_peer_server_options(settings.dead_server_after)]
+    options += [given] if isinstance(given, str) else given
     idle_limit = idle_session_limit(settings.stale_after())
     if idle_limit is not None:
         # A process frozen inside a transaction (a stopped container, a paused VM) keeps its
         # row locks while its session lives, and the worker failing its stale trial would
         # wait on them for ever, holding the study lock. The server ends such a session once
-        # it has been as silent as a dead worker, which rolls the transaction back. (Given
-        # here, the URL's own `options` would be replaced: they are kept in front.)
-        given = url.query.get("options", ())
-        limit = f"-c idle_in_transaction_session_timeout={idle_limit * 1000}"
-        connect_args["options"] = " ".join([*([given] if isinstance(given, str) else given), limit])
-    if connect_args:
-        kwargs["connect_args"] = connect_args
+        # it has been as silent as a dead worker, which rolls the transaction back.
+        options.append(f"-c idle_in_transaction_session_timeout={idle_limit * 1000}")
+    connect_args["options"] = " ".join(options)
+    kwargs["connect_args"] = connect_args
     return kwargs
 
 

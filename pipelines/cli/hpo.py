@@ -65,8 +65,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="a running trial without a heartbeat for this long is taken for a dead worker's "
         "and retried (default: longer than the storage outage limit plus a heartbeat interval "
-        "and a backoff step, 81 s with the defaults: a worker riding out an outage keeps its "
-        "trial)",
+        "and a backoff step, and the 20 s it may take to notice a vanished server: 101 s with the "
+        "defaults; a worker riding out an outage keeps its trial)",
     )
 
 

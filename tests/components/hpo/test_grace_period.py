@@ -23,8 +23,9 @@ from ctrflow.components.names import STORAGE_OUTAGE_LIMIT_ENV
 @pytest.mark.parametrize(
     ("settings", "env_limit"),
     [
-        (StorageSettings(), None),  # 60 s limit, 10 s beats, 8 s backoff: 81 s
-        (StorageSettings(outage_limit=300), None),
+        # 20 s to notice a vanished server, 60 s limit, 10 s beats, 8 s backoff: 101 s
+        (StorageSettings(), None),
+        (StorageSettings(outage_limit=300, dead_server_after=60), None),
         (StorageSettings(heartbeat_interval=2, backoff_max=1.0), "5"),
     ],
 )
@@ -37,7 +38,8 @@ def test_the_default_grace_outlasts_an_outage_ridden_out(
     assert settings.heartbeat_interval is not None
     grace = settings.stale_after()
     assert grace is not None
-    assert grace > limit + settings.heartbeat_interval + 1.2 * settings.backoff_max
+    noticed = settings.dead_server_after + limit
+    assert grace > noticed + settings.heartbeat_interval + 1.2 * settings.backoff_max
 
 
 def test_an_explicit_grace_period_wins_and_none_without_heartbeats() -> None:

@@ -5,7 +5,7 @@ Real `ctrflow hpo worker` processes against a PostgreSQL of their own, which the
 starts again on the same port and data directory (tests.testkit.servers.postgres_control); and
 the rules the workers rely on, one by one, on that storage: a trial's writes wait for the
 database, work under the study lock does not, and a trial started under a lost lock is handed
-back.
+back. And a server that vanishes without closing its connections (tests.testkit.blackhole).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from ctrflow.components.hpo._trial_budget import TrialBudget
 from ctrflow.components.hpo.create_study import create_study
 from ctrflow.components.hpo.storage import StorageSettings, dispose, make_storage, outage_of
 from ctrflow.components.names import STORAGE_OUTAGE_LIMIT_ENV
+from tests.testkit.blackhole import blackholed, require_blackhole
 from tests.testkit.cli import CTRFLOW
 from tests.testkit.hpo_data import tiny_dataset
 from tests.testkit.servers import PostgresControl, postgres_control
@@ -343,3 +344,110 @@ def test_only_a_lost_database_counts_as_an_outage(postgres_url: str) -> None:
         conn.execute(sqlalchemy.text("SELECT 1"))
     engine.dispose()
     assert is_connection_loss(idled.value)
+
+
+# A server that vanishes without a word (a pod rescheduled, a node lost): its packets stop, and
+# without limits a worker waits for a reply for 2 hours (keepalive) or sends into the void for
+# 15 minutes (retransmissions). The waits below are that long without the storage's limits.
+VANISHED = StorageSettings(
+    heartbeat_interval=1, grace_period=60, outage_limit=60, dead_server_after=4
+)
+WITHOUT_LIMITS = 120  # seconds a thread may take before the test calls it hung
+
+
+def _sessions(probe: sqlalchemy.Connection, where: str) -> list[tuple[int, int]]:
+    """(pid, client port) of the server's client sessions but the probe's own."""
+    query = sqlalchemy.text(
+        "SELECT pid, client_port FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        f" AND pid <> pg_backend_pid() AND {where}"
+    )
+    return [(int(pid), int(port)) for pid, port in probe.execute(query)]
+
+
+def _port(url: str) -> int:
+    port = sqlalchemy.engine.make_url(url).port
+    assert port is not None
+    return port
+
+
+def _in_thread(call: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_worker_waiting_on_a_vanished_server_gives_up_and_so_does_the_server(
+    server: PostgresControl,
+) -> None:
+    """Queued on the study lock when the server's end goes silent: the wait ends as a lost
+    connection, and the server ends the queued session, which would otherwise be handed the
+    lock once it is free and keep it from every worker until its idle limit."""
+    require_blackhole()
+    name = f"vanish-{uuid.uuid4().hex[:8]}"
+    create_study(storage_url=server.url, study_name=name, model_type="ffm", budget=10)
+    backend = make_storage(server.url, VANISHED, existing=True)
+    guard = TrialBudget(backend, backend.get_study_id_from_name(name), 10)
+    holder, lock = guard.lock(), guard.lock()
+    holder.acquire()
+    # Autocommit: within a transaction pg_stat_activity would show one snapshot throughout.
+    probe_engine = sqlalchemy.create_engine(
+        server.url, poolclass=sqlalchemy.pool.NullPool, isolation_level="AUTOCOMMIT"
+    )
+    with probe_engine.connect() as probe:
+        thread, outcome = _in_thread(lock.acquire)
+        while not (queued := _sessions(probe, "wait_event = 'advisory'")):
+            time.sleep(0.05)
+        [(pid, client_port)] = queued
+        with blackholed(_port(server.url), [client_port]):
+            thread.join(WITHOUT_LIMITS)
+            assert not thread.is_alive(), "the worker still waits on a server that vanished"
+            assert is_connection_loss(outcome["error"])
+            gone_by = time.monotonic() + WITHOUT_LIMITS
+            while _sessions(probe, f"pid = {pid}"):
+                assert time.monotonic() < gone_by, "the server keeps the vanished worker's session"
+                time.sleep(0.2)
+        assert holder.release() is True
+        # Nobody was handed the lock meanwhile: the worker takes it again, on a new connection.
+        assert not _sessions(probe, "wait_event = 'advisory'")
+        lock.acquire()
+        assert lock.release() is True
+    probe_engine.dispose()
+    dispose(backend)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "stock"])
+def test_a_read_sent_to_a_vanished_server_ends_and_is_retried_on_a_new_connection(
+    fast: bool, server: PostgresControl
+) -> None:
+    """The worker's pooled connections go silent, as after the server's pod moved (the
+    Service's address leads to the new one, the old connections lead nowhere)."""
+    require_blackhole()
+    name = f"vanish-{uuid.uuid4().hex[:8]}"
+    create_study(storage_url=server.url, study_name=name, model_type="ffm", budget=10)
+    backend = make_storage(server.url, VANISHED, existing=True)
+    chosen = worker_storage(backend, fast_path=fast, outage=outage_of(server.url, VANISHED))
+    study = optuna.load_study(study_name=name, storage=chosen.storage)
+    expected = [t.params for t in study.get_trials()]  # the enqueued default trial
+    # Autocommit: within a transaction pg_stat_activity would show one snapshot throughout.
+    probe_engine = sqlalchemy.create_engine(
+        server.url, poolclass=sqlalchemy.pool.NullPool, isolation_level="AUTOCOMMIT"
+    )
+    with probe_engine.connect() as probe:
+        pooled = _sessions(probe, "state = 'idle'")
+        assert pooled, "the worker's pool holds no connection"
+        with blackholed(_port(server.url), [port for _, port in pooled]):
+            thread, outcome = _in_thread(study.get_trials)
+            thread.join(WITHOUT_LIMITS)
+            assert not thread.is_alive(), "the read still waits on connections that lead nowhere"
+        assert "error" not in outcome, outcome.get("error")
+        assert [t.params for t in outcome["result"]] == expected
+    probe_engine.dispose()
+    dispose(backend)

@@ -7,6 +7,7 @@ import logging
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -177,6 +178,57 @@ def test_postgres_sessions_end_when_idle_as_long_as_a_dead_worker(postgres_url: 
             assert lock.connection is not None and lock.connection.execute(show).one()[1] == "10s"
     finally:
         storage.engine.dispose()
+
+
+def _client_tcp_settings(conn: sqlalchemy.Connection) -> tuple[int, ...]:
+    """Keepalive on, idle, interval, count and user timeout of the connection's own socket."""
+    fd = conn.connection.dbapi_connection.pgconn.socket  # type: ignore[union-attr]
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        return (
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            *(
+                sock.getsockopt(socket.IPPROTO_TCP, option)
+                for option in (
+                    socket.TCP_KEEPIDLE,
+                    socket.TCP_KEEPINTVL,
+                    socket.TCP_KEEPCNT,
+                    socket.TCP_USER_TIMEOUT,
+                )
+            ),
+        )
+
+
+_SERVER_TCP_SETTINGS = sqlalchemy.text(
+    "SELECT current_setting('tcp_keepalives_idle'), current_setting('tcp_keepalives_interval'),"
+    " current_setting('tcp_keepalives_count'), current_setting('tcp_user_timeout'),"
+    " current_setting('client_connection_check_interval')"
+)
+
+
+def _tcp_settings(url: str, settings: StorageSettings) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The client's socket options and the server's session settings of a pooled connection."""
+    storage = make_storage(url, settings)
+    try:
+        with storage.engine.connect() as conn:
+            return _client_tcp_settings(conn), tuple(conn.execute(_SERVER_TCP_SETTINGS).one())
+    finally:
+        storage.engine.dispose()
+
+
+def test_postgres_connections_end_at_both_ends_when_the_other_is_silent(postgres_url: str) -> None:
+    """A vanished server or worker: the socket settings, read back from the kernel and the
+    server (what they do to a blackholed connection runs in test_outage); the URL's own win."""
+    assert _tcp_settings(postgres_url, StorageSettings(dead_server_after=16)) == (
+        (1, 8, 2, 4, 16000),
+        ("8", "2", "4", "16000", "2s"),
+    )
+    url = f"{postgres_url}?keepalives_idle=5&options=-c%20tcp_keepalives_count%3D7"
+    assert _tcp_settings(url, StorageSettings()) == (  # 20 s by default
+        (1, 5, 2, 4, 20000),
+        ("10", "2", "7", "20000", "2s"),
+    )
+    with pytest.raises(ValueError, match="dead_server_after"):
+        StorageSettings(dead_server_after=1)
 
 
 def test_sqlite_study_lock_is_an_flock_beside_the_database(tmp_path: pathlib.Path) -> None:
