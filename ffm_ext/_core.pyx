@@ -64,6 +64,11 @@ cdef extern from "ffm_kernels.h" nogil:
     float ffm_margin_one(const ffm_model *model, const int32_t *fields, const int32_t *features,
                          const float *values, int64_t length, int normalize)
     int ffm_all_finite(const float *p, int64_t count)
+    ctypedef struct ffm_token_scan:
+        int32_t field_min, field_max, feature_min, feature_max
+        int nonfinite
+    void ffm_scan_tokens(const int32_t *fields, const int32_t *features, const float *values,
+                         int64_t count, int n_threads, ffm_token_scan *out)
     int ffm_max_threads()
     const char *ffm_isa()
     void ffm_eta_rsqrt(const float *x, float *out, int64_t n, float eta)
@@ -152,6 +157,21 @@ def eta_rsqrt(const float[::1] x, float eta):
     if x.shape[0] > 0:
         ffm_eta_rsqrt(&x[0], &result[0], x.shape[0], eta)
     return out
+
+
+def scan_tokens(const int32_t[::1] fields, const int32_t[::1] features, const float[::1] values,
+                int n_threads=1):
+    """(field min, field max, feature min, feature max, any value non-finite) in one pass, on
+    up to n_threads threads (a share of at least 1M tokens each); the arrays have one equal,
+    non-zero length."""
+    cdef int64_t count = fields.shape[0]
+    if count == 0 or features.shape[0] != count or values.shape[0] != count:
+        raise ValueError("scan_tokens needs three arrays of one non-zero length")
+    cdef ffm_token_scan scan
+    with nogil:
+        ffm_scan_tokens(&fields[0], &features[0], &values[0], count, n_threads, &scan)
+    return (scan.field_min, scan.field_max, scan.feature_min, scan.feature_max,
+            bool(scan.nonfinite))
 
 
 def max_threads() -> int:

@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from ffm_ext import _core
 from ffm_ext._errors import FFMDatasetError, shown
+from ffm_ext._threads import scan_threads
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -81,10 +82,11 @@ class Dataset:
             else _as_array("labels", labels, np.float32)
         )
         self._check_structure()
-        if validate:
-            self._check_content()
-        self.n_fields = self._size("n_fields", n_fields, self.fields, validate, "fields")
-        self.n_features = self._size("n_features", n_features, self.features, validate, "features")
+        largest = self._check_content() if validate else (None, None)
+        self.n_fields = self._size("n_fields", n_fields, self.fields, largest[0], "fields")
+        self.n_features = self._size(
+            "n_features", n_features, self.features, largest[1], "features"
+        )
 
     # -- checks -----------------------------------------------------------------------------
     def _check_structure(self) -> None:
@@ -122,24 +124,29 @@ class Dataset:
                 index=row + 1,
             )
 
-    def _check_content(self) -> None:
-        """O(nnz) vectorised checks: ids non-negative, values finite, labels 0 or 1."""
-        for name in ("fields", "features"):
-            arr = getattr(self, name)
-            if arr.size and arr.min() < 0:
-                pos = int(np.argmax(arr < 0))
-                raise FFMDatasetError(
-                    f"{name}[{pos}] = {arr[pos]} is negative", array=name, index=pos
-                )
-        # A float32 sum is NaN/inf when any value is (no nnz-sized temporary); a sum that
-        # overflowed from finite values only costs the exact check.
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = self.values.sum()
-        if not np.isfinite(total) and not np.isfinite(self.values).all():
-            pos = int(np.argmax(~np.isfinite(self.values)))
-            raise FFMDatasetError(
-                f"values[{pos}] = {self.values[pos]} is not finite", array="values", index=pos
+    def _check_content(self) -> tuple[int, int]:
+        """O(nnz) checks: ids non-negative, values finite, labels 0 or 1. One read of the token
+        arrays finds whether any is bad (a memory-mapped dataset pays for every extra pass);
+        only then is the first bad one looked for. Returns the largest field and feature id
+        (-1 without tokens)."""
+        if not self.nnz:
+            field_max = feature_max = -1
+        else:
+            field_min, field_max, feature_min, feature_max, nonfinite = _core.scan_tokens(
+                self.fields, self.features, self.values, scan_threads()
             )
+            for name, smallest in (("fields", field_min), ("features", feature_min)):
+                if smallest < 0:
+                    arr = getattr(self, name)
+                    pos = int(np.argmax(arr < 0))
+                    raise FFMDatasetError(
+                        f"{name}[{pos}] = {arr[pos]} is negative", array=name, index=pos
+                    )
+            if nonfinite:
+                pos = int(np.argmax(~np.isfinite(self.values)))
+                raise FFMDatasetError(
+                    f"values[{pos}] = {self.values[pos]} is not finite", array="values", index=pos
+                )
         bad = (self.labels != 0) & (self.labels != 1)  # NaN compares unequal: caught too
         if bad.any():
             pos = int(np.argmax(bad))
@@ -149,16 +156,21 @@ class Dataset:
                 array="labels",
                 index=pos,
             )
+        return field_max, feature_max
 
     @staticmethod
     def _size(
-        name: str, given: int | None, ids: npt.NDArray[np.int32], scan: bool, array: str
+        name: str, given: int | None, ids: npt.NDArray[np.int32], largest: int | None, array: str
     ) -> int:
+        """`given`, checked against the largest id when the content was validated; without
+        one, one more than the largest id. `largest` None: not scanned."""
         if given is None:
-            return int(ids.max()) + 1 if ids.size else 0
+            if largest is None:
+                largest = int(ids.max()) if ids.size else -1
+            return largest + 1
         if given < 0:
             raise FFMDatasetError(f"{name} must be >= 0, got {given}", array=array)
-        if scan and ids.size and int(ids.max()) >= given:
+        if largest is not None and largest >= given:
             pos = int(np.argmax(ids >= given))
             raise FFMDatasetError(
                 f"{array}[{pos}] = {ids[pos]} is not below the declared {name}={given}",
@@ -238,8 +250,9 @@ class Dataset:
     ) -> Dataset:
         """Open a saved dataset; arrays are memory-mapped read-only unless mmap=False.
 
-        Every array is checked as on construction (one vectorised O(nnz) pass, small next to an
-        epoch); a bad one raises FFMDatasetError naming the file and the index.
+        Every array is checked as on construction (one read of the token arrays, shared among
+        a few threads on a large dataset, small next to an epoch); a bad one raises
+        FFMDatasetError naming the file and the index.
         `validate=False` is the explicit opt-out: only the O(1) and O(n_rows) checks run.
         """
         src = pathlib.Path(path)

@@ -170,6 +170,56 @@ static void run_threads(thread_body body, void *ctx, int nt) {
     }
 }
 
+/* ------------------------------------------------------------------ checks */
+
+typedef struct {
+    const int32_t *fields, *features;
+    const float *values;
+    int64_t count;
+    ffm_token_scan *parts; /* one per thread */
+} scan_job;
+
+static void scan_body(void *ctx, int tid, int nt) {
+    const scan_job *job = ctx;
+    const int64_t lo = job->count * tid / nt, hi = job->count * (tid + 1) / nt;
+    const int32_t *fields = job->fields, *features = job->features;
+    int32_t fmin = fields[lo], fmax = fields[lo], jmin = features[lo], jmax = features[lo];
+    uint32_t nonfinite = 0;
+    for (int64_t i = lo; i < hi; ++i) {
+        const int32_t f = fields[i], j = features[i];
+        uint32_t bits;
+        memcpy(&bits, &job->values[i], sizeof bits);
+        fmin = f < fmin ? f : fmin;
+        fmax = f > fmax ? f : fmax;
+        jmin = j < jmin ? j : jmin;
+        jmax = j > jmax ? j : jmax;
+        nonfinite |= (bits & 0x7f800000u) == 0x7f800000u; /* exponent all ones: inf or NaN */
+    }
+    job->parts[tid] = (ffm_token_scan){fmin, fmax, jmin, jmax, nonfinite != 0};
+}
+
+void ffm_scan_tokens(const int32_t *fields, const int32_t *features, const float *values,
+                     int64_t count, int n_threads, ffm_token_scan *out) {
+    /* Each thread takes a share of at least this many tokens (12 MB): below it, starting a
+     * thread costs more than the share's page faults and memory reads. */
+    enum { MIN_SHARE = 1 << 20, MAX_SCAN_THREADS = 64 };
+    int nt = clamp_threads(n_threads);
+    if (nt > MAX_SCAN_THREADS) nt = MAX_SCAN_THREADS;
+    if (count / nt < MIN_SHARE) nt = count / MIN_SHARE > 1 ? (int)(count / MIN_SHARE) : 1;
+    ffm_token_scan parts[MAX_SCAN_THREADS];
+    scan_job job = {fields, features, values, count, parts};
+    run_threads(scan_body, &job, nt);
+    *out = parts[0];
+    for (int t = 1; t < nt; ++t) {
+        const ffm_token_scan *p = &parts[t];
+        out->field_min = p->field_min < out->field_min ? p->field_min : out->field_min;
+        out->field_max = p->field_max > out->field_max ? p->field_max : out->field_max;
+        out->feature_min = p->feature_min < out->feature_min ? p->feature_min : out->feature_min;
+        out->feature_max = p->feature_max > out->feature_max ? p->feature_max : out->feature_max;
+        out->nonfinite |= p->nonfinite;
+    }
+}
+
 /* ------------------------------------------------------------------ layouts */
 
 typedef struct {

@@ -117,6 +117,16 @@ float ffm_margin_one(const ffm_model *model, const int32_t *fields, const int32_
 /* 1 when every value is finite. */
 int ffm_all_finite(const float *p, int64_t count);
 
+/* A dataset's O(nnz) checks in one read of its token arrays (a loaded one is memory-mapped:
+ * each extra pass over it costs as much as the checks): the range of its field and feature
+ * ids and whether a value is NaN or infinite, on up to n_threads threads. `count` > 0. */
+typedef struct {
+    int32_t field_min, field_max, feature_min, feature_max;
+    int nonfinite;
+} ffm_token_scan;
+void ffm_scan_tokens(const int32_t *fields, const int32_t *features, const float *values,
+                     int64_t count, int n_threads, ffm_token_scan *out);
+
 /* Copy the k real lanes of every (feature, field) vector between padded buffers. */
 void ffm_copy(float *dst, const float *src, int64_t count);
 

@@ -127,3 +127,53 @@ def test_take_and_sparse_matrix() -> None:
         data.take([2])
     matrix = data.to_csr_matrix()
     assert matrix.shape == (2, 10) and matrix[0, 9] == 0.5
+
+
+_EXTREME_IDS = np.array([np.iinfo(np.int32).min, -1, 0, np.iinfo(np.int32).max], np.int32)
+_SPECIAL_VALUES = np.array(
+    [np.inf, -np.inf, np.nan, np.finfo(np.float32).max, -0.0, 1e-45], np.float32
+)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_one_pass_scan_finds_what_numpy_finds(seed: int) -> None:
+    """The loaded dataset's checks read the token arrays once (ffm_scan_tokens): its ranges
+    and its non-finite flag against numpy's, with extremes planted anywhere, first and last
+    positions included, and lengths around the vector widths."""
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(1, 70))
+    fields = rng.integers(0, 40, count).astype(np.int32)
+    features = rng.integers(0, 1 << 20, count).astype(np.int32)
+    values = rng.random(count, dtype=np.float32)
+    planted: tuple[tuple[np.ndarray, np.ndarray], ...] = (
+        (fields, _EXTREME_IDS),
+        (features, _EXTREME_IDS),
+        (values, _SPECIAL_VALUES),
+    )
+    for arr, pool in planted:
+        for _ in range(int(rng.integers(0, 3))):
+            pos = int(rng.choice([0, count - 1, int(rng.integers(0, count))]))
+            arr[pos] = pool[int(rng.integers(0, len(pool)))]
+    found = ffm_ext._core.scan_tokens(fields, features, values)
+    expected = (
+        int(fields.min()),
+        int(fields.max()),
+        int(features.min()),
+        int(features.max()),
+        not bool(np.isfinite(values).all()),
+    )
+    assert found == expected
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_the_scan_shared_among_threads_sees_every_share(threads: int) -> None:
+    """Threads take shares of at least 1M tokens: each extreme sits in a different one."""
+    count = 3_500_001
+    fields = np.zeros(count, np.int32)
+    features = np.ones(count, np.int32)
+    values = np.ones(count, np.float32)
+    fields[count - 1], features[count // 2], values[-1] = 41, 7, np.nan
+    fields[count // 3 + 1], features[count - 2] = -3, -9
+    assert ffm_ext._core.scan_tokens(fields, features, values, threads) == (-3, 41, -9, 7, True)
+    values[-1] = 2.0
+    assert ffm_ext._core.scan_tokens(fields, features, values, threads)[4] is False
