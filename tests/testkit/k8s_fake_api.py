@@ -127,10 +127,6 @@ class FakeKubernetes:
         self._thread.start()
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    @property
-    def stopped(self) -> bool:
-        return self._stopping.is_set()
-
     def stop(self) -> None:
         self._stopping.set()
         if self._server is not None:

@@ -19,8 +19,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -190,41 +188,13 @@ def test_crash_loop_shows_the_previous_containers_last_log_lines(
     assert previous == ["true", "false"]
 
 
-def _main_thread_signals() -> str:
-    """The main thread's blocked and pending signal masks, and Python's SIGINT handler."""
-    status = pathlib.Path(f"/proc/self/task/{threading.main_thread().native_id}/status")
-    lines = status.read_text().splitlines()
-    masks = [line for line in lines if line.startswith(("SigBlk", "SigPnd", "ShdPnd"))]
-    return f"{'; '.join(masks)}; SIGINT handler {signal.getsignal(signal.SIGINT)!r}"
-
-
-def _ctrl_c_until_handled(fake: Any) -> None:
-    """Ctrl-C: SIGINT to the main thread, which follows the Job; again each 5 s until the
-    launcher deletes the Job. In one CI run of the whole suite a single signal went unanswered
-    (the launcher read its watch on for 120 s; standalone, 15 of 15 runs beside a CPU burner
-    answered): a resend is reported as a warning with the main thread's signal state."""
-    main_thread = threading.main_thread().ident
-    assert main_thread is not None
-
-    def interrupt() -> None:
-        for attempt in range(1, 7):
-            signal.pthread_kill(main_thread, signal.SIGINT)
-            for _ in range(50):  # the launcher deleted the Job, or the test is over
-                if fake.requests_to("DELETE", "") or fake.stopped:
-                    return
-                time.sleep(0.1)
-            warnings.warn(
-                f"SIGINT {attempt} unanswered after 5 s: {_main_thread_signals()}", stacklevel=1
-            )
-
-    fake.on_watch = lambda: threading.Thread(target=interrupt, daemon=True).start()
-
-
 def test_ctrl_c_deletes_the_job_and_exits_130(
     fake: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    main_thread = threading.main_thread().ident
+    assert main_thread is not None
     fake.block_watch = True
-    _ctrl_c_until_handled(fake)
+    fake.on_watch = lambda: signal.pthread_kill(main_thread, signal.SIGINT)
     rc = _launch(fake)
     out = capsys.readouterr().out
     assert rc == 130
