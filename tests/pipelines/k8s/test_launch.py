@@ -195,7 +195,13 @@ def test_ctrl_c_deletes_the_job_and_exits_130(
     assert main_thread is not None
     fake.block_watch = True
     fake.on_watch = lambda: signal.pthread_kill(main_thread, signal.SIGINT)
-    rc = _launch(fake)
+    # Ctrl-C as in a terminal: a suite started in the background without job control (`cmd &`
+    # in a script) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        rc = _launch(fake)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     out = capsys.readouterr().out
     assert rc == 130
     assert "interrupted: deleting job" in out
