@@ -41,13 +41,17 @@ def dead_peer_connect_args(url: URL, seconds: int) -> dict[str, Any]:
     return {name: value for name, value in wanted.items() if name not in url.query}
 
 
-def dead_peer_server_options(seconds: int) -> list[str]:
-    """``-c`` settings for the server's end of each session."""
+def dead_peer_server_options(seconds: int, server_version: tuple[int, ...]) -> list[str]:
+    """``-c`` settings for the server's end of each session, those ``server_version`` has: a
+    server refuses a connection whose startup options name a setting it does not know."""
     idle, interval = _timing(seconds)
-    return [
+    options = [
         f"-c tcp_keepalives_idle={idle}",
         f"-c tcp_keepalives_interval={interval}",
         f"-c tcp_keepalives_count={_PROBES}",
-        f"-c tcp_user_timeout={seconds * 1000}",
-        f"-c client_connection_check_interval={interval * 1000}",
     ]
+    if server_version >= (12,):
+        options.append(f"-c tcp_user_timeout={seconds * 1000}")
+    if server_version >= (14,):
+        options.append(f"-c client_connection_check_interval={interval * 1000}")
+    return options

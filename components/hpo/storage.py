@@ -133,7 +133,25 @@ def describe_url(url: str | URL) -> str:
     )
 
 
-def _engine_kwargs(url: URL, settings: StorageSettings) -> dict[str, Any]:
+def _server_version(url: URL, settings: StorageSettings) -> tuple[int, ...]:
+    """The PostgreSQL server's version, from a connection of its own before the pool's: the
+    pool's sessions name version-dependent settings in their startup options. One connection
+    per process, not per trial."""
+    timeout = (
+        {} if "connect_timeout" in url.query else {"connect_timeout": settings.connect_timeout}
+    )
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=timeout)
+    try:
+        with engine.connect() as conn:
+            info = conn.dialect.server_version_info or ()
+            return tuple(part for part in info if isinstance(part, int))
+    finally:
+        engine.dispose()
+
+
+def _engine_kwargs(
+    url: URL, settings: StorageSettings, server_version: tuple[int, ...] = ()
+) -> dict[str, Any]:
     backend = url.get_backend_name()
     if backend == "sqlite":
         return {"connect_args": {"timeout": settings.sqlite_busy_timeout}}
@@ -149,7 +167,7 @@ def _engine_kwargs(url: URL, settings: StorageSettings) -> dict[str, Any]:
     # Given here, the URL's own `options` would be replaced: they are kept, after the defaults
     # they may override and before the idle limit, which the study's liveness relies on.
     given = url.query.get("options", ())
-    options = [*dead_peer_server_options(settings.dead_server_after)]
+    options = dead_peer_server_options(settings.dead_server_after, server_version)
     options += [given] if isinstance(given, str) else given
     idle_limit = idle_session_limit(settings.stale_after())
     if idle_limit is not None:
@@ -205,11 +223,13 @@ def make_storage(
     started = time.monotonic()
     for attempt in range(1, settings.connect_attempts + 1):
         try:
+            postgres = parsed.get_backend_name() == "postgresql"
+            version = _server_version(parsed, settings) if postgres else ()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 return RDBStorage(
                     url,
-                    engine_kwargs=_engine_kwargs(parsed, settings),
+                    engine_kwargs=_engine_kwargs(parsed, settings, version),
                     skip_compatibility_check=existing,
                     skip_table_creation=existing,
                     heartbeat_interval=settings.heartbeat_interval,

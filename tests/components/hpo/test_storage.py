@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
+from ctrflow.components.hpo._dead_peer import dead_peer_server_options
 from ctrflow.components.hpo._trial_budget import _PG_LOCK_CLASS, StudyLock
 from ctrflow.components.hpo.create_study import create_study
 from ctrflow.components.hpo.finalize_study import finalize_study
@@ -229,6 +230,34 @@ def test_postgres_connections_end_at_both_ends_when_the_other_is_silent(postgres
     )
     with pytest.raises(ValueError, match="dead_server_after"):
         StorageSettings(dead_server_after=1)
+
+
+def test_an_older_server_is_not_sent_settings_it_does_not_know(postgres_url: str) -> None:
+    """A server refuses a connection whose startup options name a setting it lacks: shown on
+    this one with a made-up name; the versions are PostgreSQL's release notes (tcp_user_timeout
+    12, client_connection_check_interval 14), as no older server runs here."""
+    engine = sqlalchemy.create_engine(
+        postgres_url, connect_args={"options": "-c no_such_setting_here=1"}
+    )
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="no_such_setting_here"):
+        engine.connect()
+    engine.dispose()
+    names = {
+        version: [option.split("=")[0][3:] for option in dead_peer_server_options(20, version)]
+        for version in ((11, 22), (13, 18), (14, 0), (17, 6))
+    }
+    keepalives = ["tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count"]
+    assert names[(11, 22)] == keepalives
+    assert names[(13, 18)] == [*keepalives, "tcp_user_timeout"]
+    assert (
+        names[(14, 0)]
+        == names[(17, 6)]
+        == [
+            *keepalives,
+            "tcp_user_timeout",
+            "client_connection_check_interval",
+        ]
+    )
 
 
 def test_sqlite_study_lock_is_an_flock_beside_the_database(tmp_path: pathlib.Path) -> None:

@@ -425,7 +425,8 @@ def test_a_worker_holds_one_connection_so_fifty_fit_in_postgres_default_limit(
     assert sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) == budget
     counted = (connections.peak, connections.opened)
     assert connections.peak <= workers + 1, counted  # 2 per worker before: 8
-    # One per worker, and one more for a moment by the worker that pops the enqueued defaults
-    # (Optuna's read of waiting trials); a pool that reopened its second connection per trial
-    # would open at least one per trial (24 here).
-    assert connections.opened <= 2 * workers, counted
+    # One per worker, one more for a moment by the worker that pops the enqueued defaults
+    # (Optuna's read of waiting trials), and each worker's look at the server's version
+    # before its pool (storage._server_version); a pool that reopened its second connection
+    # per trial would open at least one per trial (24 here).
+    assert connections.opened <= 3 * workers, counted
